@@ -1,4 +1,5 @@
-//! Errors of the codec layer.
+//! Errors of each layer: decoding, calls, stream sends, incoming
+//! cancellation and disconnects.
 
 use std::fmt;
 
@@ -141,3 +142,195 @@ impl fmt::Display for DecodeError {
 }
 
 impl std::error::Error for DecodeError {}
+
+/// Why a call (single request or stream) failed, locally or remotely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallError {
+    /// Refused locally: the connection is not established. Retry after
+    /// reconnecting (Go: `ErrDisconnected`).
+    NotConnected,
+    /// The connection was lost while the call was in flight ("remote
+    /// disconnected"). The callee may or may not have run the handler.
+    Disconnected,
+    /// Refused locally: the handler id is not valid (1..=79), or no
+    /// capacities are known for a stream handler. Configure its capacities.
+    UnknownHandler {
+        /// The handler id.
+        handler: u8,
+    },
+    /// The remote handler returned an error; the text is exactly the remote's.
+    Remote(String),
+    /// The callee refused to start the call (`MuxConnectError`), e.g.
+    /// `Invalid Handler for type: DiskInfo`.
+    Refused(String),
+    /// The deadline passed before the call finished.
+    DeadlineExceeded,
+    /// The peer broke the per-mux sequence ("out-of-sequence item received").
+    OutOfSequence {
+        /// The expected sequence number.
+        want: u32,
+        /// The one received.
+        got: u32,
+    },
+    /// The callee answered a stream ping with "not found": it no longer has
+    /// the stream ("remote terminated call").
+    RemoteTerminated,
+    /// The callee showed no sign of life for 30 s (no pong, no message).
+    Unresponsive,
+    /// The callee sent more messages than the stream's capacity allows
+    /// ("Response was blocked").
+    ResponseBlocked,
+    /// Refused locally: too many bytes are queued for sending. Retry later.
+    QueueFull,
+    /// Refused locally: the message would exceed the maximum message size.
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The connection was shut down.
+    Shutdown,
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::NotConnected => f.write_str("not connected"),
+            CallError::Disconnected => f.write_str("remote disconnected"),
+            CallError::UnknownHandler { handler } => write!(f, "unknown mux handler {handler}"),
+            CallError::Remote(text) => f.write_str(text),
+            CallError::Refused(text) => write!(f, "call refused: {text}"),
+            CallError::DeadlineExceeded => f.write_str("deadline exceeded"),
+            CallError::OutOfSequence { want, got } => {
+                write!(f, "out-of-sequence item received (want {want}, got {got})")
+            }
+            CallError::RemoteTerminated => f.write_str("remote terminated call"),
+            CallError::Unresponsive => f.write_str("no sign of life from the remote for 30s"),
+            CallError::ResponseBlocked => {
+                f.write_str("response was blocked: callee overran its capacity")
+            }
+            CallError::QueueFull => f.write_str("outgoing queue is full"),
+            CallError::TooLarge { size, max } => {
+                write!(
+                    f,
+                    "message of {size} bytes exceeds the limit of {max} bytes"
+                )
+            }
+            CallError::Shutdown => f.write_str("connection shut down"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// Why a stream message could not be sent. Nothing was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No credit: wait for [`crate::Event::StreamCredit`] /
+    /// [`crate::Event::IncomingCredit`] and try again.
+    NoCredit,
+    /// The stream does not exist (it ended, or was never opened).
+    UnknownStream,
+    /// This direction is closed: EOF was sent, or the handler has no input
+    /// (`InCapacity` 0), or the stream already finished.
+    Closed,
+    /// Too many bytes are queued for sending; try again later.
+    QueueFull,
+    /// The message would exceed the maximum message size.
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::NoCredit => f.write_str("no send credit"),
+            SendError::UnknownStream => f.write_str("unknown stream"),
+            SendError::Closed => f.write_str("stream direction closed"),
+            SendError::QueueFull => f.write_str("outgoing queue is full"),
+            SendError::TooLarge { size, max } => {
+                write!(
+                    f,
+                    "message of {size} bytes exceeds the limit of {max} bytes"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Why an incoming request or stream was ended from outside its handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// The caller cancelled it (`DisconnectServerMux`).
+    CallerCancelled,
+    /// The connection was lost.
+    Disconnected,
+    /// Its `DeadlineMS` passed.
+    DeadlineExceeded,
+    /// The caller sent no stream ping for 60 s.
+    Idle,
+    /// The caller broke the stream protocol; the text was sent to it.
+    ProtocolError(String),
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CancelReason::CallerCancelled => f.write_str("cancelled by the caller"),
+            CancelReason::Disconnected => f.write_str("remote disconnected"),
+            CancelReason::DeadlineExceeded => f.write_str("deadline exceeded"),
+            CancelReason::Idle => f.write_str("no ping from the caller for 60s"),
+            CancelReason::ProtocolError(text) => write!(f, "protocol error: {text}"),
+        }
+    }
+}
+
+/// Why a session (or a handshake attempt) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The driver reported the transport closed or failed.
+    TransportLost,
+    /// No connection pong for longer than the pong timeout.
+    PongTimeout,
+    /// The peer sent a frame that could not be decoded.
+    Decode(DecodeError),
+    /// The handshake did not complete in time.
+    HandshakeTimeout,
+    /// The peer answered the handshake with something other than a
+    /// `ConnectResponse`, or an undecodable one.
+    HandshakeFailed(String),
+    /// The acceptor refused the connection; the text is its reason.
+    Rejected(String),
+    /// A new session replaced this one.
+    Replaced,
+    /// The application shut the connection down.
+    Shutdown,
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::TransportLost => f.write_str("transport lost"),
+            DisconnectReason::PongTimeout => f.write_str("no pong from the remote in time"),
+            DisconnectReason::Decode(e) => write!(f, "undecodable frame: {e}"),
+            DisconnectReason::HandshakeTimeout => f.write_str("handshake timed out"),
+            DisconnectReason::HandshakeFailed(why) => write!(f, "handshake failed: {why}"),
+            DisconnectReason::Rejected(why) => write!(f, "connection rejected: {why}"),
+            DisconnectReason::Replaced => f.write_str("replaced by a newer connection"),
+            DisconnectReason::Shutdown => f.write_str("shut down"),
+        }
+    }
+}
+
+impl std::error::Error for DisconnectReason {}

@@ -27,27 +27,45 @@
 //! # Ok::<(), grid_proto::DecodeError>(())
 //! ```
 
+mod config;
+mod connection;
+mod dial;
 mod error;
+mod event;
 mod flags;
 mod handler;
+pub mod handshake;
+mod incoming;
 mod merge;
 mod message;
 mod msgpack;
 mod op;
+mod outgoing;
 mod payload;
+mod rng;
+pub mod sim;
+mod stats;
 mod subroute;
 mod time;
+mod timer;
 
-pub use error::DecodeError;
+pub use config::{Backoff, Capacities, CapacityTable, Config};
+pub use connection::{Connection, State};
+pub use dial::{crc_enabled, should_dial};
+pub use error::{CallError, CancelReason, DecodeError, DisconnectReason, SendError};
+pub use event::{CallId, Event, IncomingId};
 pub use flags::Flags;
 pub use handler::HandlerId;
+pub use incoming::{IDLE_CHECK_INTERVAL, IDLE_TIMEOUT};
 pub use merge::{
     DEFAULT_MAX_MESSAGE_SIZE, FrameBuilder, FrameDecoder, MAX_MERGED_MESSAGES, MERGE_BYTE_LIMIT,
 };
 pub use message::{CRC_LEN, Message, SUBROUTE_LEN, crc};
 pub use op::Op;
+pub use outgoing::{STREAM_LIVENESS_TIMEOUT, STREAM_PING_INTERVAL};
 pub use payload::{
     ConnectRequest, ConnectResponse, InstanceId, MuxConnectError, PingPayload, PongPayload,
 };
+pub use stats::Stats;
 pub use subroute::{SubrouteId, join_route};
 pub use time::Timestamp;

@@ -18,6 +18,11 @@ use crate::time::Timestamp;
 pub struct InstanceId(pub [u8; 16]);
 
 impl InstanceId {
+    /// A v4 UUID drawn from a seeded generator: deterministic per seed.
+    pub fn from_seed(seed: u64) -> InstanceId {
+        InstanceId::from_random(crate::rng::Rng::new(seed ^ 0x6772_6964).bytes16())
+    }
+
     /// A v4 UUID from 16 random bytes (sets the version and variant bits).
     pub fn from_random(mut bytes: [u8; 16]) -> InstanceId {
         bytes[6] = (bytes[6] & 0x0f) | 0x40;

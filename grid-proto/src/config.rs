@@ -1,0 +1,196 @@
+//! Connection configuration: timers with Go's defaults, limits that keep
+//! memory bounded, and the stream capacity table.
+
+use std::time::Duration;
+
+use hashbrown::HashMap;
+
+use crate::handler::HandlerId;
+use crate::merge::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::subroute::SubrouteId;
+
+/// The two window sizes of a stream handler (PROTOCOL.md §7.1). They are
+/// not on the wire: caller and callee must agree out of band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacities {
+    /// Caller → callee messages in flight; 0 means the stream has no input.
+    pub in_capacity: u32,
+    /// Callee → caller messages in flight (0 is treated as 1).
+    pub out_capacity: u32,
+}
+
+impl Capacities {
+    /// Go's defaults for typed stream handlers: one each way.
+    pub const DEFAULT: Capacities = Capacities {
+        in_capacity: 1,
+        out_capacity: 1,
+    };
+
+    /// `OutCapacity` as Go uses it (at least 1).
+    pub fn effective_out(&self) -> u32 {
+        self.out_capacity.max(1)
+    }
+}
+
+/// The callee capacities a caller assumes per handler (and subroute), so it
+/// sizes its windows like the remote handler (PROTOCOL.md §7.1, Appendix B).
+#[derive(Debug, Clone)]
+pub struct CapacityTable {
+    by_handler: HashMap<HandlerId, Capacities>,
+    by_subroute: HashMap<SubrouteId, Capacities>,
+}
+
+impl Default for CapacityTable {
+    /// MinIO's streaming handlers (Appendix B) plus the test handlers of the
+    /// shared transcripts (78: 1/1, 79: 0/1).
+    fn default() -> Self {
+        let mut t = CapacityTable::empty();
+        for (id, out) in [
+            (7, 1),
+            (10, 1),
+            (22, 100_000),
+            (23, 100),
+            (63, 100),
+            (64, 1),
+            (77, 1),
+        ] {
+            t.set(
+                HandlerId(id),
+                Capacities {
+                    in_capacity: 0,
+                    out_capacity: out,
+                },
+            );
+        }
+        t.set(
+            HandlerId::TEST,
+            Capacities {
+                in_capacity: 1,
+                out_capacity: 1,
+            },
+        );
+        t.set(
+            HandlerId::TEST2,
+            Capacities {
+                in_capacity: 0,
+                out_capacity: 1,
+            },
+        );
+        t
+    }
+}
+
+impl CapacityTable {
+    /// A table with no entries.
+    pub fn empty() -> CapacityTable {
+        CapacityTable {
+            by_handler: HashMap::new(),
+            by_subroute: HashMap::new(),
+        }
+    }
+
+    /// Sets the capacities of `handler` (on every subroute without its own entry).
+    pub fn set(&mut self, handler: HandlerId, caps: Capacities) {
+        self.by_handler.insert(handler, caps);
+    }
+
+    /// Sets the capacities of a handler on one subroute.
+    pub fn set_subroute(&mut self, sub: SubrouteId, caps: Capacities) {
+        self.by_subroute.insert(sub, caps);
+    }
+
+    /// The capacities to use when calling `handler` (on `sub`), if known.
+    pub fn get(&self, handler: HandlerId, sub: Option<&SubrouteId>) -> Option<Capacities> {
+        sub.and_then(|s| self.by_subroute.get(s))
+            .or_else(|| self.by_handler.get(&handler))
+            .copied()
+    }
+}
+
+/// How a dialer spaces its attempts after a failure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// Delay before the first retry after a failed attempt.
+    pub initial: Duration,
+    /// Upper bound of the delay.
+    pub max: Duration,
+    /// Growth factor per consecutive failure (1.0: no growth, like Go).
+    pub multiplier: f64,
+    /// Random spread: the delay is scaled by a factor uniform in
+    /// `[1 - jitter, 1 + jitter)`.
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    /// Starts at 1.5 s ± 1/3 (Go's 1–2 s spacing), doubles per failure up to
+    /// 30 s.
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(1500),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 1.0 / 3.0,
+        }
+    }
+}
+
+/// Everything a [`crate::Connection`] needs to know up front.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's host string (e.g. `http://10.0.0.1:9000`).
+    pub local_host: String,
+    /// The remote node's host string.
+    pub remote_host: String,
+    /// Seed for all randomness (instance id, jitter): same seed, same run.
+    pub seed: u64,
+    /// Connection ping interval (Go: 10 s).
+    pub ping_interval: Duration,
+    /// A connection with no pong for longer than this is lost (Go: 20 s).
+    pub pong_timeout: Duration,
+    /// How long the dialer waits for `ConnectResponse` (and the acceptor for
+    /// `Connect`).
+    pub handshake_timeout: Duration,
+    /// Timeout of single requests made without a deadline (Go: 60 s).
+    pub default_request_timeout: Duration,
+    /// Largest frame accepted from the peer; larger drops the connection.
+    pub max_message_size: usize,
+    /// Most streams the peer may have open towards us at once; more are
+    /// refused with a `MuxConnectError`.
+    pub max_incoming_streams: usize,
+    /// Most single requests of the peer being served at once; more are
+    /// refused with a `MuxConnectError`.
+    pub max_incoming_requests: usize,
+    /// Most bytes of queued outgoing frames before new requests, streams and
+    /// stream messages are refused with [`crate::CallError::QueueFull`] /
+    /// [`crate::SendError::QueueFull`].
+    pub max_queued_bytes: usize,
+    /// Callee capacities assumed when calling a handler.
+    pub capacities: CapacityTable,
+    /// Retry spacing of the dialer.
+    pub backoff: Backoff,
+    /// Send `DisconnectServerMux` where Go sends `DisconnectClientMux` for an
+    /// unknown caller-side mux (PROTOCOL.md [Q2], the recommended deviation).
+    pub fix_q2: bool,
+}
+
+impl Config {
+    /// A configuration with Go's timers and this crate's default limits.
+    pub fn new(local_host: impl Into<String>, remote_host: impl Into<String>) -> Config {
+        Config {
+            local_host: local_host.into(),
+            remote_host: remote_host.into(),
+            seed: 0,
+            ping_interval: Duration::from_secs(10),
+            pong_timeout: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+            default_request_timeout: Duration::from_secs(60),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_incoming_streams: 16_384,
+            max_incoming_requests: 65_536,
+            max_queued_bytes: 256 << 20,
+            capacities: CapacityTable::default(),
+            backoff: Backoff::default(),
+            fix_q2: true,
+        }
+    }
+}

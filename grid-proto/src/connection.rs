@@ -1,0 +1,703 @@
+//! The connection state machine: one per remote host, living across
+//! reconnects.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+
+use crate::config::Config;
+use crate::dial::{crc_enabled, should_dial};
+use crate::error::{CallError, CancelReason, DisconnectReason};
+use crate::event::{CallId, Event, IncomingId};
+use crate::flags::Flags;
+use crate::handshake;
+use crate::incoming::{InRequest, InStream};
+use crate::merge::{FrameBuilder, FrameDecoder};
+use crate::message::Message;
+use crate::op::Op;
+use crate::outgoing::Outgoing;
+use crate::payload::{ConnectRequest, ConnectResponse, InstanceId, PingPayload, PongPayload};
+use crate::rng::Rng;
+use crate::stats::Stats;
+use crate::time::Timestamp;
+use crate::timer::{ConnTimer, MuxTimer, Timers};
+
+/// Where a connection is in its life (Go's states, PROTOCOL.md §8.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Never connected; an acceptor waits here for its peer.
+    Unconnected,
+    /// A transport is up and the handshake is under way.
+    Connecting,
+    /// Handshake done: calls may be made.
+    Connected,
+    /// An attempt failed or the session was lost; the dialer will retry.
+    ConnectionError,
+    /// Shut down for good.
+    Shutdown,
+}
+
+/// The grid protocol for one remote host, with no I/O.
+///
+/// Four families of methods:
+/// 1. getters: [`state`](Self::state), [`stats`](Self::stats),
+///    [`instance_id`](Self::instance_id), [`stream_credit`](Self::stream_credit)...;
+/// 2. inputs, `handle_*`: a received frame, a timer expiry, transport
+///    failures;
+/// 3. commands: the handshake, requests, streams, answers to incoming calls;
+/// 4. outputs, `poll_*`: frames to send, the next timer, events.
+///
+/// After any input or command, drain the outputs: send every frame from
+/// [`poll_transmit`](Self::poll_transmit), handle every event from
+/// [`poll_event`](Self::poll_event), then arm one timer at
+/// [`poll_timeout`](Self::poll_timeout) and call
+/// [`handle_timeout`](Self::handle_timeout) when it fires (a spurious call
+/// is harmless). Time is passed in and must not go backwards.
+#[derive(Debug)]
+pub struct Connection {
+    pub(crate) config: Config,
+    dialer: bool,
+    /// Flags every normal message carries: CRC unless both hosts are TLS.
+    pub(crate) base: Flags,
+    instance_id: InstanceId,
+    rng: Rng,
+    state: State,
+    /// A wall-clock reading and the instant it was taken: the core derives
+    /// wall time from `now` without reading a clock.
+    wall_base: (Instant, Timestamp),
+    outbox: Outbox,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) timers: Timers,
+    pub(crate) outgoing: HashMap<u64, Outgoing>,
+    pub(crate) incoming_streams: HashMap<u64, InStream>,
+    pub(crate) incoming_requests: HashMap<u64, InRequest>,
+    next_mux_id: u64,
+    last_pong: Instant,
+    rtt: Option<Duration>,
+    remote_id: Option<InstanceId>,
+    /// Consecutive failed attempts since the last established session.
+    failures: u32,
+    attempt_start: Instant,
+    was_connected: bool,
+    pub(crate) counters: Counters,
+}
+
+/// Running totals kept for [`Stats`].
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Counters {
+    pub(crate) messages_sent: u64,
+    pub(crate) messages_received: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) bytes_received: u64,
+    pub(crate) frames_sent: u64,
+    pub(crate) frames_received: u64,
+    pub(crate) reconnects: u64,
+    pub(crate) ignored_messages: u64,
+}
+
+/// Outgoing frames: full ones waiting, and the one being filled.
+#[derive(Debug, Default)]
+struct Outbox {
+    ready: VecDeque<Bytes>,
+    current: Option<FrameBuilder>,
+    queued_bytes: usize,
+}
+
+impl Outbox {
+    fn push(&mut self, msg: &Message) {
+        if self.current.as_ref().is_some_and(|cur| !cur.has_room()) {
+            self.seal();
+        }
+        let cur = self
+            .current
+            .get_or_insert_with(|| FrameBuilder::with_capacity(1024));
+        let before = cur.bytes();
+        cur.push(msg);
+        self.queued_bytes += cur.bytes() - before;
+    }
+
+    /// Sends `msg` in a frame of its own (handshake messages: Go's dialer
+    /// requires the response to be a bare `ConnectResponse`).
+    fn push_alone(&mut self, msg: &Message) {
+        self.seal();
+        self.push(msg);
+        self.seal();
+    }
+
+    fn seal(&mut self) {
+        if let Some(frame) = self.current.take().and_then(FrameBuilder::finish) {
+            self.ready.push_back(frame);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        if self.ready.is_empty() {
+            self.seal();
+        }
+        let frame = self.ready.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(frame.len());
+        if self.ready.is_empty() && self.current.is_none() {
+            self.queued_bytes = 0;
+        }
+        Some(frame)
+    }
+
+    fn clear(&mut self) {
+        self.ready.clear();
+        self.current = None;
+        self.queued_bytes = 0;
+    }
+}
+
+impl Connection {
+    /// A connection to `config.remote_host`, in [`State::Unconnected`].
+    ///
+    /// `now` and `wall` are the same moment read from the monotonic and the
+    /// wall clock. If this side is the dialer of the pair, the first event is
+    /// [`Event::Dial`].
+    pub fn new(
+        config: Config,
+        instance_id: InstanceId,
+        now: Instant,
+        wall: Timestamp,
+    ) -> Connection {
+        let dialer = should_dial(&config.local_host, &config.remote_host);
+        let base = if crc_enabled(&config.local_host, &config.remote_host) {
+            Flags::CRC
+        } else {
+            Flags::NONE
+        };
+        let rng = Rng::new(config.seed);
+        let mut conn = Connection {
+            config,
+            dialer,
+            base,
+            instance_id,
+            rng,
+            state: State::Unconnected,
+            wall_base: (now, wall),
+            outbox: Outbox::default(),
+            events: VecDeque::new(),
+            timers: Timers::default(),
+            outgoing: HashMap::new(),
+            incoming_streams: HashMap::new(),
+            incoming_requests: HashMap::new(),
+            next_mux_id: 0,
+            last_pong: now,
+            rtt: None,
+            remote_id: None,
+            failures: 0,
+            attempt_start: now,
+            was_connected: false,
+            counters: Counters::default(),
+        };
+        if dialer {
+            conn.attempt_start = now;
+            conn.events.push_back(Event::Dial);
+        }
+        conn
+    }
+
+    // ---- getters ----
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether this side dials the pair (PROTOCOL.md §1.2).
+    pub fn is_dialer(&self) -> bool {
+        self.dialer
+    }
+
+    /// This node's instance id.
+    pub fn instance_id(&self) -> InstanceId {
+        self.instance_id
+    }
+
+    /// The peer's instance id from the last handshake.
+    pub fn remote_id(&self) -> Option<InstanceId> {
+        self.remote_id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Round-trip time of the last connection ping.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// A snapshot of the counters and table sizes.
+    pub fn stats(&self, now: Instant) -> Stats {
+        let (mut requests, mut streams) = (0, 0);
+        for m in self.outgoing.values() {
+            match m {
+                Outgoing::Request(_) => requests += 1,
+                Outgoing::Stream(_) => streams += 1,
+            }
+        }
+        Stats {
+            state: self.state,
+            rtt: self.rtt,
+            last_pong_age: (self.state == State::Connected)
+                .then(|| now.saturating_duration_since(self.last_pong)),
+            outgoing_requests: requests,
+            outgoing_streams: streams,
+            incoming_requests: self.incoming_requests.len(),
+            incoming_streams: self.incoming_streams.len(),
+            queued_bytes: self.outbox.queued_bytes,
+            queued_frames: self.outbox.ready.len() + usize::from(self.outbox.current.is_some()),
+            timers: self.timers.mux_len(),
+            messages_sent: self.counters.messages_sent,
+            messages_received: self.counters.messages_received,
+            bytes_sent: self.counters.bytes_sent,
+            bytes_received: self.counters.bytes_received,
+            frames_sent: self.counters.frames_sent,
+            frames_received: self.counters.frames_received,
+            reconnects: self.counters.reconnects,
+            ignored_messages: self.counters.ignored_messages,
+        }
+    }
+
+    /// The wall clock at `now`, derived from the last reading passed in.
+    pub fn wall_clock(&self, now: Instant) -> Timestamp {
+        self.wall_base.1 + now.saturating_duration_since(self.wall_base.0)
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    // ---- lifecycle commands ----
+
+    /// Dialer: a transport to the peer is up (WebSocket upgraded). Sends
+    /// `Connect` with `token` and waits for the answer.
+    pub fn start_handshake(&mut self, now: Instant, wall: Timestamp, token: &str) {
+        self.end_session(now, DisconnectReason::Replaced);
+        if self.state == State::Shutdown {
+            return;
+        }
+        self.wall_base = (now, wall);
+        self.state = State::Connecting;
+        let req = ConnectRequest {
+            id: self.instance_id,
+            host: self.config.local_host.clone(),
+            time: wall,
+            token: token.to_owned(),
+        };
+        self.send_alone(&handshake::connect_message(&req));
+        self.timers
+            .set(ConnTimer::Handshake, now + self.config.handshake_timeout);
+    }
+
+    /// Dialer: the dial attempt failed before a transport was up. Schedules
+    /// the next attempt.
+    pub fn handle_dial_failed(&mut self, now: Instant) {
+        if self.state == State::Shutdown {
+            return;
+        }
+        self.state = State::ConnectionError;
+        self.schedule_redial(now);
+    }
+
+    /// Acceptor: the peer's `Connect` passed [`handshake::check_connect`].
+    /// Sends the accepting `ConnectResponse` and enters
+    /// [`State::Connected`]. A session still open on this connection ends
+    /// first ([`DisconnectReason::Replaced`]).
+    pub fn accept_handshake(&mut self, now: Instant, wall: Timestamp, request: &ConnectRequest) {
+        self.end_session(now, DisconnectReason::Replaced);
+        if self.state == State::Shutdown {
+            return;
+        }
+        self.wall_base = (now, wall);
+        self.send_alone(&handshake::response_message(self.instance_id, None));
+        self.on_connected(now, request.id);
+    }
+
+    /// The transport closed or failed. Ends the session: every call fails
+    /// with [`CallError::Disconnected`], every incoming call is cancelled.
+    pub fn handle_transport_lost(&mut self, now: Instant) {
+        self.end_session(now, DisconnectReason::TransportLost);
+    }
+
+    /// Ends everything for good: calls fail with [`CallError::Shutdown`].
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.state == State::Shutdown {
+            return;
+        }
+        self.end_session(now, DisconnectReason::Shutdown);
+        self.state = State::Shutdown;
+        self.timers.stop(ConnTimer::Redial);
+    }
+
+    fn on_connected(&mut self, now: Instant, remote_id: InstanceId) {
+        let peer_restarted = self.remote_id.is_some_and(|old| old != remote_id);
+        if self.was_connected {
+            self.counters.reconnects += 1;
+        }
+        self.remote_id = Some(remote_id);
+        self.state = State::Connected;
+        self.was_connected = true;
+        self.failures = 0;
+        self.last_pong = now;
+        self.timers.stop(ConnTimer::Handshake);
+        self.timers
+            .set(ConnTimer::Ping, now + self.config.ping_interval);
+        self.events.push_back(Event::Connected {
+            remote_id,
+            peer_restarted,
+        });
+    }
+
+    /// Ends the current session, if any: fails every call, cancels every
+    /// incoming call, drops queued frames and mux timers.
+    fn end_session(&mut self, now: Instant, reason: DisconnectReason) {
+        let had_session = matches!(self.state, State::Connecting | State::Connected);
+        if !had_session {
+            return;
+        }
+        let established = self.state == State::Connected;
+        let call_error = if reason == DisconnectReason::Shutdown {
+            CallError::Shutdown
+        } else {
+            CallError::Disconnected
+        };
+        // Sorted so that the same inputs give the same event order.
+        let mut ids: Vec<u64> = self.outgoing.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(m) = self.outgoing.remove(&id) {
+                let event = match m {
+                    Outgoing::Request(_) => Event::Response {
+                        id: CallId(id),
+                        result: Err(call_error.clone()),
+                    },
+                    Outgoing::Stream(_) => Event::StreamEnd {
+                        id: CallId(id),
+                        result: Err(call_error.clone()),
+                    },
+                };
+                self.events.push_back(event);
+            }
+        }
+        let mut ids: Vec<u64> = self
+            .incoming_requests
+            .keys()
+            .chain(self.incoming_streams.keys())
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            let had_req = self.incoming_requests.remove(&id).is_some();
+            let had_stream = self.incoming_streams.remove(&id).is_some();
+            for _ in 0..(u8::from(had_req) + u8::from(had_stream)) {
+                self.events.push_back(Event::IncomingCancelled {
+                    id: IncomingId(id),
+                    reason: CancelReason::Disconnected,
+                });
+            }
+        }
+        self.timers.clear_mux();
+        self.timers.stop(ConnTimer::Ping);
+        self.timers.stop(ConnTimer::Handshake);
+        self.outbox.clear();
+        self.state = State::ConnectionError;
+        self.events.push_back(Event::Disconnected { reason });
+        if reason_allows_redial(&self.events) && self.dialer {
+            if established {
+                // Go redials at once after an established session ends.
+                self.attempt_start = now;
+                self.timers.set(ConnTimer::Redial, now);
+            } else {
+                self.schedule_redial(now);
+            }
+        }
+    }
+
+    fn schedule_redial(&mut self, now: Instant) {
+        if !self.dialer || self.state == State::Shutdown {
+            return;
+        }
+        let b = self.config.backoff;
+        let growth = b.multiplier.max(1.0).powi(self.failures.min(32) as i32);
+        let base = b.initial.as_secs_f64() * growth;
+        let spread = 1.0 + b.jitter * (2.0 * self.rng.next_f64() - 1.0);
+        let delay = Duration::from_secs_f64((base * spread).min(b.max.as_secs_f64()).max(0.0));
+        self.failures = self.failures.saturating_add(1);
+        let at = (self.attempt_start + delay).max(now);
+        self.timers.set(ConnTimer::Redial, at);
+    }
+
+    // ---- inputs ----
+
+    /// A WebSocket binary message arrived. Malformed input ends the session
+    /// ([`Event::Disconnected`] with [`DisconnectReason::Decode`]); it never
+    /// panics.
+    pub fn handle_frame(&mut self, now: Instant, frame: Bytes) {
+        if !matches!(self.state, State::Connecting | State::Connected) {
+            return;
+        }
+        self.counters.frames_received += 1;
+        self.counters.bytes_received += frame.len() as u64;
+        let decoder = match FrameDecoder::new(frame, self.config.max_message_size) {
+            Ok(d) => d,
+            Err(e) => return self.end_session(now, DisconnectReason::Decode(e)),
+        };
+        for item in decoder {
+            match item {
+                Ok(msg) => {
+                    self.counters.messages_received += 1;
+                    self.handle_message(now, msg);
+                }
+                Err(e) if !e.is_fatal() => self.counters.ignored_messages += 1,
+                Err(e) => return self.end_session(now, DisconnectReason::Decode(e)),
+            }
+            if !matches!(self.state, State::Connecting | State::Connected) {
+                return;
+            }
+        }
+    }
+
+    fn handle_message(&mut self, now: Instant, msg: Message) {
+        if self.state == State::Connecting {
+            return self.on_handshake_answer(now, msg);
+        }
+        match msg.op {
+            Op::Ping if msg.mux_id == 0 => self.on_connection_ping(now, &msg),
+            Op::Pong if msg.mux_id == 0 => self.on_connection_pong(now, &msg),
+            Op::Ping => self.on_mux_ping(now, &msg),
+            Op::Pong => self.on_mux_pong(now, &msg),
+            Op::Request => self.on_request(now, msg),
+            Op::ConnectMux => self.on_connect_mux(now, msg),
+            Op::MuxClientMsg => self.on_client_msg(now, msg),
+            Op::UnblockSrvMux => self.on_unblock_server(now, &msg),
+            Op::DisconnectServerMux => self.on_disconnect_server(now, &msg),
+            Op::Response => self.on_response(now, &msg),
+            Op::MuxConnectError => self.on_mux_connect_error(now, &msg),
+            Op::AckMux => self.on_ack(now, &msg),
+            Op::UnblockClMux => self.on_unblock_client(now, &msg),
+            Op::MuxServerMsg => self.on_server_msg(now, msg),
+            Op::DisconnectClientMux => self.on_disconnect_client(now, &msg),
+            // No handler in the running state: Go logs "unknown message
+            // type" and carries on.
+            Op::Connect | Op::ConnectResponse | Op::Disconnect | Op::Merged => {
+                self.counters.ignored_messages += 1;
+            }
+        }
+    }
+
+    fn on_handshake_answer(&mut self, now: Instant, msg: Message) {
+        if msg.op != Op::ConnectResponse {
+            let why = format!("expected ConnectResponse, got {}", msg.op);
+            return self.end_session(now, DisconnectReason::HandshakeFailed(why));
+        }
+        match ConnectResponse::decode(&msg.payload) {
+            Ok(resp) if resp.accepted => self.on_connected(now, resp.id),
+            Ok(resp) => {
+                self.end_session(now, DisconnectReason::Rejected(resp.rejected_reason));
+            }
+            Err(e) => {
+                let why = format!("bad ConnectResponse: {e}");
+                self.end_session(now, DisconnectReason::HandshakeFailed(why));
+            }
+        }
+    }
+
+    fn on_connection_ping(&mut self, _now: Instant, ping: &Message) {
+        // Go ignores a ping payload that does not parse.
+        let t = PingPayload::decode(&ping.payload).map_or(Timestamp::GO_ZERO, |p| p.t);
+        let pong = PongPayload {
+            not_found: false,
+            error: None,
+            t,
+        };
+        self.send_reply(ping, Op::Pong, pong.to_bytes());
+    }
+
+    fn on_connection_pong(&mut self, now: Instant, pong: &Message) {
+        self.last_pong = now;
+        if let Ok(p) = PongPayload::decode(&pong.payload)
+            && p.t != Timestamp::GO_ZERO
+        {
+            self.rtt = self.wall_clock(now).duration_since(p.t);
+        }
+    }
+
+    /// A timer expired (or may have: a spurious call is a no-op).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(t) = self.timers.take_expired_conn(now) {
+            match t {
+                ConnTimer::Handshake => {
+                    if self.state == State::Connecting {
+                        self.end_session(now, DisconnectReason::HandshakeTimeout);
+                    }
+                }
+                ConnTimer::Ping => self.on_ping_tick(now),
+                ConnTimer::Redial => {
+                    if self.dialer
+                        && matches!(self.state, State::ConnectionError | State::Unconnected)
+                    {
+                        self.attempt_start = now;
+                        self.events.push_back(Event::Dial);
+                    }
+                }
+            }
+        }
+        while let Some(t) = self.timers.take_expired_mux(now) {
+            match t {
+                MuxTimer::CallDeadline(id) => self.on_call_deadline(now, id),
+                MuxTimer::CallPing(id) => self.on_call_ping_tick(now, id),
+                MuxTimer::IncomingDeadline(id) => self.on_incoming_deadline(now, id),
+                MuxTimer::IncomingIdle(id) => self.on_incoming_idle_tick(now, id),
+            }
+        }
+    }
+
+    fn on_ping_tick(&mut self, now: Instant) {
+        if self.state != State::Connected {
+            return;
+        }
+        if now.saturating_duration_since(self.last_pong) > self.config.pong_timeout {
+            return self.end_session(now, DisconnectReason::PongTimeout);
+        }
+        let mut ping = Message::new(Op::Ping, 0);
+        ping.deadline_ms = duration_ms(self.config.ping_interval);
+        ping.payload = PingPayload {
+            t: self.wall_clock(now),
+        }
+        .to_bytes();
+        // Never a CRC on the connection ping ([Q9]).
+        self.send(&ping);
+        self.timers
+            .set(ConnTimer::Ping, now + self.config.ping_interval);
+    }
+
+    // ---- outputs ----
+
+    /// The next frame to send, if any: one message, or several merged
+    /// within Go's limits (at most 51 messages, about 31 KiB).
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        let frame = self.outbox.pop()?;
+        self.counters.frames_sent += 1;
+        self.counters.bytes_sent += frame.len() as u64;
+        Some(frame)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// The next application event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---- helpers for the table modules ----
+
+    /// Queues a message.
+    pub(crate) fn send(&mut self, msg: &Message) {
+        self.counters.messages_sent += 1;
+        self.outbox.push(msg);
+    }
+
+    fn send_alone(&mut self, msg: &Message) {
+        self.counters.messages_sent += 1;
+        self.outbox.push_alone(msg);
+    }
+
+    /// Bytes queued and not yet taken by [`poll_transmit`](Self::poll_transmit).
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.outbox.queued_bytes
+    }
+
+    /// A reply built from the message that triggered it, as Go builds
+    /// `MuxConnectError` and `Pong` ([Q8]): same mux id, seq, deadline and
+    /// handler; trigger flags plus base flags, no subroute.
+    pub(crate) fn send_reply(&mut self, trigger: &Message, op: Op, payload: Bytes) {
+        let reply = Message {
+            mux_id: trigger.mux_id,
+            seq: trigger.seq,
+            deadline_ms: trigger.deadline_ms,
+            handler: trigger.handler,
+            op,
+            flags: (trigger.flags | self.base).without(Flags::SUBROUTE),
+            payload,
+            subroute: None,
+        };
+        self.send(&reply);
+    }
+
+    /// A control message of a mux: `op`, `seq`, base flags, no payload.
+    pub(crate) fn send_control(&mut self, op: Op, mux_id: u64, seq: u32) {
+        let mut m = Message::new(op, mux_id);
+        m.seq = seq;
+        m.flags = self.base;
+        self.send(&m);
+    }
+
+    /// The next free outgoing mux id: counts from 1, skips 0 and live ids,
+    /// never resets (PROTOCOL.md §6.1).
+    pub(crate) fn allocate_mux_id(&mut self) -> u64 {
+        loop {
+            self.next_mux_id = self.next_mux_id.wrapping_add(1);
+            if self.next_mux_id != 0 && !self.outgoing.contains_key(&self.next_mux_id) {
+                return self.next_mux_id;
+            }
+        }
+    }
+
+    pub(crate) fn add_timer(&mut self, at: Instant, t: MuxTimer) {
+        self.timers.add_mux(at, t);
+    }
+
+    pub(crate) fn remove_timer(&mut self, at: Option<Instant>, t: MuxTimer) {
+        if let Some(at) = at {
+            self.timers.remove_mux(at, t);
+        }
+    }
+
+    /// A fresh message of `op` for `mux_id`, with base flags.
+    pub(crate) fn message(&self, op: Op, mux_id: u64) -> Message {
+        let mut m = Message::new(op, mux_id);
+        m.flags = self.base;
+        m
+    }
+
+    /// Checks an outgoing data message against the size and queue limits.
+    pub(crate) fn check_room(&self, payload_len: usize) -> Result<(), CallError> {
+        // Envelope + subroute + CRC + merge header stay well under 128 bytes.
+        let size = payload_len + 128;
+        if size > self.config.max_message_size {
+            return Err(CallError::TooLarge {
+                size,
+                max: self.config.max_message_size,
+            });
+        }
+        if self.queued_bytes() + size > self.config.max_queued_bytes {
+            return Err(CallError::QueueFull);
+        }
+        Ok(())
+    }
+}
+
+/// Whether the last `Disconnected` event allows a redial (not after shutdown).
+fn reason_allows_redial(events: &VecDeque<Event>) -> bool {
+    !matches!(
+        events.back(),
+        Some(Event::Disconnected {
+            reason: DisconnectReason::Shutdown
+        })
+    )
+}
+
+/// A duration in whole milliseconds, capped at `u32::MAX` (a `DeadlineMS`).
+pub(crate) fn duration_ms(d: Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX)) as u32
+}

@@ -1,0 +1,591 @@
+//! The callee side: requests and streams the peer started, served by this
+//! node's handlers (the "incoming table", PROTOCOL.md §6.2, §7).
+//!
+//! Beyond Go, single requests are tabled too, so that a caller's
+//! cancellation and the request's deadline reach the handler.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::Capacities;
+use crate::connection::Connection;
+use crate::error::{CancelReason, SendError};
+use crate::event::{Event, IncomingId};
+use crate::flags::Flags;
+use crate::handler::HandlerId;
+use crate::message::Message;
+use crate::op::Op;
+use crate::outgoing::next;
+use crate::payload::{MuxConnectError, PingPayload, PongPayload};
+use crate::subroute::SubrouteId;
+use crate::timer::MuxTimer;
+
+/// How often a callee checks a stream for caller pings.
+pub const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(15);
+/// A callee ends a stream whose caller has not pinged for longer than this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The fields of an opening message that a `MuxConnectError` echoes ([Q8]).
+#[derive(Debug, Clone)]
+struct Trigger {
+    seq: u32,
+    deadline_ms: u32,
+    handler: HandlerId,
+    flags: Flags,
+    subroute: Option<SubrouteId>,
+}
+
+impl Trigger {
+    fn of(msg: &Message) -> Trigger {
+        Trigger {
+            seq: msg.seq,
+            deadline_ms: msg.deadline_ms,
+            handler: msg.handler,
+            flags: msg.flags,
+            subroute: msg.subroute,
+        }
+    }
+
+    fn message(&self, mux_id: u64) -> Message {
+        let mut m = Message::new(Op::Request, mux_id);
+        m.seq = self.seq;
+        m.deadline_ms = self.deadline_ms;
+        m.handler = self.handler;
+        m.flags = self.flags;
+        m
+    }
+}
+
+/// An incoming single request being served.
+#[derive(Debug)]
+pub(crate) struct InRequest {
+    trigger: Trigger,
+    deadline: Option<Instant>,
+}
+
+/// An incoming stream.
+#[derive(Debug)]
+pub(crate) struct InStream {
+    trigger: Trigger,
+    accepted: bool,
+    send_seq: u32,
+    recv_seq: u32,
+    out_credits: u32,
+    out_capacity: u32,
+    in_capacity: u32,
+    /// Messages delivered to the handler and not yet consumed.
+    buffered: u32,
+    input_open: bool,
+    deadline: Option<Instant>,
+    idle_at: Option<Instant>,
+    last_ping: Instant,
+    /// The handler's result, waiting for a credit to be sent.
+    pending_finish: Option<Result<(), String>>,
+    waiting_credit: bool,
+    stall_reported: bool,
+}
+
+impl Connection {
+    // ---- commands ----
+
+    /// Answers an incoming request: `Ok(payload)` (`None` for no payload) or
+    /// the handler's error text. Returns false (and sends nothing) if the
+    /// request is no longer live: cancelled, or past its deadline.
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        id: IncomingId,
+        result: Result<Option<Bytes>, String>,
+    ) -> bool {
+        let _ = now;
+        let Some(req) = self.incoming_requests.remove(&id.0) else {
+            return false;
+        };
+        self.remove_timer(req.deadline, MuxTimer::IncomingDeadline(id.0));
+        let mut msg = self.message(Op::Response, id.0);
+        msg.seq = req.trigger.seq;
+        msg.flags |= Flags::EOF;
+        match result {
+            Ok(payload) => msg.set_payload(payload),
+            Err(text) => {
+                msg.flags |= Flags::PAYLOAD_IS_ERR;
+                msg.payload = Bytes::from(text);
+            }
+        }
+        self.send(&msg);
+        true
+    }
+
+    /// Refuses an incoming request or a not yet accepted stream because no
+    /// handler is registered for it; the text is Go's
+    /// (`Invalid Handler for type: …`).
+    pub fn reject_unknown_handler(&mut self, now: Instant, id: IncomingId) -> bool {
+        let trigger = match (
+            self.incoming_requests.get(&id.0),
+            self.incoming_streams.get(&id.0),
+        ) {
+            (Some(r), _) => r.trigger.clone(),
+            (None, Some(s)) if !s.accepted => s.trigger.clone(),
+            _ => return false,
+        };
+        let text = match &trigger.subroute {
+            Some(sub) => format!("Invalid Handler for type: {sub}"),
+            None => format!("Invalid Handler for type: {}", trigger.handler),
+        };
+        self.reject_incoming(now, id, &text)
+    }
+
+    /// Refuses an incoming request or a not yet accepted stream with a
+    /// `MuxConnectError` carrying `text`.
+    pub fn reject_incoming(&mut self, now: Instant, id: IncomingId, text: &str) -> bool {
+        let _ = now;
+        let trigger = if let Some(r) = self.incoming_requests.remove(&id.0) {
+            self.remove_timer(r.deadline, MuxTimer::IncomingDeadline(id.0));
+            r.trigger
+        } else if matches!(self.incoming_streams.get(&id.0), Some(s) if !s.accepted) {
+            let s = self.remove_incoming_stream(id.0).expect("checked above");
+            s.trigger
+        } else {
+            return false;
+        };
+        self.send_connect_error(&trigger.message(id.0), text);
+        true
+    }
+
+    /// Accepts an incoming stream with the local handler's capacities: sends
+    /// the ack and opens the windows. If the caller said it sends no input,
+    /// [`Event::IncomingInputEnd`] follows at once.
+    pub fn accept_stream(&mut self, now: Instant, id: IncomingId, capacities: Capacities) -> bool {
+        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+            return false;
+        };
+        if s.accepted {
+            return false;
+        }
+        s.accepted = true;
+        s.send_seq = s.trigger.seq;
+        s.recv_seq = s.trigger.seq.wrapping_add(1);
+        s.out_capacity = capacities.effective_out();
+        s.out_credits = s.out_capacity;
+        s.in_capacity = capacities.in_capacity;
+        s.input_open = capacities.in_capacity > 0;
+        s.last_ping = now;
+        // Beyond Go ([Q13]): honour EOF-on-connect by closing the input.
+        let close_input = s.input_open && s.trigger.flags.contains(Flags::EOF);
+        let dl = s.trigger.deadline_ms;
+        let idle_at = (dl == 0 || dl > 60_000).then(|| now + IDLE_CHECK_INTERVAL);
+        s.idle_at = idle_at;
+        let seq = next(&mut s.send_seq);
+        if close_input {
+            s.input_open = false;
+        }
+        self.send_control(Op::AckMux, id.0, seq);
+        if let Some(at) = idle_at {
+            self.add_timer(at, MuxTimer::IncomingIdle(id.0));
+        }
+        if close_input {
+            self.events.push_back(Event::IncomingInputEnd { id });
+        }
+        true
+    }
+
+    /// Sends a message from the handler of an incoming stream. Needs a
+    /// credit: without one it returns [`SendError::NoCredit`] and
+    /// [`Event::IncomingCredit`] follows when the caller hands one back.
+    pub fn incoming_send(
+        &mut self,
+        now: Instant,
+        id: IncomingId,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let _ = now;
+        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+            return Err(SendError::UnknownStream);
+        };
+        if !s.accepted || s.pending_finish.is_some() {
+            return Err(SendError::Closed);
+        }
+        if s.out_credits == 0 {
+            s.waiting_credit = true;
+            self.check_incoming_stall(id.0);
+            return Err(SendError::NoCredit);
+        }
+        self.check_room(payload.len()).map_err(|e| match e {
+            crate::CallError::TooLarge { size, max } => SendError::TooLarge { size, max },
+            _ => SendError::QueueFull,
+        })?;
+        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+            return Err(SendError::UnknownStream);
+        };
+        s.out_credits -= 1;
+        let seq = next(&mut s.send_seq);
+        let mut msg = self.message(Op::MuxServerMsg, id.0);
+        msg.seq = seq;
+        msg.set_payload(Some(payload));
+        self.send(&msg);
+        Ok(())
+    }
+
+    /// The handler of an incoming stream returned. Its final message (EOF,
+    /// or the error text) needs a credit like any other and is sent as soon
+    /// as one is available. Returns false if the stream is not live.
+    pub fn incoming_finish(
+        &mut self,
+        now: Instant,
+        id: IncomingId,
+        result: Result<(), String>,
+    ) -> bool {
+        let _ = now;
+        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+            return false;
+        };
+        if !s.accepted || s.pending_finish.is_some() {
+            return false;
+        }
+        s.pending_finish = Some(result);
+        s.waiting_credit = false;
+        self.try_send_finish(id.0);
+        true
+    }
+
+    /// The handler took one [`Event::IncomingMessage`]: gives the caller its
+    /// credit back.
+    pub fn incoming_consumed(&mut self, now: Instant, id: IncomingId) {
+        let _ = now;
+        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+            return;
+        };
+        if s.buffered == 0 {
+            return;
+        }
+        s.buffered -= 1;
+        s.stall_reported = false;
+        let seq = next(&mut s.send_seq);
+        self.send_control(Op::UnblockClMux, id.0, seq);
+    }
+
+    /// Output credit left on an incoming stream, `None` if it is not live.
+    pub fn incoming_credit(&self, id: IncomingId) -> Option<u32> {
+        self.incoming_streams.get(&id.0).map(|s| {
+            if s.pending_finish.is_some() {
+                0
+            } else {
+                s.out_credits
+            }
+        })
+    }
+
+    /// Whether an incoming request or stream is still live.
+    pub fn is_incoming_live(&self, id: IncomingId) -> bool {
+        self.incoming_requests.contains_key(&id.0) || self.incoming_streams.contains_key(&id.0)
+    }
+
+    // ---- helpers ----
+
+    fn send_connect_error(&mut self, trigger: &Message, text: &str) {
+        let payload = MuxConnectError {
+            error: text.to_owned(),
+        }
+        .to_bytes();
+        self.send_reply(trigger, Op::MuxConnectError, payload);
+    }
+
+    fn remove_incoming_stream(&mut self, id: u64) -> Option<InStream> {
+        let s = self.incoming_streams.remove(&id)?;
+        self.remove_timer(s.deadline, MuxTimer::IncomingDeadline(id));
+        self.remove_timer(s.idle_at, MuxTimer::IncomingIdle(id));
+        Some(s)
+    }
+
+    /// Ends an incoming stream from outside its handler: tells the caller
+    /// (`DisconnectClientMux`, Seq 0) and the application.
+    fn abort_incoming_stream(&mut self, id: u64, reason: CancelReason) {
+        if self.remove_incoming_stream(id).is_none() {
+            return;
+        }
+        self.send_control(Op::DisconnectClientMux, id, 0);
+        self.events.push_back(Event::IncomingCancelled {
+            id: IncomingId(id),
+            reason,
+        });
+    }
+
+    /// The callee protocol-error path (PROTOCOL.md §7.7).
+    fn incoming_protocol_error(&mut self, id: u64, text: String) {
+        let Some(s) = self.incoming_streams.get_mut(&id) else {
+            return;
+        };
+        let seq = next(&mut s.send_seq);
+        let mut msg = self.message(Op::MuxServerMsg, id);
+        msg.seq = seq;
+        msg.flags |= Flags::PAYLOAD_IS_ERR | Flags::EOF;
+        msg.payload = Bytes::from(text.clone());
+        self.send(&msg);
+        self.abort_incoming_stream(id, CancelReason::ProtocolError(text));
+    }
+
+    /// Checks a sequenced message from the caller; a mismatch takes the
+    /// protocol-error path and returns the error text.
+    fn check_incoming_seq(&mut self, id: u64, seq: u32) -> Result<(), String> {
+        let Some(s) = self.incoming_streams.get_mut(&id) else {
+            return Err("unknown stream".into());
+        };
+        if s.recv_seq == seq {
+            s.recv_seq = s.recv_seq.wrapping_add(1);
+            return Ok(());
+        }
+        let text = format!(
+            "receive sequence number mismatch. want {}, got {}",
+            s.recv_seq, seq
+        );
+        self.incoming_protocol_error(id, text.clone());
+        Err(text)
+    }
+
+    fn try_send_finish(&mut self, id: u64) {
+        let Some(s) = self.incoming_streams.get_mut(&id) else {
+            return;
+        };
+        if s.out_credits == 0 {
+            return;
+        }
+        let Some(result) = s.pending_finish.take() else {
+            return;
+        };
+        s.out_credits -= 1;
+        let seq = next(&mut s.send_seq);
+        let mut msg = self.message(Op::MuxServerMsg, id);
+        msg.seq = seq;
+        msg.flags |= Flags::EOF;
+        if let Err(text) = result {
+            msg.flags |= Flags::PAYLOAD_IS_ERR;
+            // An empty error text also gets PAYLOAD_IS_ZERO, as in Go ([Q16]).
+            msg.set_payload(Some(Bytes::from(text)));
+        }
+        self.send(&msg);
+        self.remove_incoming_stream(id);
+        // Go's callee always follows its final message with this ([Q4]).
+        self.send_control(Op::DisconnectClientMux, id, 0);
+    }
+
+    fn check_incoming_stall(&mut self, id: u64) {
+        let Some(s) = self.incoming_streams.get_mut(&id) else {
+            return;
+        };
+        let stalled = s.waiting_credit
+            && s.input_open
+            && s.out_credits == 0
+            && s.in_capacity > 0
+            && s.buffered >= s.in_capacity;
+        if stalled && !s.stall_reported {
+            s.stall_reported = true;
+            self.events
+                .push_back(Event::IncomingStalled { id: IncomingId(id) });
+        }
+    }
+
+    // ---- received messages ----
+
+    pub(crate) fn on_request(&mut self, now: Instant, msg: Message) {
+        if !msg.handler.is_valid() {
+            return self.send_connect_error(&msg, "Invalid Handler");
+        }
+        if self.incoming_requests.contains_key(&msg.mux_id) {
+            // A Go caller never reuses a live id; ignore the duplicate.
+            self.counters.ignored_messages += 1;
+            return;
+        }
+        if self.incoming_requests.len() >= self.config.max_incoming_requests {
+            return self.send_connect_error(&msg, "too many incoming requests");
+        }
+        let deadline =
+            (msg.deadline_ms > 0).then(|| now + Duration::from_millis(u64::from(msg.deadline_ms)));
+        if let Some(at) = deadline {
+            self.add_timer(at, MuxTimer::IncomingDeadline(msg.mux_id));
+        }
+        self.incoming_requests.insert(
+            msg.mux_id,
+            InRequest {
+                trigger: Trigger::of(&msg),
+                deadline,
+            },
+        );
+        self.events.push_back(Event::IncomingRequest {
+            id: IncomingId(msg.mux_id),
+            handler: msg.handler,
+            subroute: msg.subroute,
+            payload: msg.payload().cloned(),
+            deadline,
+        });
+    }
+
+    pub(crate) fn on_connect_mux(&mut self, now: Instant, msg: Message) {
+        if msg.flags.contains(Flags::STATELESS) {
+            return self.send_connect_error(&msg, "Stateless streams not supported");
+        }
+        if msg.subroute.is_none() && !msg.handler.is_valid() {
+            return self.send_connect_error(&msg, "Invalid Handler");
+        }
+        if self.incoming_streams.contains_key(&msg.mux_id) {
+            self.counters.ignored_messages += 1;
+            return; // no second ack
+        }
+        if self.incoming_streams.len() >= self.config.max_incoming_streams {
+            return self.send_connect_error(&msg, "too many incoming streams");
+        }
+        let deadline =
+            (msg.deadline_ms > 0).then(|| now + Duration::from_millis(u64::from(msg.deadline_ms)));
+        if let Some(at) = deadline {
+            self.add_timer(at, MuxTimer::IncomingDeadline(msg.mux_id));
+        }
+        self.incoming_streams.insert(
+            msg.mux_id,
+            InStream {
+                trigger: Trigger::of(&msg),
+                accepted: false,
+                send_seq: 0,
+                recv_seq: 0,
+                out_credits: 0,
+                out_capacity: 0,
+                in_capacity: 0,
+                buffered: 0,
+                input_open: false,
+                deadline,
+                idle_at: None,
+                last_ping: now,
+                pending_finish: None,
+                waiting_credit: false,
+                stall_reported: false,
+            },
+        );
+        self.events.push_back(Event::IncomingStream {
+            id: IncomingId(msg.mux_id),
+            handler: msg.handler,
+            subroute: msg.subroute,
+            payload: msg.payload().cloned(),
+            deadline,
+        });
+    }
+
+    pub(crate) fn on_client_msg(&mut self, _now: Instant, msg: Message) {
+        let id = msg.mux_id;
+        let Some(s) = self.incoming_streams.get(&id) else {
+            return self.send_control(Op::DisconnectClientMux, id, 0);
+        };
+        if !s.accepted {
+            return self.incoming_protocol_error(id, "did not expect inbound message".into());
+        }
+        if self.check_incoming_seq(id, msg.seq).is_err() {
+            return;
+        }
+        let Some(s) = self.incoming_streams.get_mut(&id) else {
+            return;
+        };
+        if !s.input_open {
+            return self.incoming_protocol_error(id, "did not expect inbound message".into());
+        }
+        if msg.flags.contains(Flags::EOF) {
+            s.input_open = false;
+            s.waiting_credit = false;
+            self.events
+                .push_back(Event::IncomingInputEnd { id: IncomingId(id) });
+            return;
+        }
+        if s.buffered >= s.in_capacity {
+            return self.incoming_protocol_error(id, "handler blocked".into());
+        }
+        s.buffered += 1;
+        self.events.push_back(Event::IncomingMessage {
+            id: IncomingId(id),
+            payload: msg.payload().cloned(),
+        });
+        self.check_incoming_stall(id);
+    }
+
+    pub(crate) fn on_unblock_server(&mut self, _now: Instant, msg: &Message) {
+        let id = msg.mux_id;
+        match self.incoming_streams.get(&id) {
+            Some(s) if s.accepted => {}
+            _ => return,
+        }
+        if self.check_incoming_seq(id, msg.seq).is_err() {
+            return;
+        }
+        let Some(s) = self.incoming_streams.get_mut(&id) else {
+            return;
+        };
+        s.out_credits = (s.out_credits + 1).min(s.out_capacity);
+        s.stall_reported = false;
+        if s.pending_finish.is_some() {
+            return self.try_send_finish(id);
+        }
+        if s.waiting_credit {
+            s.waiting_credit = false;
+            self.events
+                .push_back(Event::IncomingCredit { id: IncomingId(id) });
+        }
+    }
+
+    pub(crate) fn on_mux_ping(&mut self, now: Instant, msg: &Message) {
+        let t = PingPayload::decode(&msg.payload).map_or(crate::Timestamp::GO_ZERO, |p| p.t);
+        let mut pong = PongPayload {
+            not_found: false,
+            error: None,
+            t,
+        };
+        if !self.incoming_streams.contains_key(&msg.mux_id) {
+            pong.not_found = true;
+        } else if let Err(text) = self.check_incoming_seq(msg.mux_id, msg.seq) {
+            // The stream is gone (error already sent); the pong says why.
+            pong.error = Some(text);
+        } else if let Some(s) = self.incoming_streams.get_mut(&msg.mux_id) {
+            s.last_ping = now;
+        }
+        self.send_reply(msg, Op::Pong, pong.to_bytes());
+    }
+
+    pub(crate) fn on_disconnect_server(&mut self, _now: Instant, msg: &Message) {
+        let id = msg.mux_id;
+        if self.incoming_streams.contains_key(&id) {
+            return self.abort_incoming_stream(id, CancelReason::CallerCancelled);
+        }
+        if let Some(r) = self.incoming_requests.remove(&id) {
+            self.remove_timer(r.deadline, MuxTimer::IncomingDeadline(id));
+            self.events.push_back(Event::IncomingCancelled {
+                id: IncomingId(id),
+                reason: CancelReason::CallerCancelled,
+            });
+        }
+        // Unknown or duplicate ([Q3]): ignored.
+    }
+
+    // ---- timers ----
+
+    pub(crate) fn on_incoming_deadline(&mut self, _now: Instant, id: u64) {
+        if let Some(s) = self.incoming_streams.get_mut(&id) {
+            s.deadline = None; // already fired
+            return self.abort_incoming_stream(id, CancelReason::DeadlineExceeded);
+        }
+        if self.incoming_requests.remove(&id).is_some() {
+            // Go sends nothing for a request past its deadline.
+            self.events.push_back(Event::IncomingCancelled {
+                id: IncomingId(id),
+                reason: CancelReason::DeadlineExceeded,
+            });
+        }
+    }
+
+    pub(crate) fn on_incoming_idle_tick(&mut self, now: Instant, id: u64) {
+        let Some(s) = self.incoming_streams.get_mut(&id) else {
+            return;
+        };
+        s.idle_at = None;
+        if now.saturating_duration_since(s.last_ping) > IDLE_TIMEOUT {
+            return self.abort_incoming_stream(id, CancelReason::Idle);
+        }
+        let at = now + IDLE_CHECK_INTERVAL;
+        s.idle_at = Some(at);
+        self.add_timer(at, MuxTimer::IncomingIdle(id));
+    }
+}
