@@ -53,7 +53,8 @@ impl fmt::Display for HandshakeError {
             HandshakeError::Payload(e) => write!(f, "error parsing connectReq: {e}"),
             HandshakeError::UnknownHost(h) => write!(f, "unknown incoming host: {h}"),
             HandshakeError::ClockSkew(d) => {
-                write!(f, "time difference too large between servers: {d:?}")
+                let d = go_duration(*d);
+                write!(f, "time difference too large between servers: {d}")
             }
             HandshakeError::Auth(e) => write!(f, "auth token: {e}"),
             HandshakeError::WrongSide => {
@@ -64,6 +65,43 @@ impl fmt::Display for HandshakeError {
 }
 
 impl std::error::Error for HandshakeError {}
+
+/// `d` as Go's `time.Duration.String()` prints it (`5m59.99995s`, `1h0m0s`,
+/// `1.5ms`), so reject texts read exactly like Go's.
+fn go_duration(d: Duration) -> String {
+    // Go's Duration is an int64 of nanoseconds.
+    let ns = u64::try_from(d.as_nanos()).map_or(i64::MAX as u64, |n| n.min(i64::MAX as u64));
+    if ns == 0 {
+        return "0s".into();
+    }
+    if ns < 1_000_000_000 {
+        let (scale, unit) = match ns {
+            ..1_000 => (1, "ns"),
+            ..1_000_000 => (1_000, "µs"),
+            _ => (1_000_000, "ms"),
+        };
+        return format!("{}{}{unit}", ns / scale, fraction(ns % scale, scale));
+    }
+    let secs = ns / 1_000_000_000;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let frac = fraction(ns % 1_000_000_000, 1_000_000_000);
+    match (h, m) {
+        (0, 0) => format!("{s}{frac}s"),
+        (0, _) => format!("{m}m{s}{frac}s"),
+        _ => format!("{h}h{m}m{s}{frac}s"),
+    }
+}
+
+/// `rem / scale` (`scale` a power of ten) as Go writes a fraction: `.5`,
+/// `.00001`; empty when zero.
+fn fraction(rem: u64, scale: u64) -> String {
+    if rem == 0 {
+        return String::new();
+    }
+    let digits = scale.ilog10() as usize;
+    let padded = format!("{rem:0digits$}");
+    format!(".{}", padded.trim_end_matches('0'))
+}
 
 /// The acceptor's checks on the first frame of a new transport, in Go's
 /// order: envelope, op, payload, known host, clock skew, token, dial rule.
@@ -195,6 +233,24 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e, HandshakeError::WrongSide);
+    }
+
+    #[test]
+    fn durations_print_like_go() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(999), "999ns"),
+            (Duration::from_nanos(1_500), "1.5µs"),
+            (Duration::from_micros(1_250), "1.25ms"),
+            (Duration::from_millis(1_500), "1.5s"),
+            (Duration::from_secs(360), "6m0s"),
+            (Duration::from_nanos(359_999_950_000), "5m59.99995s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_nanos(3_723_000_000_001), "1h2m3.000000001s"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(go_duration(d), want, "{d:?}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ use hashbrown::HashMap;
 
 use crate::config::{Capacities, Config};
 use crate::connection::{Connection, State};
+use crate::error::DisconnectReason;
 use crate::event::{Event, IncomingId};
 use crate::handler::HandlerId;
 use crate::handshake::{check_connect, rejection_frame};
@@ -104,6 +105,9 @@ pub struct Sent {
     pub from_client: bool,
     /// The frame.
     pub frame: Bytes,
+    /// It was lost in a blackhole ([`Pair::blackhole_to_server`],
+    /// [`Pair::blackhole_to_client`]) and never delivered.
+    pub dropped: bool,
 }
 
 /// Two connections over a simulated link. The client is the dialer.
@@ -131,10 +135,20 @@ pub struct Pair {
     pub sent: Vec<Sent>,
     /// Record frames into `sent`.
     pub record: bool,
+    /// Silently lose every frame the client sends (a peer that stops
+    /// hearing us, without the transport closing).
+    pub blackhole_to_server: bool,
+    /// Silently lose every frame the server sends.
+    pub blackhole_to_client: bool,
     start: Instant,
     wall0: Timestamp,
     link_up: bool,
     server_accepted: bool,
+    /// Number of the current transport (one per dial).
+    link_gen: u64,
+    /// The transport each side holds, until it sees it closed.
+    client_link: Option<u64>,
+    server_link: Option<u64>,
     to_server: VecDeque<(Instant, Delivery)>,
     to_client: VecDeque<(Instant, Delivery)>,
     rng: Rng,
@@ -191,10 +205,15 @@ impl Pair {
             client_token: TOKEN.into(),
             sent: Vec::new(),
             record: false,
+            blackhole_to_server: false,
+            blackhole_to_client: false,
             start,
             wall0,
             link_up: false,
             server_accepted: false,
+            link_gen: 0,
+            client_link: None,
+            server_link: None,
             to_server: VecDeque::new(),
             to_client: VecDeque::new(),
             rng: Rng::new(seed ^ 0x5eed),
@@ -283,6 +302,8 @@ impl Pair {
             return;
         }
         self.link_up = false;
+        self.client_link = None;
+        self.server_link = None;
         self.to_server.clear();
         self.to_client.clear();
         let now = self.now;
@@ -356,7 +377,10 @@ impl Pair {
             }
             match &event {
                 Event::Dial if side == Side::Client => self.dial(),
-                Event::Disconnected { .. } => self.close_from(side),
+                // A replaced session's transport is already gone.
+                Event::Disconnected { reason } if *reason != DisconnectReason::Replaced => {
+                    self.close_from(side);
+                }
                 _ => {}
             }
             self.node(side).events.push(event);
@@ -375,6 +399,9 @@ impl Pair {
         }
         self.dials += 1;
         self.link_up = true;
+        self.link_gen += 1;
+        self.client_link = Some(self.link_gen);
+        self.server_link = None;
         self.server_accepted = false;
         self.to_server.clear();
         self.to_client.clear();
@@ -384,9 +411,14 @@ impl Pair {
     }
 
     /// `side` closed its transport: the peer sees EOF after the frames
-    /// already on their way.
+    /// already on their way. Nothing happens if the side's transport is not
+    /// the current one (it saw an older one close after a redial).
     fn close_from(&mut self, side: Side) {
-        if !self.link_up {
+        let held = match side {
+            Side::Client => self.client_link.take(),
+            Side::Server => self.server_link.take(),
+        };
+        if !self.link_up || held != Some(self.link_gen) {
             return;
         }
         self.link_up = false;
@@ -422,12 +454,20 @@ impl Pair {
             if !self.link_up {
                 continue; // nowhere to go
             }
+            let dropped = match side {
+                Side::Client => self.blackhole_to_server,
+                Side::Server => self.blackhole_to_client,
+            };
             if self.record {
                 self.sent.push(Sent {
                     at: self.now,
                     from_client: side == Side::Client,
                     frame: frame.clone(),
+                    dropped,
                 });
+            }
+            if dropped {
+                continue;
             }
             let at = self.delivery_time(side);
             match side {
@@ -486,6 +526,7 @@ impl Pair {
         match result {
             Ok(req) => {
                 self.server_accepted = true;
+                self.server_link = Some(self.link_gen);
                 self.server.conn.accept_handshake(now, wall, &req);
             }
             Err(e) => {
