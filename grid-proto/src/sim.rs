@@ -599,7 +599,7 @@ fn concat(a: &[u8], b: &[u8]) -> Bytes {
 
 /// The typed handler: a msgpack map str→str in, the same plus
 /// `"refpeer":"ok"` out.
-fn mss_reply(payload: &Bytes) -> Result<Bytes, String> {
+pub(crate) fn mss_reply(payload: &Bytes) -> Result<Bytes, String> {
     let mut r = Reader::new(payload);
     let n = r.map_len("mss").map_err(|e| e.to_string())?;
     let mut pairs = Vec::with_capacity(n as usize + 1);
@@ -633,7 +633,10 @@ impl App for RefPeer {
             } => {
                 let p = payload.clone().unwrap_or_default();
                 if subroute.is_none() && *handler == HandlerId::TEST {
-                    conn.respond(now, *id, Ok(payload.clone()));
+                    // Go's echo copies the payload into a fresh buffer: an
+                    // absent request (all empty ones, [Q7]) gets a present,
+                    // empty response (transcripts echo-nil, echo-empty).
+                    conn.respond(now, *id, Ok(Some(p)));
                 } else if subroute.is_none() && *handler == HandlerId::TEST2 {
                     conn.respond(now, *id, Err(String::from_utf8_lossy(&p).into_owned()));
                 } else if *subroute == sub_id(HandlerId::TEST) {
