@@ -3,7 +3,7 @@
 //! with timestamps.
 
 // Each test file uses its own subset of these helpers.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::cell::RefCell;
 use std::rc::Rc;
