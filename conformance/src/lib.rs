@@ -1,5 +1,46 @@
-//! Conformance suite for `grid`.
+//! Conformance suite for `grid`: replays the connections recorded between
+//! two Go peers (`shared/transcripts`) against our implementation, in both
+//! roles, on a virtual clock.
 //!
-//! Today the byte-level checks against the recorded Go transcripts live in
-//! `grid-proto`'s own tests (`grid-proto/tests/transcripts.rs`); the replay
-//! harness for the core and the drivers will live here.
+//! The pieces, in the order data flows through them:
+//! - [`transcript`]: the recorded format (header, HTTP upgrade, WebSocket
+//!   frames, scenario markers), read from `.jsonl`/`.jsonl.gz` files;
+//! - [`frame`]: frames to messages (`OpMerged` grouping varies between runs);
+//! - [`chain`]: which messages must keep their relative order;
+//! - [`compare`]: the semantic comparison of one recorded message with one
+//!   the implementation sent;
+//! - [`subject`]: the implementation under test behind the [`Subject`]
+//!   trait ([`CoreSubject`] for the sans-IO core; drivers plug in later);
+//! - [`replay`]: the replay itself.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use conformance::{Outcome, ReplayOptions, Role, Target, load_path, replay};
+//!
+//! for t in load_path(Path::new("../shared/transcripts"))? {
+//!     for role in Role::BOTH {
+//!         match replay(&t, Target::Core, role, &ReplayOptions::default()) {
+//!             Outcome::Pass(_) => println!("PASS {} core {role}", t.name()),
+//!             Outcome::Skip(why) => println!("SKIP {} core {role} ({why})", t.name()),
+//!             Outcome::Fail(f) => println!("FAIL {} core {role}: {f}", t.name()),
+//!         }
+//!     }
+//! }
+//! # Ok::<(), conformance::LoadError>(())
+//! ```
+
+pub mod chain;
+pub mod compare;
+mod core_subject;
+mod failure;
+pub mod frame;
+mod msgpack;
+pub mod replay;
+pub mod subject;
+pub mod transcript;
+
+pub use core_subject::CoreSubject;
+pub use failure::Failure;
+pub use replay::{Outcome, ReplayOptions, Role, Stats, replay, replay_subject};
+pub use subject::{AppCall, Subject, SubjectSetup, Target};
+pub use transcript::{LoadError, Transcript, env_dirs, load_path};

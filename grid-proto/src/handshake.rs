@@ -76,8 +76,8 @@ fn go_duration(d: Duration) -> String {
     }
     if ns < 1_000_000_000 {
         let (scale, unit) = match ns {
-            ..1_000 => (1, "ns"),
-            ..1_000_000 => (1_000, "µs"),
+            0..1_000 => (1, "ns"),
+            1_000..1_000_000 => (1_000, "µs"),
             _ => (1_000_000, "ms"),
         };
         return format!("{}{}{unit}", ns / scale, fraction(ns % scale, scale));

@@ -30,6 +30,8 @@
 mod config;
 mod connection;
 mod dial;
+#[cfg(feature = "driver")]
+pub mod driver;
 mod error;
 mod event;
 mod flags;

@@ -1,7 +1,128 @@
-//! The tokio driver for `grid`.
+//! `grid` on tokio: fast, multiplexed server-to-server RPC over one
+//! WebSocket per pair of servers, wire-compatible with MinIO's Go grid.
 //!
-//! Not written yet: today this crate only re-exports the sans-IO protocol
-//! core, [`grid_proto`]. The driver (manager, connections, handlers over
-//! tokio-tungstenite) is tracked as its own issue.
+//! This crate only plugs tokio and tokio-tungstenite into the
+//! runtime-neutral driver of [`grid_proto::driver`]; the API is the same as
+//! `grid-smol`'s.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use grid_tokio::{HandlerId, Manager, Options, RemoteError};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let hosts = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
+//! let manager = Manager::new(grid_tokio::Tokio, hosts[0], &hosts, Options::default())?;
+//! manager.register_single(HandlerId(78), |payload: Bytes| async move {
+//!     Ok::<_, RemoteError>(payload)
+//! })?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+//! tokio::spawn(grid_tokio::serve(manager.clone(), listener));
+//! manager.start();
+//!
+//! let peer = manager.connection(hosts[1]).expect("a known host");
+//! peer.wait_for_connect(std::time::Duration::from_secs(5)).await?;
+//! let answer = peer.request(HandlerId(78), Bytes::from_static(b"ping")).await?;
+//! assert_eq!(answer, "ping");
+//! # Ok(())
+//! # }
+//! ```
 
-pub use grid_proto as proto;
+use std::io;
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite;
+use tungstenite::handshake::client::Request;
+use tungstenite::handshake::server::{
+    ErrorResponse, Request as UpgradeRequest, Response as UpgradeResponse,
+};
+use tungstenite::protocol::WebSocketConfig;
+
+pub use grid_proto::driver::{
+    AcceptError, BoxFuture, BoxSocket, ConfigError, Connection, DEFAULT_ROUTE, LOCK_ROUTE, Options,
+    RegisterError, RemoteError, RequestFuture, Runtime, StreamCall, StreamOptions, StreamReceiver,
+    StreamSender, UpgradeError,
+};
+pub use grid_proto::{self as proto, CallError, Capacities, HandlerId, SendError, State, Stats};
+
+/// The tokio runtime, for [`grid_proto::driver::Manager`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tokio;
+
+/// A grid manager running on tokio.
+pub type Manager = grid_proto::driver::Manager<Tokio>;
+
+impl Runtime for Tokio {
+    type Socket = BoxSocket;
+    type Sleep = tokio::time::Sleep;
+
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    fn spawn(&self, task: BoxFuture<()>) {
+        tokio::spawn(task);
+    }
+
+    fn sleep_until(&self, at: Instant) -> Self::Sleep {
+        tokio::time::sleep_until(at.into())
+    }
+
+    fn dial(
+        &self,
+        request: Request,
+        config: WebSocketConfig,
+    ) -> BoxFuture<Result<BoxSocket, tungstenite::Error>> {
+        Box::pin(async move {
+            let (ws, _response) =
+                tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+            Ok(Box::pin(ws) as BoxSocket)
+        })
+    }
+}
+
+/// Accepts grid connections on `listener` until it fails; each connection
+/// is upgraded and handed to the manager on its own task.
+pub async fn serve(manager: Manager, listener: TcpListener) -> io::Result<()> {
+    loop {
+        let (tcp, addr) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let manager = manager.clone();
+        tokio::spawn(async move {
+            if let Err(e) = accept_stream(&manager, tcp).await {
+                tracing::debug!(%addr, error = %e, "incoming grid connection refused");
+            }
+        });
+    }
+}
+
+/// Upgrades an accepted byte stream (plain TCP, or TLS you terminated) to
+/// a grid WebSocket, checking the route, token and clock headers first, and
+/// hands it to the manager.
+// The upgrade callback's error type is tungstenite's (an HTTP response).
+#[allow(clippy::result_large_err)]
+pub async fn accept_stream<S>(manager: &Manager, stream: S) -> Result<(), AcceptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let check =
+        |req: &UpgradeRequest, resp: UpgradeResponse| -> Result<UpgradeResponse, ErrorResponse> {
+            match manager.check_upgrade(req) {
+                Ok(()) => Ok(resp),
+                Err(e) => {
+                    let mut refusal = ErrorResponse::new(Some(e.to_string()));
+                    *refusal.status_mut() = e.status();
+                    Err(refusal)
+                }
+            }
+        };
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        check,
+        Some(manager.websocket_config()),
+    )
+    .await
+    .map_err(|e| AcceptError::Transport(e.to_string()))?;
+    manager.accept(Box::pin(ws)).await
+}

@@ -1,0 +1,759 @@
+//! Replaying a transcript against a [`Subject`] on a virtual clock.
+//!
+//! The subject takes one WebSocket side of the recorded connection (the
+//! [`Role`]); the replay plays the other from the recording. Walking the
+//! records in order, at each record's time (`start + t_us`):
+//! - a frame the subject's side sent: if it starts or drives a call the
+//!   subject made (a `Request`, `ConnectMux`, stream message, credit or
+//!   cancellation), the subject's application is told to make that call;
+//!   everything else (answers, pings, pongs, cleanups) the subject must send
+//!   by itself;
+//! - a frame the other side sent: first, every message the subject's side
+//!   sent before it must have been sent (the subject's timers may run up to
+//!   [`ReplayOptions::grace`] past the record to get there), then the frame
+//!   is delivered, mux ids mapped to the subject's.
+//!
+//! Every frame the subject sends is flattened and each message is compared
+//! ([`crate::compare`]) with the next recorded message of its [`Chain`]:
+//! order is checked within a mux, not across muxes. Time only advances to
+//! record times and subject timers: no sleeping, no wall clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use grid_proto::sim::RefPeer;
+use grid_proto::{
+    Capacities, ConnectRequest, Flags, Message, Op, PingPayload, PongPayload, Timestamp,
+    should_dial,
+};
+
+use crate::chain::{Chain, Side, caller_of, chain_of};
+use crate::compare::{compare, describe};
+use crate::failure::Failure;
+use crate::frame::{flatten, pack};
+use crate::subject::{AppCall, Subject, SubjectSetup, Target};
+use crate::transcript::{Dir, RecordKind, Transcript, WsKind, WsSide};
+
+/// The WebSocket side the subject plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The subject dials (it is the upgrade's client).
+    Client,
+    /// The subject accepts.
+    Server,
+}
+
+impl Role {
+    /// Both roles.
+    pub const BOTH: [Role; 2] = [Role::Client, Role::Server];
+
+    /// The WebSocket side of this role.
+    pub fn ws_side(self) -> WsSide {
+        match self {
+            Role::Client => WsSide::Client,
+            Role::Server => WsSide::Server,
+        }
+    }
+
+    /// The name used on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "client" => Ok(Role::Client),
+            "server" => Ok(Role::Server),
+            _ => Err(format!("unknown role {s:?} (client, server, both)")),
+        }
+    }
+}
+
+/// Knobs of a replay.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Added to the mux ids of the calls the replayed peer makes, to show
+    /// the subject answers on whatever ids its caller picks (0: as recorded).
+    pub peer_mux_offset: u64,
+    /// How far past a record's time the subject's timers may run while the
+    /// replay waits for a message the subject should have sent by then.
+    pub grace: Duration,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            peer_mux_offset: 0,
+            grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Counts of what a passing replay checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages the subject sent, each matched with the recording.
+    pub messages_matched: usize,
+    /// Frames delivered to the subject.
+    pub frames_delivered: usize,
+    /// Calls the subject's application made.
+    pub app_calls: usize,
+}
+
+/// The result of replaying one transcript against one target in one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The subject behaved as recorded.
+    Pass(Stats),
+    /// The target cannot be replayed against (the reason).
+    Skip(String),
+    /// The first difference.
+    Fail(Failure),
+}
+
+/// Replays `transcript` against a fresh subject of `target` in `role`.
+pub fn replay(
+    transcript: &Transcript,
+    target: Target,
+    role: Role,
+    options: &ReplayOptions,
+) -> Outcome {
+    let start = Instant::now();
+    let setup = match setup(transcript, role, start) {
+        Ok(s) => s,
+        Err(f) => return Outcome::Fail(f),
+    };
+    let Some(mut subject) = target.subject(&setup) else {
+        return Outcome::Skip("driver not available".into());
+    };
+    match replay_subject(transcript, role, options, &setup, subject.as_mut()) {
+        Ok(stats) => Outcome::Pass(stats),
+        Err(f) => Outcome::Fail(f),
+    }
+}
+
+/// How to create the subject for `role`: its hosts, token and clocks.
+/// Fails if the header's hosts make the subject dial in the server role (or
+/// accept in the client role).
+pub fn setup(transcript: &Transcript, role: Role, start: Instant) -> Result<SubjectSetup, Failure> {
+    let h = &transcript.header;
+    let (local, remote) = if role.ws_side() == h.recorder_ws_side {
+        (&h.recorder_host, &h.peer_host)
+    } else {
+        (&h.peer_host, &h.recorder_host)
+    };
+    if should_dial(local, remote) != (role == Role::Client) {
+        return Err(Failure::new(
+            &transcript.file_name(),
+            Some(1),
+            format!(
+                "the header's hosts make {local} the {} of the pair, but the {role} role needs it to {}",
+                if should_dial(local, remote) {
+                    "dialer"
+                } else {
+                    "acceptor"
+                },
+                if role == Role::Client {
+                    "dial"
+                } else {
+                    "accept"
+                },
+            ),
+        ));
+    }
+    Ok(SubjectSetup {
+        local_host: local.clone(),
+        remote_host: remote.clone(),
+        token: h.token.clone(),
+        start,
+        wall: recorded_wall(transcript),
+    })
+}
+
+/// The wall clock at the first record, from the recorded `Connect` time (or
+/// the upgrade's `X-Minio-Time`), so the acceptor's clock-skew check passes.
+fn recorded_wall(t: &Transcript) -> Timestamp {
+    let at = |wall: Timestamp, t_us: u64| wall - Duration::from_micros(t_us);
+    for r in &t.records {
+        match &r.kind {
+            RecordKind::Ws {
+                kind: WsKind::Binary,
+                payload,
+                ..
+            } => {
+                if let Ok(m) = Message::decode(payload)
+                    && m.op == Op::Connect
+                    && let Ok(req) = ConnectRequest::decode(&m.payload)
+                {
+                    return at(req.time, r.t_us);
+                }
+            }
+            RecordKind::Http { text, .. } => {
+                let ns = text.lines().find_map(|l| {
+                    l.strip_prefix("X-Minio-Time:")
+                        .and_then(|v| v.trim().parse::<i64>().ok())
+                });
+                if let Some(ns) = ns {
+                    return at(Timestamp::from_unix_nanos(ns), r.t_us);
+                }
+            }
+            _ => {}
+        }
+    }
+    Timestamp {
+        secs: 1_795_000_000,
+        nanos: 0,
+    }
+}
+
+/// Replays `transcript` against `subject`, created from `setup` (see
+/// [`setup`]).
+pub fn replay_subject(
+    transcript: &Transcript,
+    role: Role,
+    options: &ReplayOptions,
+    setup: &SubjectSetup,
+    subject: &mut dyn Subject,
+) -> Result<Stats, Failure> {
+    let start = setup.start;
+    let subject_dir = if role.ws_side() == transcript.header.recorder_ws_side {
+        Dir::Out
+    } else {
+        Dir::In
+    };
+    let mut r = Replay {
+        file: transcript.file_name(),
+        subject,
+        role,
+        options: options.clone(),
+        start,
+        wall: setup.wall,
+        now: start,
+        line: 1,
+        expected: Vec::new(),
+        chains: HashMap::new(),
+        matched: Vec::new(),
+        cursor: 0,
+        calls: HashMap::new(),
+        calls_back: HashMap::new(),
+        subject_pings: Vec::new(),
+        pongs_delivered: 0,
+        transport_open: role == Role::Server,
+        stats: Stats::default(),
+    };
+    r.load_expected(transcript, subject_dir)?;
+    for record in &transcript.records {
+        r.line = record.line;
+        let at = start + Duration::from_micros(record.t_us);
+        r.advance_to(at)?;
+        match &record.kind {
+            RecordKind::Marker { .. } => {}
+            RecordKind::Http { dir, text } => {
+                if *dir != subject_dir && role == Role::Client && text.starts_with("HTTP/") {
+                    let up = text.split_whitespace().nth(1) == Some("101");
+                    r.open_transport(up)?;
+                }
+            }
+            RecordKind::Ws {
+                dir, kind, payload, ..
+            } => {
+                if *dir == subject_dir {
+                    if *kind == WsKind::Binary {
+                        r.subject_frame(payload)?;
+                    }
+                } else {
+                    r.require_sent_before(record.line, at)?;
+                    match kind {
+                        WsKind::Binary => r.deliver(payload)?,
+                        WsKind::Close => {
+                            let now = r.now;
+                            r.subject.transport_closed(now);
+                            r.drain()?;
+                        }
+                        WsKind::Text | WsKind::Ping | WsKind::Pong => {}
+                    }
+                }
+            }
+        }
+    }
+    let now = r.now;
+    r.line = transcript.records.last().map_or(1, |rec| rec.line);
+    r.require_sent_before(usize::MAX, now)?;
+    Ok(r.stats)
+}
+
+/// A message the subject must send.
+struct Expected {
+    line: usize,
+    /// Position in its frame (0-based) and the frame's message count.
+    index: usize,
+    count: usize,
+    msg: Message,
+    chain: Chain,
+}
+
+impl Expected {
+    fn place(&self) -> String {
+        if self.count > 1 {
+            format!(
+                " (message {} of {} in the frame)",
+                self.index + 1,
+                self.count
+            )
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// Most timer firings in one advance before the subject counts as spinning.
+const MAX_TIMER_STEPS: usize = 100_000;
+
+struct Replay<'a> {
+    file: String,
+    subject: &'a mut dyn Subject,
+    role: Role,
+    options: ReplayOptions,
+    start: Instant,
+    /// The wall clock at `start`.
+    wall: Timestamp,
+    now: Instant,
+    /// The record being replayed (for messages).
+    line: usize,
+    expected: Vec<Expected>,
+    /// Per chain, the indices in `expected` not yet matched, in order.
+    chains: HashMap<Chain, VecDeque<usize>>,
+    matched: Vec<bool>,
+    /// Every expected message before this index has been matched.
+    cursor: usize,
+    /// Calls the subject made: recorded mux id → the subject's, and back.
+    calls: HashMap<u64, u64>,
+    calls_back: HashMap<u64, u64>,
+    /// Times of the subject's connection pings, in order.
+    subject_pings: Vec<Timestamp>,
+    pongs_delivered: usize,
+    transport_open: bool,
+    stats: Stats,
+}
+
+impl Replay<'_> {
+    fn fail(&self, line: Option<usize>, what: impl Into<String>) -> Failure {
+        Failure::new(&self.file, line, what)
+    }
+
+    fn t_ms(&self) -> String {
+        format!(
+            "{:.3} ms",
+            self.now.saturating_duration_since(self.start).as_secs_f64() * 1000.0
+        )
+    }
+
+    /// Flattens every frame of the subject's side into the expected list.
+    fn load_expected(&mut self, t: &Transcript, subject_dir: Dir) -> Result<(), Failure> {
+        for record in &t.records {
+            let RecordKind::Ws {
+                dir,
+                kind: WsKind::Binary,
+                payload,
+                ..
+            } = &record.kind
+            else {
+                continue;
+            };
+            if *dir != subject_dir {
+                continue;
+            }
+            let flat = flatten(payload).map_err(|e| {
+                self.fail(
+                    Some(record.line),
+                    format!("recorded frame does not decode: {e}"),
+                )
+            })?;
+            let count = flat.messages.len();
+            for (index, msg) in flat.messages.into_iter().enumerate() {
+                let chain = chain_of(msg.op, Side::Subject, msg.mux_id);
+                let i = self.expected.len();
+                self.chains.entry(chain).or_default().push_back(i);
+                self.expected.push(Expected {
+                    line: record.line,
+                    index,
+                    count,
+                    msg,
+                    chain,
+                });
+                self.matched.push(false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the subject's timers due up to `at` and moves the clock there.
+    fn advance_to(&mut self, at: Instant) -> Result<(), Failure> {
+        for _ in 0..MAX_TIMER_STEPS {
+            match self.subject.poll_timeout() {
+                Some(t) if t <= at => {
+                    self.now = self.now.max(t);
+                    let now = self.now;
+                    self.subject.handle_timeout(now);
+                    self.drain()?;
+                }
+                _ => {
+                    self.now = self.now.max(at);
+                    return Ok(());
+                }
+            }
+        }
+        Err(self.fail(
+            Some(self.line),
+            format!("the subject's timers keep firing at {}", self.t_ms()),
+        ))
+    }
+
+    /// Dialer: the upgrade response arrived.
+    fn open_transport(&mut self, up: bool) -> Result<(), Failure> {
+        let now = self.now;
+        let wall = self.wall(now);
+        self.transport_open = up;
+        self.subject.transport_opened(now, up.then_some(wall));
+        self.drain()
+    }
+
+    fn wall(&self, now: Instant) -> Timestamp {
+        self.wall + now.saturating_duration_since(self.start)
+    }
+
+    /// A recorded frame of the subject's side: make the calls it shows.
+    fn subject_frame(&mut self, frame: &Bytes) -> Result<(), Failure> {
+        let flat = flatten(frame).map_err(|e| self.fail(Some(self.line), e))?;
+        for msg in &flat.messages {
+            if msg.op == Op::Connect && !self.transport_open && self.role == Role::Client {
+                // No upgrade response in the recording: the transport is up
+                // by the time the dialer sends Connect.
+                self.open_transport(true)?;
+            }
+            let Some(call) = self.app_call(msg)? else {
+                continue;
+            };
+            let now = self.now;
+            self.stats.app_calls += 1;
+            match self.subject.call(now, &call) {
+                Ok(Some(mux)) => {
+                    self.calls.insert(msg.mux_id, mux);
+                    self.calls_back.insert(mux, msg.mux_id);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(self
+                        .fail(
+                            Some(self.line),
+                            format!(
+                                "the subject's application could not make the recorded call: {e}"
+                            ),
+                        )
+                        .expected(msg));
+                }
+            }
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    /// The application call behind a message the subject's side sent, if
+    /// it is one (answers, pings and cleanups are the subject's own doing).
+    fn app_call(&self, msg: &Message) -> Result<Option<AppCall>, Failure> {
+        if msg.mux_id == 0 || caller_of(msg.op, Side::Subject) != Some(Side::Subject) {
+            return Ok(None);
+        }
+        let mux = || {
+            self.calls.get(&msg.mux_id).copied().ok_or_else(|| {
+                self.fail(
+                    Some(self.line),
+                    format!(
+                        "{} on mux {} that the recording never opened",
+                        msg.op, msg.mux_id
+                    ),
+                )
+            })
+        };
+        let call = match msg.op {
+            Op::Request => AppCall::Request {
+                handler: msg.handler,
+                subroute: msg.subroute,
+                payload: msg.payload.clone(),
+                deadline_ms: (msg.deadline_ms != 60_000).then_some(msg.deadline_ms),
+            },
+            Op::ConnectMux => AppCall::OpenStream {
+                handler: msg.handler,
+                subroute: msg.subroute,
+                payload: msg.payload().cloned(),
+                deadline_ms: (msg.deadline_ms != 0).then_some(msg.deadline_ms),
+                capacities: stream_capacities(msg),
+            },
+            Op::MuxClientMsg if msg.flags.contains(Flags::EOF) => {
+                AppCall::CloseInput { mux: mux()? }
+            }
+            Op::MuxClientMsg => AppCall::Send {
+                mux: mux()?,
+                payload: msg.payload.clone(),
+            },
+            Op::UnblockSrvMux => AppCall::Consume { mux: mux()? },
+            Op::DisconnectServerMux if msg.seq != 0 => AppCall::Cancel { mux: mux()? },
+            _ => return Ok(None),
+        };
+        Ok(Some(call))
+    }
+
+    /// Before a frame of the other side at `line`: everything the subject's
+    /// side sent before it must have been sent.
+    fn require_sent_before(&mut self, line: usize, at: Instant) -> Result<(), Failure> {
+        let limit = at + self.options.grace;
+        loop {
+            while self.cursor < self.expected.len() && self.matched[self.cursor] {
+                self.cursor += 1;
+            }
+            let Some(missing) = self.expected.get(self.cursor) else {
+                return Ok(());
+            };
+            if missing.line >= line {
+                return Ok(());
+            }
+            match self.subject.poll_timeout() {
+                Some(t) if t <= limit => {
+                    self.now = self.now.max(t);
+                    let now = self.now;
+                    self.subject.handle_timeout(now);
+                    self.drain()?;
+                }
+                _ => {
+                    let when = if line == usize::MAX {
+                        "by the end of the transcript".to_owned()
+                    } else {
+                        format!("before line {line}")
+                    };
+                    return Err(self
+                        .fail(
+                            Some(missing.line),
+                            format!(
+                                "the subject did not send this message{} ({}) {when} (virtual time {})",
+                                missing.place(),
+                                missing.chain,
+                                self.t_ms()
+                            ),
+                        )
+                        .expected(&missing.msg));
+                }
+            }
+        }
+    }
+
+    /// Delivers a frame of the other side, mux ids mapped to the subject's.
+    fn deliver(&mut self, frame: &Bytes) -> Result<(), Failure> {
+        let flat = flatten(frame).map_err(|e| {
+            self.fail(
+                Some(self.line),
+                format!("recorded frame does not decode: {e}"),
+            )
+        })?;
+        let mut messages = flat.messages;
+        let mut changed = false;
+        for msg in &mut messages {
+            changed |= self.map_to_subject(msg);
+        }
+        let frame = if changed {
+            pack(&messages).unwrap_or_default()
+        } else {
+            frame.clone()
+        };
+        let now = self.now;
+        self.stats.frames_delivered += 1;
+        self.subject.receive(now, frame);
+        self.drain()
+    }
+
+    /// Rewrites a message of the other side for the subject; returns whether
+    /// anything changed.
+    fn map_to_subject(&mut self, msg: &mut Message) -> bool {
+        let chain = chain_of(msg.op, Side::Peer, msg.mux_id);
+        match chain {
+            Chain::Call {
+                caller: Side::Peer,
+                mux,
+            } => {
+                msg.mux_id = mux + self.options.peer_mux_offset;
+                self.options.peer_mux_offset != 0
+            }
+            Chain::Call {
+                caller: Side::Subject,
+                mux,
+            } => match self.calls.get(&mux) {
+                Some(&mine) if mine != mux => {
+                    msg.mux_id = mine;
+                    true
+                }
+                _ => false,
+            },
+            Chain::Pings {
+                initiator: Side::Subject,
+            } if msg.op == Op::Pong => {
+                // Answer the subject's own ping time, as a live peer would.
+                let Some(&t) = self.subject_pings.get(self.pongs_delivered) else {
+                    return false;
+                };
+                self.pongs_delivered += 1;
+                match PongPayload::decode(&msg.payload) {
+                    Ok(mut pong) if pong.t != t => {
+                        pong.t = t;
+                        msg.payload = pong.to_bytes();
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes every frame the subject sent and matches its messages.
+    fn drain(&mut self) -> Result<(), Failure> {
+        while let Some(frame) = self.subject.poll_sent() {
+            let flat = flatten(&frame).map_err(|e| {
+                self.fail(
+                    Some(self.line),
+                    format!(
+                        "the subject sent a bad frame: {e}: 0x{}",
+                        hex::encode(&frame)
+                    ),
+                )
+            })?;
+            for msg in &flat.messages {
+                self.match_sent(msg, flat.merged)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Matches one message the subject sent with the next one of its chain.
+    fn match_sent(&mut self, msg: &Message, merged: bool) -> Result<(), Failure> {
+        let recorded_mux = if msg.mux_id == 0 {
+            Some(0)
+        } else {
+            match caller_of(msg.op, Side::Subject) {
+                Some(Side::Subject) => self.calls_back.get(&msg.mux_id).copied(),
+                Some(Side::Peer) => msg.mux_id.checked_sub(self.options.peer_mux_offset),
+                None => Some(msg.mux_id),
+            }
+        };
+        let Some(recorded_mux) = recorded_mux else {
+            return Err(self
+                .fail(
+                    Some(self.line),
+                    format!(
+                        "the subject sent a {} on mux {}, which no recorded call maps to (virtual time {})",
+                        msg.op,
+                        msg.mux_id,
+                        self.t_ms()
+                    ),
+                )
+                .got(msg));
+        };
+        let chain = chain_of(msg.op, Side::Subject, recorded_mux);
+        let Some(i) = self.chains.get_mut(&chain).and_then(VecDeque::pop_front) else {
+            return Err(self
+                .fail(
+                    Some(self.line),
+                    format!(
+                        "the subject sent a message the recording does not have: nothing more on {chain} (virtual time {})",
+                        self.t_ms()
+                    ),
+                )
+                .got(msg));
+        };
+        let e = &self.expected[i];
+        let mut diffs = compare(&e.msg, msg);
+        if merged && matches!(msg.op, Op::Connect | Op::ConnectResponse) {
+            diffs.push(crate::compare::Difference {
+                field: "framing",
+                expected: "a frame of its own".into(),
+                got: "a merged frame".into(),
+            });
+        }
+        if !diffs.is_empty() {
+            let mux_note = if recorded_mux != msg.mux_id {
+                format!(
+                    " (recorded mux {recorded_mux} is the subject's {})",
+                    msg.mux_id
+                )
+            } else {
+                String::new()
+            };
+            return Err(self
+                .fail(
+                    Some(e.line),
+                    format!(
+                        "{} on {}{}{mux_note}: {}",
+                        e.msg.op,
+                        e.chain,
+                        e.place(),
+                        describe(&diffs)
+                    ),
+                )
+                .expected(&e.msg)
+                .got(msg));
+        }
+        self.matched[i] = true;
+        self.stats.messages_matched += 1;
+        if msg.op == Op::Ping
+            && msg.mux_id == 0
+            && let Ok(p) = PingPayload::decode(&msg.payload)
+        {
+            self.subject_pings.push(p.t);
+        }
+        Ok(())
+    }
+}
+
+/// The callee capacities for a recorded `ConnectMux`: the reference
+/// handlers' table, with the input side as the message says (EOF on
+/// connect: the callee takes no input).
+fn stream_capacities(msg: &Message) -> Capacities {
+    let mut caps = RefPeer::capacities(msg.handler);
+    if msg.flags.contains(Flags::EOF) {
+        caps.in_capacity = 0;
+    } else if caps.in_capacity == 0 {
+        caps.in_capacity = 1;
+    }
+    caps
+}
+
+#[cfg(test)]
+mod tests {
+    use grid_proto::HandlerId;
+
+    use super::*;
+
+    #[test]
+    fn eof_on_connect_means_no_input() {
+        let mut m = Message::new(Op::ConnectMux, 1);
+        m.handler = HandlerId::TEST;
+        assert_eq!(stream_capacities(&m).in_capacity, 1);
+        m.flags = Flags::EOF;
+        assert_eq!(stream_capacities(&m).in_capacity, 0);
+        m.handler = HandlerId::TEST2;
+        assert_eq!(stream_capacities(&m), RefPeer::capacities(HandlerId::TEST2));
+    }
+}

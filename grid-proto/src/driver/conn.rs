@@ -1,0 +1,462 @@
+//! The application's handle on one remote host: requests and streams.
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+use crate::config::Capacities;
+use crate::connection::State;
+use crate::driver::mailbox::Mailbox;
+use crate::driver::runtime::BoxFuture;
+use crate::driver::stream::{StreamKey, StreamReceiver, StreamSender, StreamShared};
+use crate::error::CallError;
+use crate::handler::HandlerId;
+use crate::stats::Stats;
+use crate::subroute::{SubrouteId, join_route};
+
+/// What handles and handler tasks ask of a connection task.
+pub(crate) enum Command {
+    Request {
+        ticket: u64,
+        handler: HandlerId,
+        subroute: Option<SubrouteId>,
+        payload: Bytes,
+        deadline: Option<Instant>,
+        reply: oneshot::Sender<Result<Option<Bytes>, CallError>>,
+    },
+    CancelRequest {
+        ticket: u64,
+    },
+    OpenStream {
+        handler: HandlerId,
+        subroute: Option<SubrouteId>,
+        payload: Option<Bytes>,
+        deadline: Option<Instant>,
+        capacities: Option<Capacities>,
+        reply: oneshot::Sender<Result<Arc<StreamShared>, CallError>>,
+    },
+    /// A stream's shared state changed (messages queued or consumed, EOF,
+    /// halves dropped, handler finished).
+    Poke(StreamKey),
+    /// A single-request handler finished.
+    Respond {
+        id: u64,
+        result: Result<Bytes, String>,
+    },
+    /// A stream handler returned.
+    HandlerDone {
+        id: u64,
+        result: Result<(), String>,
+    },
+    /// Stop: fail everything and end the task.
+    Shutdown,
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Request {
+                ticket, handler, ..
+            } => write!(f, "Request({ticket}, {handler:?})"),
+            Command::CancelRequest { ticket } => write!(f, "CancelRequest({ticket})"),
+            Command::OpenStream { handler, .. } => write!(f, "OpenStream({handler:?})"),
+            Command::Poke(k) => write!(f, "Poke({k:?})"),
+            Command::Respond { id, .. } => write!(f, "Respond({id})"),
+            Command::HandlerDone { id, .. } => write!(f, "HandlerDone({id})"),
+            Command::Shutdown => f.write_str("Shutdown"),
+        }
+    }
+}
+
+/// A sleep provider, so handles need not be generic over the runtime.
+pub(crate) type SleepFn = Arc<dyn Fn(Instant) -> BoxFuture<()> + Send + Sync>;
+/// The runtime's clock.
+pub(crate) type ClockFn = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// State shared by a connection task and its handles.
+pub(crate) struct ConnShared {
+    pub(crate) local: Arc<str>,
+    pub(crate) remote: Arc<str>,
+    pub(crate) mailbox: Mailbox<Command>,
+    state: AtomicU8,
+    waiters: Mutex<Vec<Waker>>,
+    next_ticket: AtomicU64,
+    stats: Mutex<Option<Stats>>,
+    /// Graceful shutdown: no new calls.
+    pub(crate) closing: AtomicBool,
+    pub(crate) sleep: SleepFn,
+    pub(crate) clock: ClockFn,
+}
+
+impl fmt::Debug for ConnShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnShared")
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+fn state_to_u8(s: State) -> u8 {
+    match s {
+        State::Unconnected => 0,
+        State::Connecting => 1,
+        State::Connected => 2,
+        State::ConnectionError => 3,
+        State::Shutdown => 4,
+    }
+}
+
+fn state_from_u8(v: u8) -> State {
+    match v {
+        0 => State::Unconnected,
+        1 => State::Connecting,
+        2 => State::Connected,
+        3 => State::ConnectionError,
+        _ => State::Shutdown,
+    }
+}
+
+impl ConnShared {
+    pub(crate) fn new(
+        local: Arc<str>,
+        remote: Arc<str>,
+        sleep: SleepFn,
+        clock: ClockFn,
+    ) -> ConnShared {
+        ConnShared {
+            local,
+            remote,
+            mailbox: Mailbox::new(),
+            state: AtomicU8::new(0),
+            waiters: Mutex::new(Vec::new()),
+            next_ticket: AtomicU64::new(1),
+            stats: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            sleep,
+            clock,
+        }
+    }
+
+    pub(crate) fn state(&self) -> State {
+        state_from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_state(&self, s: State) {
+        self.state.store(state_to_u8(s), Ordering::Release);
+        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn publish_stats(&self, stats: Stats) {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
+    }
+
+    fn refuse(&self) -> Option<CallError> {
+        match self.state() {
+            State::Connected if !self.closing.load(Ordering::Acquire) => None,
+            State::Shutdown => Some(CallError::Shutdown),
+            State::Connected => Some(CallError::Shutdown),
+            _ => Some(CallError::NotConnected),
+        }
+    }
+}
+
+/// A handle on the connection to one remote host (cheap to clone). Calls
+/// fail at once with [`CallError::NotConnected`] while the connection is
+/// down; it reconnects by itself.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    shared: Arc<ConnShared>,
+    route: Option<Arc<str>>,
+}
+
+/// Options of [`Connection::open_stream_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamOptions {
+    /// Cancel the stream when this passes (sent to the callee as
+    /// `DeadlineMS`). Without one the stream is kept alive by pings.
+    pub deadline: Option<Instant>,
+    /// The callee's capacities; by default from the manager's table (local
+    /// registrations and configured values, MinIO's defaults).
+    pub capacities: Option<Capacities>,
+}
+
+impl Connection {
+    pub(crate) fn new(shared: Arc<ConnShared>) -> Connection {
+        Connection {
+            shared,
+            route: None,
+        }
+    }
+
+    /// The remote host string.
+    pub fn remote_host(&self) -> &str {
+        &self.shared.remote
+    }
+
+    /// This node's host string.
+    pub fn local_host(&self) -> &str {
+        &self.shared.local
+    }
+
+    /// The subroute this handle is scoped to, if any.
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_deref()
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> State {
+        self.shared.state()
+    }
+
+    /// Whether calls can be made now.
+    pub fn is_connected(&self) -> bool {
+        self.shared.state() == State::Connected
+    }
+
+    /// The last published statistics of the connection (refreshed by its
+    /// task about ten times a second while it is busy).
+    pub fn stats(&self) -> Option<Stats> {
+        self.shared
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// This handle scoped to a subroute (e.g. a drive path); nested
+    /// subroutes join with `/`, as in Go.
+    pub fn subroute(&self, route: &str) -> Connection {
+        let joined = match &self.route {
+            Some(base) => join_route(base, route),
+            None => route.to_owned(),
+        };
+        Connection {
+            shared: Arc::clone(&self.shared),
+            route: Some(Arc::from(joined)),
+        }
+    }
+
+    /// Graceful shutdown, step one: refuse new calls.
+    pub(crate) fn begin_close(&self) {
+        self.shared.closing.store(true, Ordering::Release);
+    }
+
+    /// Whether calls are in flight either way (from the last stats).
+    pub(crate) fn busy(&self) -> bool {
+        self.stats().is_some_and(|s| {
+            s.outgoing_requests + s.outgoing_streams + s.incoming_requests + s.incoming_streams > 0
+        })
+    }
+
+    /// Ends the connection task.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.shared.mailbox.push(Command::Shutdown);
+    }
+
+    fn subroute_id(&self, handler: HandlerId) -> Option<SubrouteId> {
+        self.route.as_ref().map(|r| SubrouteId::new(handler, r))
+    }
+
+    /// Waits until the connection is established, at most `timeout`.
+    pub async fn wait_for_connect(&self, timeout: Duration) -> Result<(), CallError> {
+        let deadline = (self.shared.clock)() + timeout;
+        let mut sleep = (self.shared.sleep)(deadline);
+        poll_fn(|cx| {
+            match self.shared.state() {
+                State::Connected => return Poll::Ready(Ok(())),
+                State::Shutdown => return Poll::Ready(Err(CallError::Shutdown)),
+                _ => {}
+            }
+            self.shared
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(cx.waker().clone());
+            // Re-check: the state may have changed before the waker was stored.
+            if self.shared.state() == State::Connected {
+                return Poll::Ready(Ok(()));
+            }
+            match sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(CallError::NotConnected)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Sends a single request and waits for the answer (Go's default
+    /// deadline of 60 s applies). Dropping the future cancels the call.
+    pub fn request(&self, handler: HandlerId, payload: impl Into<Bytes>) -> RequestFuture {
+        self.request_inner(handler, payload.into(), None)
+    }
+
+    /// [`request`](Self::request) with a deadline, sent to the callee too.
+    pub fn request_with_deadline(
+        &self,
+        handler: HandlerId,
+        payload: impl Into<Bytes>,
+        deadline: Instant,
+    ) -> RequestFuture {
+        self.request_inner(handler, payload.into(), Some(deadline))
+    }
+
+    fn request_inner(
+        &self,
+        handler: HandlerId,
+        payload: Bytes,
+        deadline: Option<Instant>,
+    ) -> RequestFuture {
+        RequestFuture {
+            shared: Arc::clone(&self.shared),
+            state: ReqState::Init {
+                handler,
+                subroute: self.subroute_id(handler),
+                payload,
+                deadline,
+            },
+        }
+    }
+
+    /// Opens a stream to `handler` with an optional initial payload.
+    /// Returns the sending half (whose sends fail with `Closed` when the
+    /// handler takes no input) and the receiving half. Closing or dropping
+    /// the sender sends EOF; dropping both halves cancels the stream.
+    pub async fn open_stream(
+        &self,
+        handler: HandlerId,
+        payload: Option<Bytes>,
+    ) -> Result<(StreamSender, StreamReceiver), CallError> {
+        self.open_stream_with(handler, payload, StreamOptions::default())
+            .await
+    }
+
+    /// [`open_stream`](Self::open_stream) with a deadline or explicit capacities.
+    pub async fn open_stream_with(
+        &self,
+        handler: HandlerId,
+        payload: Option<Bytes>,
+        options: StreamOptions,
+    ) -> Result<(StreamSender, StreamReceiver), CallError> {
+        if let Some(e) = self.shared.refuse() {
+            return Err(e);
+        }
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::OpenStream {
+            handler,
+            subroute: self.subroute_id(handler),
+            payload,
+            deadline: options.deadline,
+            capacities: options.capacities,
+            reply: tx,
+        };
+        self.shared
+            .mailbox
+            .push(cmd)
+            .map_err(|_| CallError::Shutdown)?;
+        let shared = rx.await.map_err(|_| CallError::Shutdown)??;
+        Ok((
+            StreamSender::new(Arc::clone(&shared)),
+            StreamReceiver::new(shared),
+        ))
+    }
+}
+
+enum ReqState {
+    Init {
+        handler: HandlerId,
+        subroute: Option<SubrouteId>,
+        payload: Bytes,
+        deadline: Option<Instant>,
+    },
+    Waiting {
+        ticket: u64,
+        reply: oneshot::Receiver<Result<Option<Bytes>, CallError>>,
+    },
+    Done,
+}
+
+/// The answer to a single request: the response payload, or why it failed
+/// ([`CallError::Remote`] / [`CallError::Refused`] come from the remote,
+/// everything else is local). Dropping it before it completes cancels the
+/// call on both sides.
+#[must_use = "a request does nothing unless awaited"]
+pub struct RequestFuture {
+    shared: Arc<ConnShared>,
+    state: ReqState,
+}
+
+impl fmt::Debug for RequestFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestFuture")
+            .field("remote", &self.shared.remote)
+            .finish()
+    }
+}
+
+impl Future for RequestFuture {
+    type Output = Result<Bytes, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let ReqState::Init { .. } = this.state {
+            if let Some(e) = this.shared.refuse() {
+                this.state = ReqState::Done;
+                return Poll::Ready(Err(e));
+            }
+            let ReqState::Init {
+                handler,
+                subroute,
+                payload,
+                deadline,
+            } = std::mem::replace(&mut this.state, ReqState::Done)
+            else {
+                unreachable!("matched Init above")
+            };
+            let ticket = this.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            let cmd = Command::Request {
+                ticket,
+                handler,
+                subroute,
+                payload,
+                deadline,
+                reply: tx,
+            };
+            if this.shared.mailbox.push(cmd).is_err() {
+                return Poll::Ready(Err(CallError::Shutdown));
+            }
+            this.state = ReqState::Waiting { ticket, reply: rx };
+        }
+        match &mut this.state {
+            ReqState::Waiting { reply, .. } => match Pin::new(reply).poll(cx) {
+                Poll::Ready(result) => {
+                    this.state = ReqState::Done;
+                    let result = result.unwrap_or(Err(CallError::Shutdown));
+                    Poll::Ready(result.map(Option::unwrap_or_default))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            _ => Poll::Ready(Err(CallError::Shutdown)),
+        }
+    }
+}
+
+impl Drop for RequestFuture {
+    fn drop(&mut self) {
+        if let ReqState::Waiting { ticket, .. } = self.state {
+            let _ = self.shared.mailbox.push(Command::CancelRequest { ticket });
+        }
+    }
+}

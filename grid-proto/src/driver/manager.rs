@@ -1,0 +1,684 @@
+//! The manager: one per grid per node. It holds the host list, the handler
+//! registry and the auth hooks, owns one connection task per remote host,
+//! and takes incoming WebSockets.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::future::{Either, select};
+use futures_util::{SinkExt, StreamExt};
+use hashbrown::HashMap;
+use tungstenite::Message as WsMessage;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::client::Request;
+use tungstenite::http::{HeaderValue, StatusCode};
+use tungstenite::protocol::WebSocketConfig;
+
+use crate::config::{Backoff, Capacities, CapacityTable, Config};
+use crate::connection::{Connection as Core, State};
+use crate::dial::should_dial;
+use crate::driver::conn::{ConnShared, Connection};
+use crate::driver::mailbox::Mailbox;
+use crate::driver::registry::{RegisterError, Registry, RemoteError, StreamCall};
+use crate::driver::runtime::Runtime;
+use crate::driver::task::{ConnTask, Incoming};
+use crate::handler::HandlerId;
+use crate::handshake::{HandshakeError, check_connect, rejection_frame};
+use crate::payload::InstanceId;
+use crate::stats::Stats;
+use crate::time::Timestamp;
+
+/// MinIO's grid route.
+pub const DEFAULT_ROUTE: &str = "/minio/grid/v1";
+/// MinIO's lock grid route.
+pub const LOCK_ROUTE: &str = "/minio/grid/lock/v1";
+/// Most clock skew the HTTP upgrade check tolerates (MinIO's 15 minutes).
+pub const MAX_HTTP_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
+
+/// Produces the token for an outgoing connection to the given host.
+pub type AuthFn = Arc<dyn Fn(&str) -> String + Send + Sync>;
+/// Validates the token of an incoming connection.
+pub type ValidateFn = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Manager settings; [`Options::default`] has Go's values.
+#[derive(Clone)]
+pub struct Options {
+    /// The HTTP path of the grid (default [`DEFAULT_ROUTE`]).
+    pub route: String,
+    /// Token for outgoing connections (default: empty).
+    pub auth_token: AuthFn,
+    /// Check of incoming tokens (default: accept any).
+    pub validate_token: ValidateFn,
+    /// Dial + upgrade timeout (Go: 2 s).
+    pub dial_timeout: Duration,
+    /// A write blocked this long drops the connection (Go: about 4 s).
+    pub write_timeout: Duration,
+    /// How long an acceptor waits for `Connect`, and a dialer for the answer.
+    pub handshake_timeout: Duration,
+    /// Largest message accepted.
+    pub max_message_size: usize,
+    /// Limits and timers of each connection's core (hosts are filled in).
+    pub core: Config,
+    /// Reconnect spacing.
+    pub backoff: Backoff,
+    /// Check `X-Minio-Time` on incoming upgrades (MinIO's 15 min rule).
+    pub check_upgrade_time: bool,
+    /// Seed of the managers' randomness (instance id, jitter); `None`: from
+    /// the clock.
+    pub seed: Option<u64>,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("route", &self.route)
+            .field("dial_timeout", &self.dial_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let core = Config::new("", "");
+        Options {
+            route: DEFAULT_ROUTE.to_owned(),
+            auth_token: Arc::new(|_| String::new()),
+            validate_token: Arc::new(|_| Ok(())),
+            dial_timeout: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(4),
+            handshake_timeout: core.handshake_timeout,
+            max_message_size: core.max_message_size,
+            backoff: core.backoff,
+            core,
+            check_upgrade_time: true,
+            seed: None,
+        }
+    }
+}
+
+/// Why a manager could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The local host is not in the host list, or appears twice.
+    LocalHost(String),
+    /// A host appears twice.
+    DuplicateHost(String),
+    /// A host string is not an `http://`, `https://`, `ws://` or `wss://` URL.
+    BadHost(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::LocalHost(h) => write!(
+                f,
+                "local host {h} must appear exactly once in the host list"
+            ),
+            ConfigError::DuplicateHost(h) => write!(f, "host {h} appears twice"),
+            ConfigError::BadHost(h) => write!(f, "host {h} is not an http(s):// or ws(s):// URL"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Why an incoming upgrade request was refused (answer 403, or 404 for a
+/// wrong path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpgradeError {
+    /// Not this grid's route.
+    WrongPath(String),
+    /// No `Authorization: Bearer …` header.
+    MissingToken,
+    /// The token check failed.
+    BadToken(String),
+    /// `X-Minio-Time` missing, malformed, or more than 15 minutes off.
+    BadTime(String),
+}
+
+impl UpgradeError {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpgradeError::WrongPath(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::FORBIDDEN,
+        }
+    }
+}
+
+impl fmt::Display for UpgradeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpgradeError::WrongPath(p) => write!(f, "not a grid route: {p}"),
+            UpgradeError::MissingToken => f.write_str("missing bearer token"),
+            UpgradeError::BadToken(e) => write!(f, "invalid token: {e}"),
+            UpgradeError::BadTime(e) => write!(f, "bad X-Minio-Time: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for UpgradeError {}
+
+/// Why an incoming connection was not taken.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The handshake was refused (the peer was told why).
+    Handshake(HandshakeError),
+    /// The peer sent no `Connect` in time.
+    Timeout,
+    /// The transport failed or closed during the handshake.
+    Transport(String),
+    /// The manager is shut down.
+    Shutdown,
+}
+
+impl fmt::Display for AcceptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AcceptError::Handshake(e) => write!(f, "handshake refused: {e}"),
+            AcceptError::Timeout => f.write_str("no connect message in time"),
+            AcceptError::Transport(e) => write!(f, "transport: {e}"),
+            AcceptError::Shutdown => f.write_str("manager shut down"),
+        }
+    }
+}
+
+impl std::error::Error for AcceptError {}
+
+/// What connection tasks share with their manager (not runtime-specific).
+pub(crate) struct ManagerShared {
+    pub(crate) local: Arc<str>,
+    pub(crate) options: Options,
+    pub(crate) registry: Registry,
+}
+
+impl ManagerShared {
+    /// The upgrade request to `remote`: its URL with the route, the bearer
+    /// token and `X-Minio-Time`, as Go sends them.
+    pub(crate) fn dial_request(
+        &self,
+        remote: &str,
+        token: &str,
+        wall: SystemTime,
+    ) -> Result<Request, String> {
+        let url =
+            ws_url(remote, &self.options.route).ok_or_else(|| format!("bad host {remote}"))?;
+        let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+        let headers = req.headers_mut();
+        let bearer =
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
+        headers.insert("Authorization", bearer);
+        let nanos = Timestamp::from_system_time(wall).unix_nanos();
+        headers.insert("X-Minio-Time", HeaderValue::from(nanos));
+        Ok(req)
+    }
+
+    pub(crate) fn ws_config(&self) -> WebSocketConfig {
+        let max = self.options.max_message_size;
+        WebSocketConfig::default()
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max))
+            .write_buffer_size(128 * 1024)
+            .max_write_buffer_size(usize::MAX)
+    }
+}
+
+/// `http://h` → `ws://h/route`, `https://h` → `wss://h/route`.
+pub fn ws_url(host: &str, route: &str) -> Option<String> {
+    let rest = host
+        .strip_prefix("http://")
+        .map(|r| ("ws://", r))
+        .or_else(|| host.strip_prefix("https://").map(|r| ("wss://", r)))
+        .or_else(|| host.strip_prefix("ws://").map(|r| ("ws://", r)))
+        .or_else(|| host.strip_prefix("wss://").map(|r| ("wss://", r)))?;
+    Some(format!(
+        "{}{}{}",
+        rest.0,
+        rest.1.trim_end_matches('/'),
+        route
+    ))
+}
+
+struct Peer<R: Runtime> {
+    handle: Connection,
+    incoming: Arc<Mailbox<Incoming<R::Socket>>>,
+    task: Mutex<Option<ConnTask<R>>>,
+}
+
+struct Inner<R: Runtime> {
+    rt: R,
+    shared: Arc<ManagerShared>,
+    instance_id: InstanceId,
+    peers: HashMap<Arc<str>, Peer<R>>,
+    started: AtomicBool,
+}
+
+/// A grid manager: build one with [`Manager::new`], register handlers,
+/// [`start`](Manager::start) it, then call other hosts through
+/// [`connection`](Manager::connection) and hand incoming WebSockets to
+/// [`accept`](Manager::accept).
+pub struct Manager<R: Runtime> {
+    inner: Arc<Inner<R>>,
+}
+
+impl<R: Runtime> Clone for Manager<R> {
+    fn clone(&self) -> Self {
+        Manager {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<R: Runtime> fmt::Debug for Manager<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("local", &self.inner.shared.local)
+            .field("peers", &self.inner.peers.len())
+            .finish()
+    }
+}
+
+fn check_host(h: &str) -> Result<(), ConfigError> {
+    if ws_url(h, "").is_some() {
+        Ok(())
+    } else {
+        Err(ConfigError::BadHost(h.to_owned()))
+    }
+}
+
+impl<R: Runtime> Manager<R> {
+    /// A manager for `local` among `hosts` (which must include `local`
+    /// once). Host strings are URLs such as `http://10.0.0.1:9000` and must
+    /// be identical on every node: they decide who dials.
+    pub fn new(
+        rt: R,
+        local: &str,
+        hosts: &[impl AsRef<str>],
+        options: Options,
+    ) -> Result<Manager<R>, ConfigError> {
+        check_host(local)?;
+        let mut seen = std::collections::HashSet::new();
+        for h in hosts {
+            let h = h.as_ref();
+            check_host(h)?;
+            if !seen.insert(h.to_owned()) {
+                return Err(if h == local {
+                    ConfigError::LocalHost(h.to_owned())
+                } else {
+                    ConfigError::DuplicateHost(h.to_owned())
+                });
+            }
+        }
+        if !seen.contains(local) {
+            return Err(ConfigError::LocalHost(local.to_owned()));
+        }
+        let seed = options.seed.unwrap_or_else(|| {
+            let t = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
+        });
+        let instance_id = InstanceId::from_seed(seed);
+        let local: Arc<str> = Arc::from(local);
+        let shared = Arc::new(ManagerShared {
+            local: Arc::clone(&local),
+            registry: Registry::new(options.core.capacities.clone()),
+            options,
+        });
+        let now = rt.now();
+        let wall = Timestamp::from_system_time(rt.wall());
+        let mut peers = HashMap::new();
+        for (i, h) in hosts
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|h| *h != &*local)
+            .enumerate()
+        {
+            let remote: Arc<str> = Arc::from(h);
+            let mut cfg = shared.options.core.clone();
+            cfg.local_host = local.to_string();
+            cfg.remote_host = remote.to_string();
+            cfg.seed = seed.wrapping_add(i as u64 + 1);
+            cfg.max_message_size = shared.options.max_message_size;
+            cfg.handshake_timeout = shared.options.handshake_timeout;
+            cfg.backoff = shared.options.backoff;
+            let core = Core::new(cfg, instance_id, now, wall);
+            let rt_sleep = rt.clone();
+            let rt_clock = rt.clone();
+            let conn_shared = Arc::new(ConnShared::new(
+                Arc::clone(&local),
+                Arc::clone(&remote),
+                Arc::new(move |at| Box::pin(rt_sleep.sleep_until(at))),
+                Arc::new(move || rt_clock.now()),
+            ));
+            let incoming = Arc::new(Mailbox::new());
+            let task = ConnTask::new(
+                rt.clone(),
+                core,
+                Arc::clone(&conn_shared),
+                Arc::clone(&shared),
+                Arc::clone(&incoming),
+            );
+            peers.insert(
+                remote,
+                Peer {
+                    handle: Connection::new(conn_shared),
+                    incoming,
+                    task: Mutex::new(Some(task)),
+                },
+            );
+        }
+        Ok(Manager {
+            inner: Arc::new(Inner {
+                rt,
+                shared,
+                instance_id,
+                peers,
+                started: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// This node's host string.
+    pub fn local_host(&self) -> &str {
+        &self.inner.shared.local
+    }
+
+    /// This manager's instance id (new on every start of the process).
+    pub fn instance_id(&self) -> InstanceId {
+        self.inner.instance_id
+    }
+
+    /// The remote hosts.
+    pub fn remote_hosts(&self) -> impl Iterator<Item = &str> {
+        self.inner.peers.keys().map(|h| &**h)
+    }
+
+    /// The options.
+    pub fn options(&self) -> &Options {
+        &self.inner.shared.options
+    }
+
+    /// Registers a single-request handler.
+    pub fn register_single<F, Fut>(&self, handler: HandlerId, f: F) -> Result<(), RegisterError>
+    where
+        F: Fn(Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        self.inner.shared.registry.add_single(handler, None, f)
+    }
+
+    /// Registers a single-request handler on a subroute (e.g. a drive path).
+    pub fn register_single_subroute<F, Fut>(
+        &self,
+        handler: HandlerId,
+        subroute: &str,
+        f: F,
+    ) -> Result<(), RegisterError>
+    where
+        F: Fn(Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        self.inner
+            .shared
+            .registry
+            .add_single(handler, Some(subroute), f)
+    }
+
+    /// Registers a stream handler with its capacities (also used for this
+    /// node's own calls to that handler, as in Go).
+    pub fn register_stream<F, Fut>(
+        &self,
+        handler: HandlerId,
+        capacities: Capacities,
+        f: F,
+    ) -> Result<(), RegisterError>
+    where
+        F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        self.inner
+            .shared
+            .registry
+            .add_stream(handler, None, capacities, f)
+    }
+
+    /// Registers a stream handler on a subroute.
+    pub fn register_stream_subroute<F, Fut>(
+        &self,
+        handler: HandlerId,
+        subroute: &str,
+        capacities: Capacities,
+        f: F,
+    ) -> Result<(), RegisterError>
+    where
+        F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        self.inner
+            .shared
+            .registry
+            .add_stream(handler, Some(subroute), capacities, f)
+    }
+
+    /// Declares the capacities of a remote stream handler this node calls
+    /// but does not serve (PROTOCOL.md §7.1).
+    pub fn set_capacities(
+        &self,
+        handler: HandlerId,
+        subroute: Option<&str>,
+        capacities: Capacities,
+    ) {
+        self.inner
+            .shared
+            .registry
+            .set_capacities(handler, subroute, capacities);
+    }
+
+    /// The WebSocket settings grid needs (message size limits raised to
+    /// [`Options::max_message_size`], a large write buffer): use them when
+    /// upgrading a connection yourself.
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        self.inner.shared.ws_config()
+    }
+
+    /// The capacity table of this manager's calls, for inspection.
+    pub fn capacities(&self, handler: HandlerId, subroute: Option<&str>) -> Option<Capacities> {
+        let sub = subroute.map(|s| crate::SubrouteId::new(handler, s));
+        self.inner.shared.registry.capacities(handler, sub.as_ref())
+    }
+
+    /// Starts the connection tasks: dialers start dialing. Calling it again
+    /// does nothing.
+    pub fn start(&self) {
+        if self.inner.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for peer in self.inner.peers.values() {
+            if let Some(task) = peer.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                self.inner.rt.spawn(Box::pin(task.run()));
+            }
+        }
+    }
+
+    /// The connection to `host`, if it is one of the remote hosts.
+    pub fn connection(&self, host: &str) -> Option<Connection> {
+        self.inner.peers.get(host).map(|p| p.handle.clone())
+    }
+
+    /// Statistics of every connection, by remote host.
+    pub fn stats(&self) -> Vec<(String, Option<Stats>)> {
+        let mut all: Vec<_> = self
+            .inner
+            .peers
+            .iter()
+            .map(|(h, p)| (h.to_string(), p.handle.stats()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// The checks of an incoming upgrade request before it is upgraded:
+    /// the route, the bearer token and `X-Minio-Time` (like MinIO's). On an
+    /// error, answer with [`UpgradeError::status`].
+    pub fn check_upgrade<B>(
+        &self,
+        request: &tungstenite::http::Request<B>,
+    ) -> Result<(), UpgradeError> {
+        let opts = &self.inner.shared.options;
+        if request.uri().path() != opts.route {
+            return Err(UpgradeError::WrongPath(request.uri().path().to_owned()));
+        }
+        let auth = request
+            .headers()
+            .get("Authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer"))
+            .filter(|rest| rest.is_empty() || rest.starts_with(' '))
+            .map(str::trim_start)
+            .ok_or(UpgradeError::MissingToken)?;
+        (opts.validate_token)(auth).map_err(UpgradeError::BadToken)?;
+        if opts.check_upgrade_time {
+            let ns: i64 = request
+                .headers()
+                .get("X-Minio-Time")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| UpgradeError::BadTime("missing".into()))?
+                .parse()
+                .map_err(|_| UpgradeError::BadTime("not a number".into()))?;
+            let theirs = Timestamp::from_unix_nanos(ns);
+            let ours = Timestamp::from_system_time(self.inner.rt.wall());
+            let skew = ours.abs_diff(theirs);
+            if skew > MAX_HTTP_CLOCK_SKEW {
+                return Err(UpgradeError::BadTime(format!("clock differs by {skew:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes an upgraded incoming WebSocket (Go's `IncomingConn`): reads the
+    /// peer's `Connect`, checks it, and hands the transport to the peer's
+    /// connection task, or refuses it and closes the transport.
+    pub async fn accept(&self, mut socket: R::Socket) -> Result<(), AcceptError> {
+        if !self.inner.started.load(Ordering::Acquire) {
+            self.start();
+        }
+        let rt = &self.inner.rt;
+        let deadline = rt.now() + self.inner.shared.options.handshake_timeout;
+        let first = loop {
+            let next = select(socket.next(), Box::pin(rt.sleep_until(deadline))).await;
+            match next {
+                Either::Left((Some(Ok(WsMessage::Binary(frame))), _)) => break frame,
+                Either::Left((Some(Ok(WsMessage::Close(_))) | None, _)) => {
+                    return Err(AcceptError::Transport("closed before connect".into()));
+                }
+                Either::Left((Some(Ok(_)), _)) => {}
+                Either::Left((Some(Err(e)), _)) => {
+                    return Err(AcceptError::Transport(e.to_string()));
+                }
+                Either::Right(_) => return Err(AcceptError::Timeout),
+            }
+        };
+        let shared = &self.inner.shared;
+        let wall = Timestamp::from_system_time(rt.wall());
+        let checked = check_connect(
+            &first,
+            &shared.local,
+            wall,
+            |h| self.inner.peers.contains_key(h),
+            |t| (shared.options.validate_token)(t),
+        );
+        let req = match checked {
+            Ok(req) => req,
+            Err(e) => {
+                tracing::warn!(error = %e, "refusing incoming grid connection");
+                let reject = rejection_frame(self.inner.instance_id, &e);
+                let _ = socket.send(WsMessage::Binary(reject)).await;
+                let _ = socket.close().await;
+                return Err(AcceptError::Handshake(e));
+            }
+        };
+        let Some(peer) = self.inner.peers.get(req.host.as_str()) else {
+            return Err(AcceptError::Handshake(HandshakeError::UnknownHost(
+                req.host,
+            )));
+        };
+        debug_assert!(!should_dial(&shared.local, &req.host));
+        peer.incoming
+            .push((socket, req))
+            .map_err(|_| AcceptError::Shutdown)
+    }
+
+    /// Stops for good: with `grace`, new calls are refused at once and
+    /// in-flight calls get up to `grace` to finish; then every connection is
+    /// closed and whatever is left fails with [`crate::CallError::Shutdown`].
+    pub async fn shutdown(&self, grace: Option<Duration>) {
+        for peer in self.inner.peers.values() {
+            peer.handle.begin_close();
+        }
+        if let Some(grace) = grace {
+            let rt = &self.inner.rt;
+            let deadline = rt.now() + grace;
+            let step = Duration::from_millis(10);
+            while rt.now() < deadline && self.inner.peers.values().any(|p| p.handle.busy()) {
+                rt.sleep_until((rt.now() + step).min(deadline)).await;
+            }
+        }
+        for peer in self.inner.peers.values() {
+            peer.handle.shutdown();
+        }
+        let rt = &self.inner.rt;
+        let deadline = rt.now() + Duration::from_secs(1);
+        while rt.now() < deadline
+            && self
+                .inner
+                .peers
+                .values()
+                .any(|p| p.handle.state() != State::Shutdown)
+        {
+            rt.sleep_until(rt.now() + Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// A capacity table with MinIO's defaults, for [`Options::core`].
+pub fn default_capacities() -> CapacityTable {
+    CapacityTable::default()
+}
+
+/// Compile-time check: `accept` can run on a multi-threaded executor.
+#[allow(dead_code)]
+fn _accept_is_send<R: Runtime>(
+    m: &Manager<R>,
+    s: R::Socket,
+) -> impl Future<Output = Result<(), AcceptError>> + Send + '_ {
+    m.accept(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ws_url_follows_go() {
+        assert_eq!(
+            ws_url("http://10.0.0.2:9000", DEFAULT_ROUTE).unwrap(),
+            "ws://10.0.0.2:9000/minio/grid/v1"
+        );
+        assert_eq!(
+            ws_url("https://a:1/", LOCK_ROUTE).unwrap(),
+            "wss://a:1/minio/grid/lock/v1"
+        );
+        assert_eq!(ws_url("ftp://a", DEFAULT_ROUTE), None);
+    }
+}

@@ -1,0 +1,273 @@
+//! Stream halves: what the application holds of a stream, on either side.
+//!
+//! A caller gets a [`StreamSender`] and a [`StreamReceiver`] from
+//! [`crate::driver::Connection::open_stream`]; a stream handler gets the same
+//! two types for its output and input. Both talk to the connection task
+//! through one small shared state per stream: the sender queues at most a
+//! window of messages (the task moves them onto the wire as credit allows,
+//! so a slow peer blocks the sender: real backpressure), and the receiver
+//! takes delivered messages and reports how many it consumed (the task turns
+//! that into credit for the peer).
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::driver::conn::{Command, ConnShared};
+use crate::error::{CallError, SendError};
+
+/// Which table of the connection a stream lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum StreamKey {
+    /// A stream this side called (a [`crate::CallId`]).
+    Call(u64),
+    /// A stream this side serves (an [`crate::IncomingId`]).
+    Incoming(u64),
+}
+
+#[derive(Debug)]
+pub(crate) struct StreamShared {
+    pub(crate) key: StreamKey,
+    conn: Arc<ConnShared>,
+    state: Mutex<StreamState>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct StreamState {
+    // application -> task
+    /// Messages waiting for credit.
+    pub(crate) outq: VecDeque<Bytes>,
+    /// How many messages the sender may queue (the window, at least 1);
+    /// 0 when this direction does not exist.
+    pub(crate) out_cap: usize,
+    /// The sender asked to end its direction (caller EOF).
+    pub(crate) close_requested: bool,
+    /// The handler returned (incoming streams): its result, sent after `outq`.
+    pub(crate) finish: Option<Result<(), String>>,
+    /// Messages the receiver consumed that the task has not credited yet.
+    pub(crate) consumed: u32,
+    /// Both halves are gone.
+    pub(crate) abandoned: bool,
+    /// A poke is queued for the task already.
+    poked: bool,
+    send_waker: Option<Waker>,
+    /// Why sending is impossible now (stream ended / direction closed).
+    pub(crate) send_error: Option<SendError>,
+
+    // task -> application
+    pub(crate) inbox: VecDeque<Bytes>,
+    /// The receive direction ended: `Ok` at EOF, or the stream's error.
+    pub(crate) end: Option<Result<(), CallError>>,
+    recv_waker: Option<Waker>,
+    halves: u8,
+}
+
+impl StreamShared {
+    pub(crate) fn new(key: StreamKey, conn: Arc<ConnShared>, out_cap: usize) -> Arc<StreamShared> {
+        Arc::new(StreamShared {
+            key,
+            conn,
+            state: Mutex::new(StreamState {
+                out_cap,
+                halves: 2,
+                send_error: (out_cap == 0).then_some(SendError::Closed),
+                ..StreamState::default()
+            }),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, StreamState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the task to look at this stream (at most one pending poke).
+    fn poke(&self, st: &mut StreamState) {
+        if !st.poked {
+            st.poked = true;
+            // If the task is gone the stream is over anyway.
+            let _ = self.conn.mailbox.push(Command::Poke(self.key));
+        }
+    }
+}
+
+impl StreamState {
+    /// The task took the poke.
+    pub(crate) fn clear_poke(&mut self) {
+        self.poked = false;
+    }
+
+    pub(crate) fn wake_sender(&mut self) {
+        if let Some(w) = self.send_waker.take() {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn wake_receiver(&mut self) {
+        if let Some(w) = self.recv_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Ends the stream for both halves (task side).
+    pub(crate) fn end(&mut self, result: Result<(), CallError>) {
+        if self.end.is_none() {
+            self.end = Some(result);
+        }
+        if self.send_error.is_none() {
+            self.send_error = Some(SendError::Closed);
+        }
+        self.outq.clear();
+        self.wake_receiver();
+        self.wake_sender();
+    }
+}
+
+/// The sending half of a stream.
+#[derive(Debug)]
+pub struct StreamSender {
+    shared: Arc<StreamShared>,
+    closed: bool,
+}
+
+impl StreamSender {
+    pub(crate) fn new(shared: Arc<StreamShared>) -> StreamSender {
+        StreamSender {
+            shared,
+            closed: false,
+        }
+    }
+
+    /// Sends one message, waiting while the peer has no room for it.
+    pub async fn send(&mut self, payload: Bytes) -> Result<(), SendError> {
+        let mut payload = Some(payload);
+        poll_fn(|cx| self.poll_send(cx, &mut payload)).await
+    }
+
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        payload: &mut Option<Bytes>,
+    ) -> Poll<Result<(), SendError>> {
+        let mut st = self.shared.lock();
+        if let Some(e) = &st.send_error {
+            return Poll::Ready(Err(e.clone()));
+        }
+        if self.closed || st.close_requested {
+            return Poll::Ready(Err(SendError::Closed));
+        }
+        if st.outq.len() >= st.out_cap {
+            st.send_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        if let Some(p) = payload.take() {
+            st.outq.push_back(p);
+            self.shared.poke(&mut st);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Whether a message could be queued right now without waiting.
+    pub fn has_room(&self) -> bool {
+        let st = self.shared.lock();
+        st.send_error.is_none() && st.outq.len() < st.out_cap
+    }
+
+    /// Ends this direction (EOF) after the queued messages. Dropping the
+    /// sender does the same.
+    pub fn close(mut self) {
+        self.close_inner();
+    }
+
+    fn close_inner(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let mut st = self.shared.lock();
+        if matches!(self.shared.key, StreamKey::Call(_)) && st.out_cap > 0 {
+            st.close_requested = true;
+        }
+        st.halves = st.halves.saturating_sub(1);
+        if st.halves == 0 {
+            st.abandoned = true;
+        }
+        self.shared.poke(&mut st);
+    }
+}
+
+impl Drop for StreamSender {
+    fn drop(&mut self) {
+        self.close_inner();
+    }
+}
+
+/// The receiving half of a stream: a [`Stream`] of messages that ends after
+/// the peer's EOF, or with one error item if the stream failed.
+#[derive(Debug)]
+pub struct StreamReceiver {
+    shared: Arc<StreamShared>,
+    done: bool,
+}
+
+impl StreamReceiver {
+    pub(crate) fn new(shared: Arc<StreamShared>) -> StreamReceiver {
+        StreamReceiver {
+            shared,
+            done: false,
+        }
+    }
+
+    /// The next message; `None` after the end.
+    pub async fn recv(&mut self) -> Option<Result<Bytes, CallError>> {
+        poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl Stream for StreamReceiver {
+    type Item = Result<Bytes, CallError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let shared = Arc::clone(&self.shared);
+        let mut st = shared.lock();
+        if let Some(msg) = st.inbox.pop_front() {
+            st.consumed += 1;
+            shared.poke(&mut st);
+            return Poll::Ready(Some(Ok(msg)));
+        }
+        match st.end.clone() {
+            Some(Ok(())) => {
+                drop(st);
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Some(Err(e)) => {
+                drop(st);
+                self.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            None => {
+                st.recv_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for StreamReceiver {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.halves = st.halves.saturating_sub(1);
+        if st.halves == 0 {
+            st.abandoned = true;
+        }
+        self.shared.poke(&mut st);
+    }
+}
