@@ -60,11 +60,10 @@ impl CoreSubject {
     /// commands, and so more events) until there are none.
     fn pump(&mut self, now: Instant) {
         while let Some(event) = self.conn.poll_event() {
-            match &event {
-                Event::StreamMessage { id, .. } => *self.unconsumed.entry(id.0).or_default() += 1,
-                // `Dial` needs nothing: the replay opens the transport when
-                // the transcript says so.
-                _ => {}
+            // `Dial` needs nothing: the replay opens the transport when the
+            // transcript says so.
+            if let Event::StreamMessage { id, .. } = &event {
+                *self.unconsumed.entry(id.0).or_default() += 1;
             }
             self.app.on_event(&mut self.conn, now, &event);
             self.events.push(event);
