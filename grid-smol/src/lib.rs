@@ -1,7 +1,160 @@
-//! The smol driver for `grid`.
+//! `grid` on smol: fast, multiplexed server-to-server RPC over one
+//! WebSocket per pair of servers, wire-compatible with MinIO's Go grid.
 //!
-//! Not written yet: today this crate only re-exports the sans-IO protocol
-//! core, [`grid_proto`]. The driver (manager, connections, handlers over
-//! async-tungstenite) is tracked as its own issue.
+//! This crate only plugs smol (async-io timers, async-net sockets) and
+//! async-tungstenite into the runtime-neutral driver of
+//! [`grid_proto::driver`]; the API is the same as `grid-tokio`'s.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use grid_smol::{HandlerId, Manager, Options, RemoteError};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//!     let hosts = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
+//!     let manager = Manager::new(grid_smol::Smol, hosts[0], &hosts, Options::default())?;
+//!     manager.register_single(HandlerId(78), |payload: Bytes| async move {
+//!         Ok::<_, RemoteError>(payload)
+//!     })?;
+//!     let listener = async_net::TcpListener::bind("127.0.0.1:9001").await?;
+//!     smol::spawn(grid_smol::serve(manager.clone(), listener)).detach();
+//!     manager.start();
+//!
+//!     let peer = manager.connection(hosts[1]).expect("a known host");
+//!     peer.wait_for_connect(std::time::Duration::from_secs(5)).await?;
+//!     let answer = peer.request(HandlerId(78), Bytes::from_static(b"ping")).await?;
+//!     assert_eq!(answer, "ping");
+//!     Ok(())
+//! })
+//! # }
+//! ```
 
-pub use grid_proto as proto;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use async_net::{TcpListener, TcpStream};
+use async_tungstenite::tungstenite;
+use futures_util::{AsyncRead, AsyncWrite};
+use tungstenite::handshake::client::Request;
+use tungstenite::handshake::server::{
+    ErrorResponse, Request as UpgradeRequest, Response as UpgradeResponse,
+};
+use tungstenite::protocol::WebSocketConfig;
+
+pub use grid_proto::driver::{
+    AcceptError, BoxFuture, BoxSocket, ConfigError, Connection, DEFAULT_ROUTE, LOCK_ROUTE, Options,
+    RegisterError, RemoteError, RequestFuture, Runtime, StreamCall, StreamOptions, StreamReceiver,
+    StreamSender, UpgradeError,
+};
+pub use grid_proto::{self as proto, CallError, Capacities, HandlerId, SendError, State, Stats};
+
+/// The smol runtime (its global executor), for [`grid_proto::driver::Manager`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Smol;
+
+/// A grid manager running on smol.
+pub type Manager = grid_proto::driver::Manager<Smol>;
+
+/// An async-io timer that resolves to `()`.
+#[derive(Debug)]
+pub struct Sleep(async_io::Timer);
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+impl Runtime for Smol {
+    type Socket = BoxSocket;
+    type Sleep = Sleep;
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn spawn(&self, task: BoxFuture<()>) {
+        smol::spawn(task).detach();
+    }
+
+    fn sleep_until(&self, at: Instant) -> Self::Sleep {
+        Sleep(async_io::Timer::at(at))
+    }
+
+    fn dial(
+        &self,
+        request: Request,
+        config: WebSocketConfig,
+    ) -> BoxFuture<Result<BoxSocket, tungstenite::Error>> {
+        Box::pin(async move {
+            let authority = request
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .ok_or(tungstenite::Error::Url(
+                    tungstenite::error::UrlError::NoHostName,
+                ))?;
+            if request.uri().scheme_str() == Some("wss") {
+                return Err(tungstenite::Error::Url(
+                    tungstenite::error::UrlError::TlsFeatureNotEnabled,
+                ));
+            }
+            let tcp = TcpStream::connect(authority.as_str()).await?;
+            let _ = tcp.set_nodelay(true);
+            let (ws, _response) =
+                async_tungstenite::client_async_with_config(request, tcp, Some(config)).await?;
+            Ok(Box::pin(ws) as BoxSocket)
+        })
+    }
+}
+
+/// Accepts grid connections on `listener` until it fails; each connection
+/// is upgraded and handed to the manager on its own task.
+pub async fn serve(manager: Manager, listener: TcpListener) -> io::Result<()> {
+    loop {
+        let (tcp, addr) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let manager = manager.clone();
+        smol::spawn(async move {
+            if let Err(e) = accept_stream(&manager, tcp).await {
+                tracing::debug!(%addr, error = %e, "incoming grid connection refused");
+            }
+        })
+        .detach();
+    }
+}
+
+/// Upgrades an accepted byte stream (plain TCP, or TLS you terminated) to
+/// a grid WebSocket, checking the route, token and clock headers first, and
+/// hands it to the manager.
+// The upgrade callback's error type is tungstenite's (an HTTP response).
+#[allow(clippy::result_large_err)]
+pub async fn accept_stream<S>(manager: &Manager, stream: S) -> Result<(), AcceptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let check =
+        |req: &UpgradeRequest, resp: UpgradeResponse| -> Result<UpgradeResponse, ErrorResponse> {
+            match manager.check_upgrade(req) {
+                Ok(()) => Ok(resp),
+                Err(e) => {
+                    let mut refusal = ErrorResponse::new(Some(e.to_string()));
+                    *refusal.status_mut() = e.status();
+                    Err(refusal)
+                }
+            }
+        };
+    let ws = async_tungstenite::accept_hdr_async_with_config(
+        stream,
+        check,
+        Some(manager.websocket_config()),
+    )
+    .await
+    .map_err(|e| AcceptError::Transport(e.to_string()))?;
+    manager.accept(Box::pin(ws)).await
+}
