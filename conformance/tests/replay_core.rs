@@ -1,0 +1,320 @@
+//! Replays every recorded Go transcript against the sans-IO core, in both
+//! roles, and shows the comparison catches what it should: copies of
+//! transcripts with one thing changed must fail, at the right line, saying
+//! what differs.
+//!
+//! Sources: `shared/transcripts` (a sibling of the repository checkout; the
+//! test fails if it is missing) and the directories in `GRID_TRANSCRIPTS`
+//! (colon-separated).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use conformance::frame::{flatten, pack};
+use conformance::transcript::{RecordKind, WsKind};
+use conformance::{
+    Failure, Outcome, ReplayOptions, Role, Target, Transcript, env_dirs, load_path, replay,
+};
+use grid_proto::{Flags, Message, Op};
+
+/// How many transcripts ship with the spec (a lower bound).
+const SHARED_TRANSCRIPTS: usize = 14;
+
+fn shared_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/transcripts")
+}
+
+fn shared() -> Vec<Transcript> {
+    let dir = shared_dir();
+    assert!(
+        dir.is_dir(),
+        "the shared transcripts are missing: expected a directory at {}",
+        dir.display()
+    );
+    load_path(&dir).unwrap_or_else(|e| panic!("cannot load the shared transcripts: {e}"))
+}
+
+fn shared_one(name: &str) -> Transcript {
+    let path = shared_dir().join(format!("{name}.jsonl"));
+    Transcript::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Replays against the core; `Err` carries the failure.
+fn run(t: &Transcript, role: Role, options: &ReplayOptions) -> Result<(), Failure> {
+    match replay(t, Target::Core, role, options) {
+        Outcome::Pass(stats) => {
+            assert!(stats.messages_matched > 0, "{}: nothing compared", t.name());
+            Ok(())
+        }
+        Outcome::Skip(why) => panic!("the core was skipped: {why}"),
+        Outcome::Fail(f) => Err(f),
+    }
+}
+
+/// Replays every transcript in both roles; panics listing every failure.
+fn replay_all(transcripts: &[Transcript], options: &ReplayOptions) {
+    let mut failures = Vec::new();
+    for t in transcripts {
+        for role in Role::BOTH {
+            if let Err(f) = run(t, role, options) {
+                failures.push(format!("FAIL {} core {role}: {f}", t.name()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_shared_transcript_replays_against_the_core_in_both_roles() {
+    let transcripts = shared();
+    assert!(
+        transcripts.len() >= SHARED_TRANSCRIPTS,
+        "found {} shared transcripts, expected at least {SHARED_TRANSCRIPTS}",
+        transcripts.len()
+    );
+    replay_all(&transcripts, &ReplayOptions::default());
+}
+
+#[test]
+fn transcripts_from_grid_transcripts_replay_against_the_core() {
+    let mut transcripts = Vec::new();
+    for dir in env_dirs() {
+        transcripts.extend(load_path(&dir).unwrap_or_else(|e| panic!("GRID_TRANSCRIPTS: {e}")));
+    }
+    replay_all(&transcripts, &ReplayOptions::default());
+}
+
+#[test]
+fn the_subject_answers_whatever_mux_ids_its_caller_picks() {
+    let options = ReplayOptions {
+        peer_mux_offset: 1_000_000,
+        ..ReplayOptions::default()
+    };
+    replay_all(&shared(), &options);
+}
+
+#[test]
+fn gzipped_transcripts_load_from_a_directory() {
+    let dir = std::env::temp_dir().join(format!("grid-conformance-gz-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let text = fs::read(shared_dir().join("stream-echo.jsonl")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&text).unwrap();
+    fs::write(dir.join("stream-echo.jsonl.gz"), gz.finish().unwrap()).unwrap();
+    fs::write(dir.join("ignored.txt"), b"not a transcript").unwrap();
+    let loaded = load_path(&dir);
+    fs::remove_dir_all(&dir).unwrap();
+    let loaded = loaded.unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].name(), "stream-echo");
+    replay_all(&loaded, &ReplayOptions::default());
+}
+
+// ---- negative tests: a changed copy must fail, where and how it should ----
+
+/// A copy of `t` with the messages of the frame at `line` edited (the frame
+/// is re-encoded, CRCs recomputed).
+fn edit(t: &Transcript, line: usize, f: impl FnOnce(&mut Vec<Message>)) -> Transcript {
+    let mut t = t.clone();
+    let record = t
+        .records
+        .iter_mut()
+        .find(|r| r.line == line)
+        .unwrap_or_else(|| panic!("no record at line {line}"));
+    let RecordKind::Ws {
+        kind: WsKind::Binary,
+        payload,
+        ..
+    } = &mut record.kind
+    else {
+        panic!("line {line} is not a binary frame");
+    };
+    let mut messages = flatten(payload).unwrap().messages;
+    f(&mut messages);
+    *payload = pack(&messages).expect("at least one message");
+    t
+}
+
+fn expect_failure(t: &Transcript, role: Role, line: usize, needles: &[&str]) -> Failure {
+    let f = run(t, role, &ReplayOptions::default())
+        .expect_err("the changed transcript must not replay cleanly");
+    let text = f.to_string();
+    assert_eq!(f.line, Some(line), "wrong line in:\n{text}");
+    assert!(
+        text.starts_with(&format!("{}.jsonl:{line}: ", t.name())),
+        "no file:line in:\n{text}"
+    );
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+    f
+}
+
+#[test]
+fn a_corrupted_payload_byte_is_caught() {
+    // echo.jsonl:8 is the peer's Response "Hello Grid World!".
+    let t = edit(&shared_one("echo"), 8, |m| {
+        let mut p = m[0].payload.to_vec();
+        p[0] ^= 0x20;
+        m[0].payload = Bytes::from(p);
+    });
+    let f = expect_failure(
+        &t,
+        Role::Server,
+        8,
+        &[
+            "Response on the peer's call on recorded mux 1",
+            r#"payload differs: expected "hello Grid World!", got "Hello Grid World!""#,
+        ],
+    );
+    assert!(f.expected.unwrap().contains("op: Response"));
+    assert!(f.got.unwrap().contains("op: Response"));
+}
+
+#[test]
+fn a_flipped_flag_is_caught() {
+    // stream-count.jsonl:19 is the callee's final EOF + DisconnectClientMux.
+    let t = edit(&shared_one("stream-count"), 19, |m| {
+        assert_eq!(m[0].op, Op::MuxServerMsg);
+        m[0].flags = m[0].flags.without(Flags::EOF);
+    });
+    expect_failure(
+        &t,
+        Role::Server,
+        19,
+        &[
+            "(message 1 of 2 in the frame)",
+            "flags differs: expected [CRC], got [CRC|EOF]",
+        ],
+    );
+    // The caller's own flags too: the recorder's Request without its CRC.
+    let t = edit(&shared_one("echo"), 7, |m| {
+        m[0].flags = m[0].flags.without(Flags::CRC);
+    });
+    expect_failure(
+        &t,
+        Role::Client,
+        7,
+        &["flags differs: expected [EOF], got [CRC|EOF]"],
+    );
+}
+
+#[test]
+fn a_changed_seq_is_caught() {
+    // stream-echo.jsonl:11 is the caller's UnblockSrvMux seq 2.
+    let t = edit(&shared_one("stream-echo"), 11, |m| {
+        assert_eq!(m[0].op, Op::UnblockSrvMux);
+        m[0].seq = 3;
+    });
+    expect_failure(
+        &t,
+        Role::Client,
+        11,
+        &["UnblockSrvMux", "seq differs: expected 3, got 2"],
+    );
+}
+
+#[test]
+fn order_within_a_mux_is_checked_but_not_across_muxes() {
+    // echo-parallel.jsonl:9 holds responses on five muxes: any order is fine.
+    let t = edit(&shared_one("echo-parallel"), 9, |m| m.reverse());
+    run(&t, Role::Server, &ReplayOptions::default()).unwrap();
+    // stream-echo.jsonl:10 holds UnblockClMux seq 1 then MuxServerMsg seq 2
+    // on one mux: swapped, the first one sent no longer matches.
+    let t = edit(&shared_one("stream-echo"), 10, |m| m.reverse());
+    expect_failure(
+        &t,
+        Role::Server,
+        10,
+        &["op differs: expected MuxServerMsg, got UnblockClMux"],
+    );
+}
+
+#[test]
+fn a_message_the_subject_does_not_send_is_caught() {
+    // The recording claims the callee sent a second DisconnectClientMux.
+    let t = edit(&shared_one("stream-err"), 9, |m| {
+        let extra = m[1].clone();
+        m.push(extra);
+    });
+    expect_failure(
+        &t,
+        Role::Server,
+        9,
+        &[
+            "the subject did not send this message (message 3 of 3 in the frame)",
+            "by the end of the transcript",
+        ],
+    );
+}
+
+#[test]
+fn a_message_the_recording_does_not_have_is_caught() {
+    // Without the recorded cleanup after the final EOF, the subject's
+    // DisconnectClientMux is one too many.
+    let t = edit(&shared_one("stream-count"), 19, |m| {
+        assert_eq!(m.pop().map(|m| m.op), Some(Op::DisconnectClientMux));
+    });
+    let f = run(&t, Role::Server, &ReplayOptions::default()).unwrap_err();
+    let text = f.to_string();
+    assert!(
+        text.contains(
+            "the subject sent a message the recording does not have: \
+             nothing more on the peer's call on recorded mux 1"
+        ),
+        "{text}"
+    );
+    assert!(f.got.unwrap().contains("op: DisconnectClientMux"));
+}
+
+#[test]
+fn a_changed_control_payload_field_is_caught() {
+    // idle-ping.jsonl:8 is the recorder's Pong; claim it said "not found".
+    let t = edit(&shared_one("idle-ping"), 8, |m| {
+        let mut pong = grid_proto::PongPayload::decode(&m[0].payload).unwrap();
+        pong.not_found = true;
+        m[0].payload = pong.to_bytes();
+    });
+    expect_failure(
+        &t,
+        Role::Client,
+        8,
+        &["payload.nf differs: expected true, got false"],
+    );
+    // typed-mss.jsonl:8: map order may vary, values may not.
+    let t = edit(&shared_one("typed-mss"), 8, |m| {
+        let p = m[0].payload.to_vec();
+        let at = p.windows(2).position(|w| w == b"ok").unwrap();
+        let mut p2 = p.clone();
+        p2[at] = b'O';
+        m[0].payload = Bytes::from(p2);
+    });
+    expect_failure(&t, Role::Server, 8, &["payload differs"]);
+}
+
+#[test]
+fn a_corrupted_recorded_frame_is_reported_as_such() {
+    let mut t = shared_one("echo");
+    let record = t.records.iter_mut().find(|r| r.line == 8).unwrap();
+    if let RecordKind::Ws { payload, .. } = &mut record.kind {
+        let mut p = payload.to_vec();
+        p[10] ^= 1; // inside the payload: the recorded CRC no longer matches
+        *payload = Bytes::from(p);
+    }
+    let f = run(&t, Role::Server, &ReplayOptions::default()).unwrap_err();
+    assert_eq!(f.line, Some(8));
+    assert!(f.what.contains("recorded frame does not decode"), "{f}");
+}
+
+#[test]
+fn drivers_are_skipped_until_they_exist() {
+    let t = shared_one("echo");
+    for target in [Target::Tokio, Target::Smol] {
+        assert!(matches!(
+            replay(&t, target, Role::Client, &ReplayOptions::default()),
+            Outcome::Skip(_)
+        ));
+    }
+}
