@@ -14,7 +14,9 @@
 use std::fmt;
 
 use bytes::Bytes;
-use grid_proto::{ConnectRequest, ConnectResponse, Message, Op, PingPayload, PongPayload};
+use grid_proto::{
+    ConnectRequest, ConnectResponse, Message, MuxConnectError, Op, PingPayload, PongPayload,
+};
 
 use crate::msgpack;
 
@@ -78,6 +80,23 @@ pub fn compare(expected: &Message, got: &Message) -> Vec<Difference> {
         compare_payload(expected, got, &mut diffs);
     }
     diffs
+}
+
+/// A message for humans: its `Debug`, plus the decoded payload of a control
+/// message (whose `Debug` only shows the payload length).
+pub fn render(msg: &Message) -> String {
+    let payload = match msg.op {
+        Op::Connect => ConnectRequest::decode(&msg.payload).map(|p| format!("{p:?}")),
+        Op::ConnectResponse => ConnectResponse::decode(&msg.payload).map(|p| format!("{p:?}")),
+        Op::Ping if msg.mux_id == 0 => PingPayload::decode(&msg.payload).map(|p| format!("{p:?}")),
+        Op::Pong => PongPayload::decode(&msg.payload).map(|p| format!("{p:?}")),
+        Op::MuxConnectError => MuxConnectError::decode(&msg.payload).map(|p| format!("{p:?}")),
+        _ => return format!("{msg:?}"),
+    };
+    match payload {
+        Ok(p) => format!("{msg:?} with {p}"),
+        Err(e) => format!("{msg:?} with an undecodable payload ({e})"),
+    }
 }
 
 /// Formats a list of differences on one line.

@@ -2,6 +2,10 @@
 
 use std::fmt;
 
+use grid_proto::Message;
+
+use crate::compare::render;
+
 /// The first problem a replay found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -11,9 +15,9 @@ pub struct Failure {
     pub line: Option<usize>,
     /// What went wrong, in one line.
     pub what: String,
-    /// The recorded message (`Debug` of the decoded message), when relevant.
+    /// The recorded message, decoded ([`render`]), when relevant.
     pub expected: Option<String>,
-    /// What the subject did instead (`Debug` of its message), when relevant.
+    /// The subject's message, decoded ([`render`]), when relevant.
     pub got: Option<String>,
 }
 
@@ -31,15 +35,15 @@ impl Failure {
 
     /// Adds the recorded message.
     #[must_use]
-    pub fn expected(mut self, expected: impl fmt::Debug) -> Failure {
-        self.expected = Some(format!("{expected:?}"));
+    pub fn expected(mut self, expected: &Message) -> Failure {
+        self.expected = Some(render(expected));
         self
     }
 
     /// Adds the subject's message.
     #[must_use]
-    pub fn got(mut self, got: impl fmt::Debug) -> Failure {
-        self.got = Some(format!("{got:?}"));
+    pub fn got(mut self, got: &Message) -> Failure {
+        self.got = Some(render(got));
         self
     }
 }
