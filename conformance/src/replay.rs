@@ -31,7 +31,7 @@ use grid_proto::{
 };
 
 use crate::chain::{Chain, Side, caller_of, chain_of};
-use crate::compare::{compare, describe};
+use crate::compare::{Difference, compare, describe};
 use crate::failure::Failure;
 use crate::frame::{flatten, pack};
 use crate::subject::{AppCall, Subject, SubjectSetup, Target};
@@ -253,6 +253,8 @@ pub fn replay_subject(
         calls_back: HashMap::new(),
         subject_pings: Vec::new(),
         pongs_delivered: 0,
+        peer_pings: Vec::new(),
+        pongs_sent: 0,
         transport_open: role == Role::Server,
         stats: Stats::default(),
     };
@@ -347,6 +349,9 @@ struct Replay<'a> {
     /// Times of the subject's connection pings, in order.
     subject_pings: Vec<Timestamp>,
     pongs_delivered: usize,
+    /// Times of the connection pings delivered to the subject, in order.
+    peer_pings: Vec<Timestamp>,
+    pongs_sent: usize,
     transport_open: bool,
     stats: Stats,
 }
@@ -624,6 +629,14 @@ impl Replay<'_> {
                     _ => false,
                 }
             }
+            Chain::Pings {
+                initiator: Side::Peer,
+            } if msg.op == Op::Ping => {
+                if let Ok(p) = PingPayload::decode(&msg.payload) {
+                    self.peer_pings.push(p.t);
+                }
+                false
+            }
             _ => false,
         }
     }
@@ -686,11 +699,24 @@ impl Replay<'_> {
         let e = &self.expected[i];
         let mut diffs = compare(&e.msg, msg);
         if merged && matches!(msg.op, Op::Connect | Op::ConnectResponse) {
-            diffs.push(crate::compare::Difference {
+            diffs.push(Difference {
                 field: "framing",
                 expected: "a frame of its own".into(),
                 got: "a merged frame".into(),
             });
+        }
+        if msg.op == Op::Pong && msg.mux_id == 0 {
+            // The time varies between runs, but a pong must echo its ping's.
+            let ping = self.peer_pings.get(self.pongs_sent);
+            if let (Some(ping), Ok(pong)) = (ping, PongPayload::decode(&msg.payload))
+                && pong.t != *ping
+            {
+                diffs.push(Difference {
+                    field: "payload.t",
+                    expected: format!("{ping:?} (the ping's)"),
+                    got: format!("{:?}", pong.t),
+                });
+            }
         }
         if !diffs.is_empty() {
             let mux_note = if recorded_mux != msg.mux_id {
@@ -717,6 +743,9 @@ impl Replay<'_> {
         }
         self.matched[i] = true;
         self.stats.messages_matched += 1;
+        if msg.op == Op::Pong && msg.mux_id == 0 {
+            self.pongs_sent += 1;
+        }
         if msg.op == Op::Ping
             && msg.mux_id == 0
             && let Ok(p) = PingPayload::decode(&msg.payload)

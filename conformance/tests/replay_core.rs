@@ -318,3 +318,92 @@ fn drivers_are_skipped_until_they_exist() {
         ));
     }
 }
+
+/// The core, with every message it sends passed through `tamper` first: a
+/// stand-in for a misbehaving implementation.
+struct Tampered {
+    inner: conformance::CoreSubject,
+    tamper: fn(&mut Message),
+}
+
+impl conformance::Subject for Tampered {
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        self.inner.poll_timeout()
+    }
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        self.inner.handle_timeout(now);
+    }
+    fn transport_opened(&mut self, now: std::time::Instant, wall: Option<grid_proto::Timestamp>) {
+        self.inner.transport_opened(now, wall);
+    }
+    fn transport_closed(&mut self, now: std::time::Instant) {
+        self.inner.transport_closed(now);
+    }
+    fn receive(&mut self, now: std::time::Instant, frame: Bytes) {
+        self.inner.receive(now, frame);
+    }
+    fn call(
+        &mut self,
+        now: std::time::Instant,
+        call: &conformance::AppCall,
+    ) -> Result<Option<u64>, String> {
+        self.inner.call(now, call)
+    }
+    fn poll_sent(&mut self) -> Option<Bytes> {
+        let frame = self.inner.poll_sent()?;
+        let mut messages = flatten(&frame).unwrap().messages;
+        messages.iter_mut().for_each(self.tamper);
+        pack(&messages)
+    }
+}
+
+fn run_tampered(t: &Transcript, role: Role, tamper: fn(&mut Message)) -> Result<(), Failure> {
+    let start = std::time::Instant::now();
+    let setup = conformance::replay::setup(t, role, start)?;
+    let mut subject = Tampered {
+        inner: conformance::CoreSubject::new(&setup),
+        tamper,
+    };
+    let options = ReplayOptions::default();
+    conformance::replay_subject(t, role, &options, &setup, &mut subject).map(|_| ())
+}
+
+#[test]
+fn a_subject_that_misbehaves_is_caught() {
+    // Untouched, the wrapper passes: it is the core.
+    run_tampered(&shared_one("stream-echo"), Role::Server, |_| {}).unwrap();
+
+    // A pong whose time is not its ping's (times are otherwise form-only).
+    let f = run_tampered(&shared_one("idle-ping"), Role::Client, |m| {
+        if m.op == Op::Pong {
+            let mut pong = grid_proto::PongPayload::decode(&m.payload).unwrap();
+            pong.t = pong.t + std::time::Duration::from_secs(1);
+            m.payload = pong.to_bytes();
+        }
+    })
+    .unwrap_err();
+    assert_eq!(f.line, Some(8));
+    assert!(f.what.contains("payload.t differs"), "{f}");
+
+    // A stream message without the CRC the recording has.
+    let f = run_tampered(&shared_one("stream-count"), Role::Server, |m| {
+        if m.op == Op::MuxServerMsg && m.seq == 3 {
+            m.flags = m.flags.without(Flags::CRC);
+        }
+    })
+    .unwrap_err();
+    assert_eq!(f.line, Some(13));
+    assert!(f.what.contains("expected [CRC], got []"), "{f}");
+
+    // A handshake answer with a field Go leaves at zero.
+    let f = run_tampered(&shared_one("echo"), Role::Server, |m| {
+        if m.op == Op::ConnectResponse {
+            m.deadline_ms = 1;
+        }
+    })
+    .unwrap_err();
+    assert!(
+        f.what.contains("deadline_ms differs: expected 0, got 1"),
+        "{f}"
+    );
+}
