@@ -164,8 +164,6 @@ impl Connection {
             return false;
         }
         s.accepted = true;
-        s.send_seq = s.trigger.seq;
-        s.recv_seq = s.trigger.seq.wrapping_add(1);
         s.out_capacity = capacities.effective_out();
         s.out_credits = s.out_capacity;
         s.in_capacity = capacities.in_capacity;
@@ -444,8 +442,10 @@ impl Connection {
             InStream {
                 trigger: Trigger::of(&msg),
                 accepted: false,
-                send_seq: 0,
-                recv_seq: 0,
+                // Counters start at creation, as in Go (PROTOCOL.md §7.2):
+                // a mux ping may arrive before the application accepts.
+                send_seq: msg.seq,
+                recv_seq: msg.seq.wrapping_add(1),
                 out_credits: 0,
                 out_capacity: 0,
                 in_capacity: 0,
