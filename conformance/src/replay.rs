@@ -251,6 +251,7 @@ pub fn replay_subject(
         cursor: 0,
         calls: HashMap::new(),
         calls_back: HashMap::new(),
+        unbound_calls: VecDeque::new(),
         subject_pings: Vec::new(),
         pongs_delivered: 0,
         peer_pings: Vec::new(),
@@ -346,6 +347,9 @@ struct Replay<'a> {
     /// Calls the subject made: recorded mux id → the subject's, and back.
     calls: HashMap<u64, u64>,
     calls_back: HashMap<u64, u64>,
+    /// Calls made whose mux id the subject did not report: the opening op
+    /// and recorded mux id, bound in order to the subject's next openings.
+    unbound_calls: VecDeque<(Op, u64)>,
     /// Times of the subject's connection pings, in order.
     subject_pings: Vec<Timestamp>,
     pongs_delivered: usize,
@@ -457,9 +461,9 @@ impl Replay<'_> {
             let now = self.now;
             self.stats.app_calls += 1;
             match self.subject.call(now, &call) {
-                Ok(Some(mux)) => {
-                    self.calls.insert(msg.mux_id, mux);
-                    self.calls_back.insert(mux, msg.mux_id);
+                Ok(Some(mux)) => self.bind(msg.mux_id, mux),
+                Ok(None) if matches!(msg.op, Op::Request | Op::ConnectMux) => {
+                    self.unbound_calls.push_back((msg.op, msg.mux_id));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -566,6 +570,26 @@ impl Replay<'_> {
         }
     }
 
+    fn bind(&mut self, recorded: u64, mine: u64) {
+        self.calls.insert(recorded, mine);
+        self.calls_back.insert(mine, recorded);
+    }
+
+    /// The recorded mux id of a call the subject made; a call whose id the
+    /// subject did not report is bound by its opening message.
+    fn recorded_call(&mut self, msg: &Message) -> Option<u64> {
+        if let Some(&recorded) = self.calls_back.get(&msg.mux_id) {
+            return Some(recorded);
+        }
+        let &(op, recorded) = self.unbound_calls.front()?;
+        if op != msg.op {
+            return None;
+        }
+        self.unbound_calls.pop_front();
+        self.bind(recorded, msg.mux_id);
+        Some(recorded)
+    }
+
     /// Delivers a frame of the other side, mux ids mapped to the subject's.
     fn deliver(&mut self, frame: &Bytes) -> Result<(), Failure> {
         let flat = flatten(frame).map_err(|e| {
@@ -666,7 +690,7 @@ impl Replay<'_> {
             Some(0)
         } else {
             match caller_of(msg.op, Side::Subject) {
-                Some(Side::Subject) => self.calls_back.get(&msg.mux_id).copied(),
+                Some(Side::Subject) => self.recorded_call(msg),
                 Some(Side::Peer) => msg.mux_id.checked_sub(self.options.peer_mux_offset),
                 None => Some(msg.mux_id),
             }

@@ -106,9 +106,12 @@ pub trait Subject {
     /// first one is the `Connect`).
     fn receive(&mut self, now: Instant, frame: Bytes);
 
-    /// Makes the subject's application call; returns the mux id of a new
-    /// call ([`AppCall::Request`], [`AppCall::OpenStream`]) or the reason it
-    /// could not be made.
+    /// Makes the subject's application call, or says why it could not.
+    ///
+    /// For a new call ([`AppCall::Request`], [`AppCall::OpenStream`]) it
+    /// may return the mux id the subject picked; if it returns `None`, the
+    /// replay takes the id from the subject's next opening message of that
+    /// kind (calls must then go on the wire in the order they were made).
     fn call(&mut self, now: Instant, call: &AppCall) -> Result<Option<u64>, String>;
 
     /// The next WebSocket binary frame the subject sent.

@@ -324,6 +324,8 @@ fn drivers_are_skipped_until_they_exist() {
 struct Tampered {
     inner: conformance::CoreSubject,
     tamper: fn(&mut Message),
+    /// Keep the mux ids of new calls to itself, as a driver's handle may.
+    hide_mux_ids: bool,
 }
 
 impl conformance::Subject for Tampered {
@@ -347,7 +349,8 @@ impl conformance::Subject for Tampered {
         now: std::time::Instant,
         call: &conformance::AppCall,
     ) -> Result<Option<u64>, String> {
-        self.inner.call(now, call)
+        let mux = self.inner.call(now, call)?;
+        Ok(mux.filter(|_| !self.hide_mux_ids))
     }
     fn poll_sent(&mut self) -> Option<Bytes> {
         let frame = self.inner.poll_sent()?;
@@ -358,11 +361,21 @@ impl conformance::Subject for Tampered {
 }
 
 fn run_tampered(t: &Transcript, role: Role, tamper: fn(&mut Message)) -> Result<(), Failure> {
+    run_wrapped(t, role, tamper, false)
+}
+
+fn run_wrapped(
+    t: &Transcript,
+    role: Role,
+    tamper: fn(&mut Message),
+    hide_mux_ids: bool,
+) -> Result<(), Failure> {
     let start = std::time::Instant::now();
     let setup = conformance::replay::setup(t, role, start)?;
     let mut subject = Tampered {
         inner: conformance::CoreSubject::new(&setup),
         tamper,
+        hide_mux_ids,
     };
     let options = ReplayOptions::default();
     conformance::replay_subject(t, role, &options, &setup, &mut subject).map(|_| ())
@@ -406,4 +419,12 @@ fn a_subject_that_misbehaves_is_caught() {
         f.what.contains("deadline_ms differs: expected 0, got 1"),
         "{f}"
     );
+}
+
+#[test]
+fn mux_ids_of_new_calls_are_learned_from_the_wire_if_not_reported() {
+    for t in shared() {
+        run_wrapped(&t, Role::Client, |_| {}, true)
+            .unwrap_or_else(|f| panic!("FAIL {} core client: {f}", t.name()));
+    }
 }
