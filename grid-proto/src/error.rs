@@ -69,11 +69,6 @@ pub enum DecodeError {
         /// The configured limit.
         max: usize,
     },
-    /// A payload string was not valid UTF-8.
-    InvalidUtf8 {
-        /// What was being read.
-        field: &'static str,
-    },
     /// A payload field had the right msgpack type but an invalid value
     /// (an instance id that is not 16 bytes, a bad timestamp extension...).
     InvalidValue {
@@ -134,7 +129,6 @@ impl fmt::Display for DecodeError {
                     "message of {size} bytes exceeds the limit of {max} bytes"
                 )
             }
-            DecodeError::InvalidUtf8 { field } => write!(f, "{field} is not valid UTF-8"),
             DecodeError::InvalidValue { field, reason } => write!(f, "invalid {field}: {reason}"),
             DecodeError::TooDeep { field } => write!(f, "{field} is nested too deeply"),
         }

@@ -38,8 +38,10 @@ enum DecoderState {
 }
 
 impl FrameDecoder {
-    /// Starts decoding `frame`. Fails at once if the frame is larger than
-    /// `max_size`, or if it is a merged frame whose container is malformed.
+    /// Starts decoding `frame`. Fails at once only if the frame is larger
+    /// than `max_size`; any other error comes out as the first item. After an
+    /// item that is a fatal error ([`DecodeError::is_fatal`]) the caller must
+    /// stop: later items of a broken frame mean nothing.
     pub fn new(frame: Bytes, max_size: usize) -> Result<FrameDecoder, DecodeError> {
         if frame.len() > max_size {
             return Err(DecodeError::TooLarge {

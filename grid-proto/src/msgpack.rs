@@ -184,10 +184,12 @@ impl<'a> Reader<'a> {
         self.take_bytes(len as usize, field)
     }
 
-    /// A UTF-8 string (`str` or `bin`).
+    /// A string (`str` or `bin`). Go's msgp does not check UTF-8, so
+    /// neither does this: invalid sequences become U+FFFD rather than an
+    /// error that would drop the connection.
     pub(crate) fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let raw = self.str_or_bin(field)?;
-        String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { field })
+        Ok(String::from_utf8_lossy(&raw).into_owned())
     }
 
     /// A string that may also be `nil` (Go's `*string`-like fields).

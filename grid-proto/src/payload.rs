@@ -398,6 +398,12 @@ mod tests {
     }
 
     #[test]
+    fn strings_need_not_be_utf8_like_in_go() {
+        let e = MuxConnectError::decode(&hex("81 a5 45 72 72 6f 72 a3 6f 6b ff")).unwrap();
+        assert_eq!(e.error, "ok\u{fffd}");
+    }
+
+    #[test]
     fn bad_instance_id_is_an_error() {
         let buf = hex("81 a2 49 44 c4 02 00 11");
         assert!(matches!(

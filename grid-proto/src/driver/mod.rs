@@ -13,19 +13,23 @@
 mod conn;
 mod mailbox;
 mod manager;
+mod minio_auth;
 mod reference;
 mod registry;
 mod runtime;
 mod stream;
 mod task;
+mod typed;
 
 pub use conn::{Connection, RequestFuture, StreamOptions};
 pub use manager::{
     AcceptError, AuthFn, ConfigError, DEFAULT_ROUTE, LOCK_ROUTE, MAX_HTTP_CLOCK_SKEW, Manager,
     Options, UpgradeError, ValidateFn, default_capacities, ws_url,
 };
+pub use minio_auth::MinioAuth;
 pub use reference::register_reference_handlers;
 pub use registry::{RegisterError, RemoteError, StreamCall};
 pub use runtime::{BoxFuture, BoxSocket, Runtime, WebSocket};
 pub use stream::{StreamReceiver, StreamSender};
 pub use tungstenite;
+pub use typed::{Mss, TypedError, TypedReceiver, TypedSender, decode, encode};
