@@ -35,7 +35,7 @@ use crate::compare::{Difference, compare, describe};
 use crate::failure::Failure;
 use crate::frame::{flatten, pack};
 use crate::subject::{AppCall, Subject, SubjectSetup, Target};
-use crate::transcript::{Dir, RecordKind, Transcript, WsKind, WsSide};
+use crate::transcript::{Dir, Record, RecordKind, Transcript, WsKind, WsSide};
 
 /// The WebSocket side the subject plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,22 +157,15 @@ pub fn setup(transcript: &Transcript, role: Role, start: Instant) -> Result<Subj
     } else {
         (&h.peer_host, &h.recorder_host)
     };
-    if should_dial(local, remote) != (role == Role::Client) {
+    let dials = should_dial(local, remote);
+    if dials != (role == Role::Client) {
+        let does = if dials { "dials" } else { "accepts" };
         return Err(Failure::new(
             &transcript.file_name(),
             Some(1),
             format!(
-                "the header's hosts make {local} the {} of the pair, but the {role} role needs it to {}",
-                if should_dial(local, remote) {
-                    "dialer"
-                } else {
-                    "acceptor"
-                },
-                if role == Role::Client {
-                    "dial"
-                } else {
-                    "accept"
-                },
+                "by the header's hosts {local} {does} (the other peer is {remote}), \
+                 so it cannot play the WebSocket {role}"
             ),
         ));
     }
@@ -230,7 +223,6 @@ pub fn replay_subject(
     setup: &SubjectSetup,
     subject: &mut dyn Subject,
 ) -> Result<Stats, Failure> {
-    let start = setup.start;
     let subject_dir = if role.ws_side() == transcript.header.recorder_ws_side {
         Dir::Out
     } else {
@@ -240,10 +232,11 @@ pub fn replay_subject(
         file: transcript.file_name(),
         subject,
         role,
+        subject_dir,
         options: options.clone(),
-        start,
+        start: setup.start,
         wall: setup.wall,
-        now: start,
+        now: setup.start,
         line: 1,
         expected: Vec::new(),
         chains: HashMap::new(),
@@ -259,44 +252,12 @@ pub fn replay_subject(
         transport_open: role == Role::Server,
         stats: Stats::default(),
     };
-    r.load_expected(transcript, subject_dir)?;
+    r.load_expected(transcript)?;
     for record in &transcript.records {
-        r.line = record.line;
-        let at = start + Duration::from_micros(record.t_us);
-        r.advance_to(at)?;
-        match &record.kind {
-            RecordKind::Marker { .. } => {}
-            RecordKind::Http { dir, text } => {
-                if *dir != subject_dir && role == Role::Client && text.starts_with("HTTP/") {
-                    let up = text.split_whitespace().nth(1) == Some("101");
-                    r.open_transport(up)?;
-                }
-            }
-            RecordKind::Ws {
-                dir, kind, payload, ..
-            } => {
-                if *dir == subject_dir {
-                    if *kind == WsKind::Binary {
-                        r.subject_frame(payload)?;
-                    }
-                } else {
-                    r.require_sent_before(record.line, at)?;
-                    match kind {
-                        WsKind::Binary => r.deliver(payload)?,
-                        WsKind::Close => {
-                            let now = r.now;
-                            r.subject.transport_closed(now);
-                            r.drain()?;
-                        }
-                        WsKind::Text | WsKind::Ping | WsKind::Pong => {}
-                    }
-                }
-            }
-        }
+        r.record(record)?;
     }
-    let now = r.now;
     r.line = transcript.records.last().map_or(1, |rec| rec.line);
-    r.require_sent_before(usize::MAX, now)?;
+    r.require_sent_before(usize::MAX, r.now)?;
     Ok(r.stats)
 }
 
@@ -331,6 +292,8 @@ struct Replay<'a> {
     file: String,
     subject: &'a mut dyn Subject,
     role: Role,
+    /// The direction of the subject's side's records.
+    subject_dir: Dir,
     options: ReplayOptions,
     start: Instant,
     /// The wall clock at `start`.
@@ -372,8 +335,52 @@ impl Replay<'_> {
         )
     }
 
+    /// Replays one record at its time.
+    fn record(&mut self, record: &Record) -> Result<(), Failure> {
+        self.line = record.line;
+        let at = self.start + Duration::from_micros(record.t_us);
+        self.advance_to(at)?;
+        match &record.kind {
+            RecordKind::Marker { .. } => Ok(()),
+            RecordKind::Http { dir, text } => {
+                // For a dialer, the upgrade response opens the transport.
+                if *dir != self.subject_dir
+                    && self.role == Role::Client
+                    && text.starts_with("HTTP/")
+                {
+                    let up = text.split_whitespace().nth(1) == Some("101");
+                    self.open_transport(up)?;
+                }
+                Ok(())
+            }
+            RecordKind::Ws {
+                dir, kind, payload, ..
+            } => {
+                if *dir == self.subject_dir {
+                    // The core speaks no WebSocket: only binary frames are
+                    // the subject's to send.
+                    if *kind == WsKind::Binary {
+                        self.subject_frame(payload)?;
+                    }
+                    return Ok(());
+                }
+                self.require_sent_before(record.line, at)?;
+                match kind {
+                    WsKind::Binary => self.deliver(payload),
+                    WsKind::Close => {
+                        let now = self.now;
+                        self.subject.transport_closed(now);
+                        self.drain()
+                    }
+                    WsKind::Text | WsKind::Ping | WsKind::Pong => Ok(()),
+                }
+            }
+        }
+    }
+
     /// Flattens every frame of the subject's side into the expected list.
-    fn load_expected(&mut self, t: &Transcript, subject_dir: Dir) -> Result<(), Failure> {
+    fn load_expected(&mut self, t: &Transcript) -> Result<(), Failure> {
+        let subject_dir = self.subject_dir;
         for record in &t.records {
             let RecordKind::Ws {
                 dir,

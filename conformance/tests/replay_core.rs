@@ -428,3 +428,14 @@ fn mux_ids_of_new_calls_are_learned_from_the_wire_if_not_reported() {
             .unwrap_or_else(|f| panic!("FAIL {} core client: {f}", t.name()));
     }
 }
+
+#[test]
+fn hosts_that_contradict_the_recorded_sides_are_reported() {
+    let mut t = shared_one("echo");
+    std::mem::swap(&mut t.header.recorder_host, &mut t.header.peer_host);
+    for role in Role::BOTH {
+        let f = run(&t, role, &ReplayOptions::default()).unwrap_err();
+        assert_eq!(f.line, Some(1));
+        assert!(f.what.contains("cannot play the WebSocket"), "{f}");
+    }
+}
