@@ -538,7 +538,7 @@ impl Replay<'_> {
     /// side sent before it must have been sent.
     fn require_sent_before(&mut self, line: usize, at: Instant) -> Result<(), Failure> {
         let limit = at + self.options.grace;
-        loop {
+        for _ in 0..MAX_TIMER_STEPS {
             while self.cursor < self.expected.len() && self.matched[self.cursor] {
                 self.cursor += 1;
             }
@@ -575,6 +575,10 @@ impl Replay<'_> {
                 }
             }
         }
+        Err(self.fail(
+            Some(self.line),
+            format!("the subject's timers keep firing at {}", self.t_ms()),
+        ))
     }
 
     fn bind(&mut self, recorded: u64, mine: u64) {
