@@ -11,7 +11,7 @@
 //!   the implementation sent;
 //! - [`subject`]: the implementation under test behind the [`Subject`]
 //!   trait ([`CoreSubject`] for the sans-IO core; drivers plug in later);
-//! - [`replay`]: the replay itself.
+//! - [`replay`](mod@replay): the replay itself.
 //!
 //! ```no_run
 //! use std::path::Path;

@@ -17,6 +17,11 @@
 //! ([`crate::compare`]) with the next recorded message of its [`Chain`]:
 //! order is checked within a mux, not across muxes. Time only advances to
 //! record times and subject timers: no sleeping, no wall clock.
+//!
+//! Not compared: the HTTP upgrade and WebSocket control frames (ping, pong,
+//! close) of the subject's side, which the core does not produce. For a
+//! dialing subject the recorded upgrade response opens the transport; a
+//! close frame from the other side ends it.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -634,7 +639,7 @@ impl Replay<'_> {
                 caller: Side::Peer,
                 mux,
             } => {
-                msg.mux_id = mux + self.options.peer_mux_offset;
+                msg.mux_id = mux.wrapping_add(self.options.peer_mux_offset);
                 self.options.peer_mux_offset != 0
             }
             Chain::Call {
@@ -702,7 +707,7 @@ impl Replay<'_> {
         } else {
             match caller_of(msg.op, Side::Subject) {
                 Some(Side::Subject) => self.recorded_call(msg),
-                Some(Side::Peer) => msg.mux_id.checked_sub(self.options.peer_mux_offset),
+                Some(Side::Peer) => Some(msg.mux_id.wrapping_sub(self.options.peer_mux_offset)),
                 None => Some(msg.mux_id),
             }
         };
