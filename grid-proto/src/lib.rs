@@ -1,14 +1,51 @@
 //! The sans-IO core of `grid`: MinIO's "grid" RPC protocol, wire-compatible
 //! with the Go implementation, with no sockets, clocks, threads or runtime.
 //!
-//! This crate is built in layers, one concept per module:
-//! - the codec: [`Message`] (the envelope with its subroute and CRC
-//!   trailers), [`Op`], [`Flags`], [`HandlerId`], [`SubrouteId`], merged
-//!   frames ([`FrameDecoder`], [`FrameBuilder`]) and the control payloads
-//!   ([`ConnectRequest`], [`PongPayload`], ...);
-//! - errors of each layer ([`DecodeError`]).
+//! The entry point is [`Connection`]: one per remote host, living across
+//! reconnects. It consumes received frames (WebSocket binary messages),
+//! timer expiries and application commands, and produces frames to send,
+//! its next deadline and application [`Event`]s. Time is passed in; the same
+//! inputs always give the same outputs. A driver runs this loop:
 //!
-//! Decoding a received WebSocket binary message:
+//! ```
+//! use std::time::{Instant, SystemTime};
+//! use grid_proto::{Config, Connection, Event, InstanceId, Timestamp};
+//!
+//! let now = Instant::now();
+//! let wall = Timestamp::from_system_time(SystemTime::now());
+//! let config = Config::new("http://10.0.0.2:9000", "http://10.0.0.1:9000");
+//! let mut conn = Connection::new(config, InstanceId::from_seed(7), now, wall);
+//!
+//! // 1. Inputs: `handle_frame(now, frame)` for every binary message read,
+//! //    `handle_timeout(now)` when the timer fires, and commands
+//! //    (`start_handshake`, `request`, `open_stream`, `respond`, ...).
+//! // 2. Then drain the outputs, in this order:
+//! while let Some(frame) = conn.poll_transmit() {
+//!     let _ = frame; // write it as one WebSocket binary message
+//! }
+//! while let Some(event) = conn.poll_event() {
+//!     match event {
+//!         // This side dials the pair: open a WebSocket, then call
+//!         // `start_handshake(now, wall, token)`.
+//!         Event::Dial => {}
+//!         other => println!("{other:?}"),
+//!     }
+//! }
+//! // 3. Arm one timer.
+//! let _next_wakeup: Option<Instant> = conn.poll_timeout();
+//! ```
+//!
+//! Modules, one concept each: the codec ([`Message`], [`Op`], [`Flags`],
+//! [`HandlerId`], [`SubrouteId`], merged frames in [`FrameDecoder`] and
+//! [`FrameBuilder`], control payloads such as [`ConnectRequest`]); the
+//! [`handshake`] checks; the connection with its caller side (requests and
+//! streams it started) and callee side (calls it serves); timers; errors per
+//! layer ([`DecodeError`], [`CallError`], [`SendError`], [`CancelReason`],
+//! [`DisconnectReason`]). [`sim`] joins two cores on a virtual clock for
+//! tests. With the default `driver` feature, [`driver`] adds the
+//! runtime-neutral handles and task that `grid-tokio` and `grid-smol` run.
+//!
+//! Decoding a received frame by hand:
 //!
 //! ```
 //! use bytes::Bytes;
