@@ -64,6 +64,7 @@
 //! # Ok::<(), grid_proto::DecodeError>(())
 //! ```
 
+pub mod chaos;
 mod config;
 mod connection;
 mod dial;

@@ -552,6 +552,9 @@ struct RefStream {
     /// Prefix of every response (`initial` or `sub:` ++ initial).
     prefix: Option<Bytes>,
     outbox: VecDeque<Bytes>,
+    /// Stream 79: the responses still to generate (`next..n`, then `data`),
+    /// made one at a time as credit allows, like a real handler.
+    count: Option<(u32, u32, Bytes)>,
     finish: Option<Result<(), String>>,
 }
 
@@ -577,7 +580,15 @@ impl RefPeer {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        while let Some(m) = s.outbox.front() {
+        loop {
+            if s.outbox.is_empty()
+                && let Some((next, n, data)) = &mut s.count
+                && *next < *n
+            {
+                s.outbox.push_back(concat(&next.to_be_bytes(), data));
+                *next += 1;
+            }
+            let Some(m) = s.outbox.front() else { break };
             if conn.incoming_send(now, id, m.clone()).is_err() {
                 return; // wait for credit
             }
@@ -664,15 +675,14 @@ impl App for RefPeer {
                     let mut s = RefStream {
                         prefix: None,
                         outbox: VecDeque::new(),
+                        count: None,
                         finish: Some(Ok(())),
                     };
                     if p.len() < 4 {
                         s.finish = Some(Err("refpeer: payload too short".into()));
                     } else {
                         let n = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
-                        for i in 0..n {
-                            s.outbox.push_back(concat(&i.to_be_bytes(), &p[4..]));
-                        }
+                        s.count = Some((0, n, p.slice(4..)));
                     }
                     self.streams.insert(*id, s);
                     return self.flush(conn, now, *id);
@@ -686,6 +696,7 @@ impl App for RefPeer {
                     RefStream {
                         prefix: Some(prefix),
                         outbox: VecDeque::new(),
+                        count: None,
                         finish: None,
                     },
                 );
