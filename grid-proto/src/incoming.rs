@@ -77,6 +77,9 @@ pub(crate) struct InStream {
     /// Messages delivered to the handler and not yet consumed.
     buffered: u32,
     input_open: bool,
+    /// The caller ended its input before the stream was accepted (Go's
+    /// caller sends its EOF without waiting for the ack).
+    early_eof: bool,
     deadline: Option<Instant>,
     idle_at: Option<Instant>,
     last_ping: Instant,
@@ -154,7 +157,8 @@ impl Connection {
     }
 
     /// Accepts an incoming stream with the local handler's capacities: sends
-    /// the ack and opens the windows. If the caller said it sends no input,
+    /// the ack and opens the windows. If the caller said it sends no input
+    /// (EOF on the opening, or its EOF arrived before the accept),
     /// [`Event::IncomingInputEnd`] follows at once.
     pub fn accept_stream(&mut self, now: Instant, id: IncomingId, capacities: Capacities) -> bool {
         let Some(s) = self.incoming_streams.get_mut(&id.0) else {
@@ -170,7 +174,7 @@ impl Connection {
         s.input_open = capacities.in_capacity > 0;
         s.last_ping = now;
         // Beyond Go ([Q13]): honour EOF-on-connect by closing the input.
-        let close_input = s.input_open && s.trigger.flags.contains(Flags::EOF);
+        let close_input = s.input_open && (s.early_eof || s.trigger.flags.contains(Flags::EOF));
         let dl = s.trigger.deadline_ms;
         let idle_at = (dl == 0 || dl > 60_000).then(|| now + IDLE_CHECK_INTERVAL);
         s.idle_at = idle_at;
@@ -451,6 +455,7 @@ impl Connection {
                 in_capacity: 0,
                 buffered: 0,
                 input_open: false,
+                early_eof: false,
                 deadline,
                 idle_at: None,
                 last_ping: now,
@@ -473,7 +478,10 @@ impl Connection {
         let Some(s) = self.incoming_streams.get(&id) else {
             return self.send_control(Op::DisconnectClientMux, id, 0);
         };
-        if !s.accepted {
+        let eof = msg.flags.contains(Flags::EOF);
+        // Before the ack the caller has no window for data, but its EOF
+        // needs none and may come before the application accepts.
+        if !s.accepted && (!eof || s.early_eof) {
             return self.incoming_protocol_error(id, "did not expect inbound message".into());
         }
         if self.check_incoming_seq(id, msg.seq).is_err() {
@@ -482,10 +490,15 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id) else {
             return;
         };
+        if !s.accepted {
+            // Delivered as IncomingInputEnd once accepted.
+            s.early_eof = true;
+            return;
+        }
         if !s.input_open {
             return self.incoming_protocol_error(id, "did not expect inbound message".into());
         }
-        if msg.flags.contains(Flags::EOF) {
+        if eof {
             s.input_open = false;
             s.waiting_credit = false;
             self.events

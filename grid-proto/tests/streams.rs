@@ -302,6 +302,26 @@ fn caller_credit_never_exceeds_the_window() {
 }
 
 #[test]
+fn callee_credit_never_exceeds_the_out_capacity() {
+    let mut pair = scripted(27);
+    let (id, inc) = open(&mut pair, 1, 2);
+    // A misbehaving caller hands back credits for messages it never got.
+    // Its next seq is 1 (ConnectMux took 0).
+    for seq in 1..4 {
+        pair.inject_to_server(forge(Op::UnblockSrvMux, id.0, seq).to_bytes());
+    }
+    pair.drive();
+    assert_eq!(pair.server.conn.incoming_credit(inc), Some(2));
+    let now = pair.now;
+    pair.server.conn.incoming_send(now, inc, b("1")).unwrap();
+    pair.server.conn.incoming_send(now, inc, b("2")).unwrap();
+    assert_eq!(
+        pair.server.conn.incoming_send(now, inc, b("3")),
+        Err(SendError::NoCredit)
+    );
+}
+
+#[test]
 fn callee_with_out_capacity_2_sends_3_messages_and_the_final_eof_needs_a_credit() {
     let mut pair = scripted(6);
     let (id, inc) = open(&mut pair, 1, 2);
@@ -1089,4 +1109,69 @@ fn one_way_traffic_is_no_stall() {
             .any(|e| matches!(e, Event::StreamStalled { .. }))
     );
     assert_eq!(pair.client.conn.stream_credit(id), Some(1));
+}
+
+#[test]
+fn caller_eof_before_the_ack_reaches_the_handler_after_accept() {
+    let mut pair = scripted(26);
+    let now = pair.now;
+    // Like Go's caller, close the input without waiting for the ack: the
+    // EOF needs no credit and travels with the ConnectMux.
+    let id = pair
+        .client
+        .conn
+        .open_stream(now, ECHO, None, Some(b("all at once")), None, None)
+        .unwrap();
+    pair.client.conn.stream_close(now, id).unwrap();
+    pair.drive();
+    assert_eq!(pair.sent.len(), 1, "one merged frame");
+    assert_eq!(
+        script(&from_client(&pair), id.0),
+        vec![(Op::ConnectMux, 0), (Op::MuxClientMsg, 1)]
+    );
+    let inc = IncomingId(id.0);
+    assert!(pair.server.conn.is_incoming_live(inc));
+    assert_eq!(pair.server.take_events().len(), 1, "only the opening");
+    // The handler starts later and learns at once that no input follows.
+    assert!(pair.server.conn.accept_stream(pair.now, inc, caps(1, 1)));
+    pair.drive();
+    assert_eq!(
+        pair.server.take_events(),
+        vec![Event::IncomingInputEnd { id: inc }]
+    );
+    pair.server
+        .conn
+        .incoming_send(pair.now, inc, b("r"))
+        .unwrap();
+    pair.drive();
+    pair.client.conn.stream_consumed(pair.now, id);
+    pair.server.conn.incoming_finish(pair.now, inc, Ok(()));
+    pair.drive();
+    assert_eq!(
+        pair.client.take_events(),
+        vec![
+            Event::StreamMessage {
+                id,
+                payload: b("r")
+            },
+            Event::StreamEnd { id, result: Ok(()) },
+        ]
+    );
+    // Data before the ack is still a violation: the caller had no window.
+    let now = pair.now;
+    let other = pair
+        .client
+        .conn
+        .open_stream(now, ECHO, None, None, None, None)
+        .unwrap();
+    pair.drive();
+    pair.inject_to_server(forge_with(Op::MuxClientMsg, other.0, 1, b"too soon").to_bytes());
+    pair.drive();
+    assert_eq!(
+        pair.server.take_events().last(),
+        Some(&Event::IncomingCancelled {
+            id: IncomingId(other.0),
+            reason: CancelReason::ProtocolError("did not expect inbound message".into())
+        })
+    );
 }
