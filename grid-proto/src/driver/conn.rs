@@ -91,6 +91,8 @@ pub(crate) struct ConnShared {
     stats: Mutex<Option<Stats>>,
     /// Graceful shutdown: no new calls.
     pub(crate) closing: AtomicBool,
+    /// Calls are in flight either way (kept current by the task).
+    busy: AtomicBool,
     pub(crate) sleep: SleepFn,
     pub(crate) clock: ClockFn,
 }
@@ -141,6 +143,7 @@ impl ConnShared {
             next_ticket: AtomicU64::new(1),
             stats: Mutex::new(None),
             closing: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
             sleep,
             clock,
         }
@@ -156,6 +159,10 @@ impl ConnShared {
         for w in waiters {
             w.wake();
         }
+    }
+
+    pub(crate) fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::Release);
     }
 
     pub(crate) fn publish_stats(&self, stats: Stats) {
@@ -253,11 +260,10 @@ impl Connection {
         self.shared.closing.store(true, Ordering::Release);
     }
 
-    /// Whether calls are in flight either way (from the last stats).
+    /// Whether calls are in flight either way, as of the task's last turn
+    /// (the stats snapshot may lag).
     pub(crate) fn busy(&self) -> bool {
-        self.stats().is_some_and(|s| {
-            s.outgoing_requests + s.outgoing_streams + s.incoming_requests + s.incoming_streams > 0
-        })
+        self.shared.busy.load(Ordering::Acquire)
     }
 
     /// Ends the connection task.

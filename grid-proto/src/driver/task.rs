@@ -34,7 +34,8 @@ use crate::time::Timestamp;
 const READ_BUDGET: usize = 128;
 /// Loop turns per poll before the task yields to the executor.
 const TURN_BUDGET: usize = 16;
-/// How often the published stats snapshot is refreshed while busy.
+/// How often, at most, the published stats snapshot is refreshed; it is
+/// refreshed at most this long after activity stops.
 const STATS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A transport handed over by the acceptor path, with its checked `Connect`.
@@ -68,6 +69,8 @@ pub(crate) struct ConnTask<R: Runtime> {
     /// Running handler tasks of incoming calls.
     handlers: HashMap<u64, AbortHandle>,
     last_stats: Option<Instant>,
+    /// Something happened since the stats were last published.
+    stats_dirty: bool,
     finished: bool,
 }
 
@@ -99,6 +102,7 @@ impl<R: Runtime> ConnTask<R> {
             streams: HashMap::new(),
             handlers: HashMap::new(),
             last_stats: None,
+            stats_dirty: true,
             finished: false,
         }
     }
@@ -155,12 +159,15 @@ impl<R: Runtime> ConnTask<R> {
 
         worked |= self.read(cx, now);
 
+        // A timer firing is not itself activity (else the stats timer
+        // would keep re-arming itself); what it causes is.
+        let mut timed_out = false;
         if self.sleep.as_ref().is_some_and(|(at, _)| *at <= now)
             || self.core.poll_timeout().is_some_and(|at| at <= now)
         {
             self.sleep = None;
             self.core.handle_timeout(now);
-            worked = true;
+            timed_out = true;
         }
         if self
             .write_blocked_since
@@ -178,24 +185,35 @@ impl<R: Runtime> ConnTask<R> {
 
         worked |= self.write(cx, now);
 
-        if self
-            .last_stats
-            .is_none_or(|t| now.saturating_duration_since(t) >= STATS_INTERVAL)
+        self.stats_dirty |= worked;
+        self.shared.set_busy(
+            !self.calls.is_empty() || !self.streams.is_empty() || !self.handlers.is_empty(),
+        );
+        if self.stats_dirty
+            && self
+                .last_stats
+                .is_none_or(|t| now.saturating_duration_since(t) >= STATS_INTERVAL)
         {
             self.last_stats = Some(now);
+            self.stats_dirty = false;
             self.shared.publish_stats(self.core.stats(now));
         }
-        worked
+        worked || timed_out
     }
 
     fn arm_timer(&mut self, cx: &mut Context<'_>) {
         let write_deadline = self
             .write_blocked_since
             .map(|t| t + self.mgr.options.write_timeout);
-        let next = match (self.core.poll_timeout(), write_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // Stale stats are published once the interval has passed.
+        let stats_deadline = self
+            .last_stats
+            .filter(|_| self.stats_dirty)
+            .map(|t| t + STATS_INTERVAL);
+        let next = [self.core.poll_timeout(), write_deadline, stats_deadline]
+            .into_iter()
+            .flatten()
+            .min();
         let Some(at) = next else {
             self.sleep = None;
             return;
