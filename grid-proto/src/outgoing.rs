@@ -416,12 +416,19 @@ impl Connection {
         );
     }
 
-    pub(crate) fn on_disconnect_client(&mut self, _now: Instant, msg: &Message) {
-        if !self.outgoing.contains_key(&msg.mux_id) {
+    pub(crate) fn on_disconnect_client(&mut self, now: Instant, msg: &Message) {
+        let Some(call) = self.outgoing.get(&msg.mux_id) else {
             return; // [Q4]: the callee's cleanup after we already finished
-        }
+        };
+        // The callee enforces the `DeadlineMS` we sent, truncated to whole
+        // milliseconds, so its cut-off can arrive up to 1 ms before our own
+        // deadline fires: that is the deadline, not a lost peer.
+        let deadline_passed = matches!(call, Outgoing::Stream(s)
+            if s.deadline.is_some_and(|d| now + Duration::from_millis(1) >= d));
         let err = if msg.flags.contains(Flags::PAYLOAD_IS_ERR) {
             CallError::Remote(text(&msg.payload))
+        } else if deadline_passed {
+            CallError::DeadlineExceeded
         } else {
             CallError::Disconnected
         };
