@@ -51,6 +51,9 @@ pub use grid_proto::driver::{
 };
 pub use grid_proto::{self as proto, CallError, Capacities, HandlerId, SendError, State, Stats};
 
+#[cfg(feature = "tls")]
+pub mod tls;
+
 /// The smol runtime (its global executor), for [`grid_proto::driver::Manager`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Smol;
@@ -115,7 +118,10 @@ impl Runtime for Smol {
 
 /// Accepts grid connections on `listener` until it fails; each connection
 /// is upgraded and handed to the manager on its own task.
-pub async fn serve(manager: Manager, listener: TcpListener) -> io::Result<()> {
+pub async fn serve<R: Runtime<Socket = BoxSocket>>(
+    manager: grid_proto::driver::Manager<R>,
+    listener: TcpListener,
+) -> io::Result<()> {
     loop {
         let (tcp, addr) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
@@ -134,8 +140,12 @@ pub async fn serve(manager: Manager, listener: TcpListener) -> io::Result<()> {
 /// hands it to the manager.
 // The upgrade callback's error type is tungstenite's (an HTTP response).
 #[allow(clippy::result_large_err)]
-pub async fn accept_stream<S>(manager: &Manager, stream: S) -> Result<(), AcceptError>
+pub async fn accept_stream<R, S>(
+    manager: &grid_proto::driver::Manager<R>,
+    stream: S,
+) -> Result<(), AcceptError>
 where
+    R: Runtime<Socket = BoxSocket>,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let check =

@@ -1,0 +1,129 @@
+//! `wss://` / `https://` grids over rustls (feature `tls`).
+//!
+//! Dialing uses [`SmolTls`], a smol runtime that carries the rustls client
+//! configuration; accepting uses [`serve_tls`] with a rustls server
+//! configuration. As in Go, no ALPN is offered (PROTOCOL.md §1.3: the
+//! exchange is HTTP/1.1), and when both host strings are TLS URLs messages
+//! carry no CRC (§2.5; the core decides this from the host strings).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_net::{TcpListener, TcpStream};
+use async_tungstenite::tungstenite;
+use futures_rustls::{TlsAcceptor, TlsConnector};
+use tungstenite::handshake::client::Request;
+use tungstenite::protocol::WebSocketConfig;
+
+pub use futures_rustls::rustls;
+
+use crate::{BoxFuture, BoxSocket, Runtime, Sleep};
+
+/// The smol runtime dialing `wss://` with a rustls client configuration.
+/// Plain `ws://` hosts are dialed without TLS.
+#[derive(Clone)]
+pub struct SmolTls {
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for SmolTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmolTls").finish_non_exhaustive()
+    }
+}
+
+impl SmolTls {
+    /// From a rustls client configuration (its trust roots and client
+    /// certificate, if any). ALPN is cleared: Go offers none.
+    pub fn new(client: rustls::ClientConfig) -> SmolTls {
+        let mut client = client;
+        client.alpn_protocols.clear();
+        SmolTls {
+            client: Arc::new(client),
+        }
+    }
+}
+
+/// A grid manager on smol that dials TLS hosts.
+pub type TlsManager = grid_proto::driver::Manager<SmolTls>;
+
+fn url_error(e: tungstenite::error::UrlError) -> tungstenite::Error {
+    tungstenite::Error::Url(e)
+}
+
+impl Runtime for SmolTls {
+    type Socket = BoxSocket;
+    type Sleep = Sleep;
+
+    fn now(&self) -> Instant {
+        crate::Smol.now()
+    }
+
+    fn spawn(&self, task: BoxFuture<()>) {
+        crate::Smol.spawn(task);
+    }
+
+    fn sleep_until(&self, at: Instant) -> Self::Sleep {
+        crate::Smol.sleep_until(at)
+    }
+
+    fn dial(
+        &self,
+        request: Request,
+        config: WebSocketConfig,
+    ) -> BoxFuture<Result<BoxSocket, tungstenite::Error>> {
+        if request.uri().scheme_str() != Some("wss") {
+            return crate::Smol.dial(request, config);
+        }
+        let connector = TlsConnector::from(Arc::clone(&self.client));
+        Box::pin(async move {
+            let uri = request.uri();
+            let host = uri
+                .host()
+                .ok_or(url_error(tungstenite::error::UrlError::NoHostName))?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|_| url_error(tungstenite::error::UrlError::NoHostName))?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let tls = connector.connect(name, tcp).await?;
+            let (ws, _response) =
+                async_tungstenite::client_async_with_config(request, tls, Some(config)).await?;
+            Ok(Box::pin(ws) as BoxSocket)
+        })
+    }
+}
+
+/// Accepts TLS grid connections on `listener` until it fails: each TLS
+/// handshake, upgrade and grid handshake runs on its own task.
+pub async fn serve_tls<R: Runtime<Socket = BoxSocket>>(
+    manager: grid_proto::driver::Manager<R>,
+    listener: TcpListener,
+    server: Arc<rustls::ServerConfig>,
+) -> io::Result<()> {
+    let acceptor = TlsAcceptor::from(server);
+    loop {
+        let (tcp, addr) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let manager = manager.clone();
+        let acceptor = acceptor.clone();
+        smol::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            if let Err(e) = crate::accept_stream(&manager, tls).await {
+                tracing::debug!(%addr, error = %e, "incoming grid connection refused");
+            }
+        })
+        .detach();
+    }
+}
