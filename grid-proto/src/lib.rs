@@ -109,3 +109,14 @@ pub use payload::{
 pub use stats::Stats;
 pub use subroute::{SubrouteId, join_route};
 pub use time::Timestamp;
+
+/// Bytes from spaced hex, for the unit tests' byte vectors.
+#[cfg(test)]
+pub(crate) fn test_hex(s: &str) -> bytes::Bytes {
+    let clean: String = s.split_whitespace().collect();
+    (0..clean.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).expect("hex digits"))
+        .collect::<Vec<u8>>()
+        .into()
+}

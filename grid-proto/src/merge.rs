@@ -213,14 +213,7 @@ mod tests {
     use super::*;
     use crate::flags::Flags;
 
-    fn hex(s: &str) -> Bytes {
-        let clean: String = s.split_whitespace().collect();
-        (0..clean.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).unwrap())
-            .collect::<Vec<u8>>()
-            .into()
-    }
+    use crate::test_hex as hex;
 
     const C8: &str = "97 00 02 00 00 11 00 c4 00
                       c4 0d 97 02 01 00 00 0b 01 c4 00 7c e7 f2 44

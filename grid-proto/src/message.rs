@@ -245,14 +245,7 @@ impl fmt::Debug for Message {
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Bytes {
-        let clean: String = s.split_whitespace().collect();
-        (0..clean.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).unwrap())
-            .collect::<Vec<u8>>()
-            .into()
-    }
+    use crate::test_hex as hex;
 
     #[test]
     fn request_with_subroute_and_crc_matches_c3() {

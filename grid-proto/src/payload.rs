@@ -304,14 +304,7 @@ impl PongPayload {
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Bytes {
-        let clean: String = s.split_whitespace().collect();
-        (0..clean.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).unwrap())
-            .collect::<Vec<u8>>()
-            .into()
-    }
+    use crate::test_hex as hex;
 
     const A: InstanceId = InstanceId([
         0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee,

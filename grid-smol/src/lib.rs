@@ -39,9 +39,6 @@ use async_net::{TcpListener, TcpStream};
 use async_tungstenite::tungstenite;
 use futures_util::{AsyncRead, AsyncWrite};
 use tungstenite::handshake::client::Request;
-use tungstenite::handshake::server::{
-    ErrorResponse, Request as UpgradeRequest, Response as UpgradeResponse,
-};
 use tungstenite::protocol::WebSocketConfig;
 
 pub use grid_proto::driver::{
@@ -138,8 +135,6 @@ pub async fn serve<R: Runtime<Socket = BoxSocket>>(
 /// Upgrades an accepted byte stream (plain TCP, or TLS you terminated) to
 /// a grid WebSocket, checking the route, token and clock headers first, and
 /// hands it to the manager.
-// The upgrade callback's error type is tungstenite's (an HTTP response).
-#[allow(clippy::result_large_err)]
 pub async fn accept_stream<R, S>(
     manager: &grid_proto::driver::Manager<R>,
     stream: S,
@@ -148,20 +143,9 @@ where
     R: Runtime<Socket = BoxSocket>,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let check =
-        |req: &UpgradeRequest, resp: UpgradeResponse| -> Result<UpgradeResponse, ErrorResponse> {
-            match manager.check_upgrade(req) {
-                Ok(()) => Ok(resp),
-                Err(e) => {
-                    let mut refusal = ErrorResponse::new(Some(e.to_string()));
-                    *refusal.status_mut() = e.status();
-                    Err(refusal)
-                }
-            }
-        };
     let ws = async_tungstenite::accept_hdr_async_with_config(
         stream,
-        check,
+        manager.upgrade_check(),
         Some(manager.websocket_config()),
     )
     .await

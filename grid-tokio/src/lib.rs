@@ -34,9 +34,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite;
 use tungstenite::handshake::client::Request;
-use tungstenite::handshake::server::{
-    ErrorResponse, Request as UpgradeRequest, Response as UpgradeResponse,
-};
 use tungstenite::protocol::WebSocketConfig;
 
 pub use grid_proto::driver::{
@@ -106,8 +103,6 @@ pub async fn serve<R: Runtime<Socket = BoxSocket>>(
 /// Upgrades an accepted byte stream (plain TCP, or TLS you terminated) to
 /// a grid WebSocket, checking the route, token and clock headers first, and
 /// hands it to the manager.
-// The upgrade callback's error type is tungstenite's (an HTTP response).
-#[allow(clippy::result_large_err)]
 pub async fn accept_stream<R, S>(
     manager: &grid_proto::driver::Manager<R>,
     stream: S,
@@ -116,20 +111,9 @@ where
     R: Runtime<Socket = BoxSocket>,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let check =
-        |req: &UpgradeRequest, resp: UpgradeResponse| -> Result<UpgradeResponse, ErrorResponse> {
-            match manager.check_upgrade(req) {
-                Ok(()) => Ok(resp),
-                Err(e) => {
-                    let mut refusal = ErrorResponse::new(Some(e.to_string()));
-                    *refusal.status_mut() = e.status();
-                    Err(refusal)
-                }
-            }
-        };
     let ws = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
-        check,
+        manager.upgrade_check(),
         Some(manager.websocket_config()),
     )
     .await

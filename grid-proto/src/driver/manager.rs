@@ -15,6 +15,9 @@ use hashbrown::HashMap;
 use tungstenite::Message as WsMessage;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::client::Request;
+use tungstenite::handshake::server::{
+    Callback, ErrorResponse, Request as UpgradeRequest, Response as UpgradeResponse,
+};
 use tungstenite::http::{HeaderValue, StatusCode};
 use tungstenite::protocol::WebSocketConfig;
 
@@ -31,6 +34,35 @@ use crate::handshake::{HandshakeError, check_connect, rejection_frame};
 use crate::payload::InstanceId;
 use crate::stats::Stats;
 use crate::time::Timestamp;
+
+/// The check of an incoming upgrade request, as a tungstenite server
+/// callback (see [`Manager::upgrade_check`]).
+pub struct UpgradeCheck<'a, R: Runtime> {
+    manager: &'a Manager<R>,
+}
+
+impl<R: Runtime> fmt::Debug for UpgradeCheck<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpgradeCheck").finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Callback for UpgradeCheck<'_, R> {
+    fn on_request(
+        self,
+        request: &UpgradeRequest,
+        response: UpgradeResponse,
+    ) -> Result<UpgradeResponse, ErrorResponse> {
+        match self.manager.check_upgrade(request) {
+            Ok(()) => Ok(response),
+            Err(e) => {
+                let mut refusal = ErrorResponse::new(Some(e.to_string()));
+                *refusal.status_mut() = e.status();
+                Err(refusal)
+            }
+        }
+    }
+}
 
 /// MinIO's grid route.
 pub const DEFAULT_ROUTE: &str = "/minio/grid/v1";
@@ -564,6 +596,12 @@ impl<R: Runtime> Manager<R> {
             }
         }
         Ok(())
+    }
+
+    /// The upgrade callback for tungstenite's `accept_hdr_async`: runs
+    /// [`check_upgrade`](Self::check_upgrade) and refuses with its status.
+    pub fn upgrade_check(&self) -> UpgradeCheck<'_, R> {
+        UpgradeCheck { manager: self }
     }
 
     /// Takes an upgraded incoming WebSocket (Go's `IncomingConn`): reads the

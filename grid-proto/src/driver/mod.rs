@@ -24,7 +24,7 @@ mod typed;
 pub use conn::{Connection, RequestFuture, StreamOptions};
 pub use manager::{
     AcceptError, AuthFn, ConfigError, DEFAULT_ROUTE, LOCK_ROUTE, MAX_HTTP_CLOCK_SKEW, Manager,
-    Options, UpgradeError, ValidateFn, default_capacities, ws_url,
+    Options, UpgradeCheck, UpgradeError, ValidateFn, default_capacities, ws_url,
 };
 pub use minio_auth::MinioAuth;
 pub use reference::register_reference_handlers;
