@@ -1,0 +1,297 @@
+//! Runtime-neutral load generators: the closed loop of requests, the window
+//! of measurement and the CPU accounting, used by every subject.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::{Either, select};
+
+use crate::hist::Hist;
+use crate::plan::{Params, Row};
+use crate::sys;
+
+/// A boxed, sendable future.
+pub(crate) type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The executor the load runs on (the subject's own runtime).
+pub(crate) trait Exec: Clone + Send + Sync + 'static {
+    /// Runs `f` as a detached task.
+    fn spawn(&self, f: impl Future<Output = ()> + Send + 'static);
+    /// Completes at `at`.
+    fn sleep_until(&self, at: Instant) -> BoxFut<()>;
+}
+
+/// tokio (the multi-thread runtime the caller entered).
+#[derive(Clone, Copy)]
+pub(crate) struct TokioExec;
+
+impl Exec for TokioExec {
+    fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(f);
+    }
+    fn sleep_until(&self, at: Instant) -> BoxFut<()> {
+        Box::pin(tokio::time::sleep_until(at.into()))
+    }
+}
+
+/// smol's global executor.
+#[derive(Clone, Copy)]
+pub(crate) struct SmolExec;
+
+impl Exec for SmolExec {
+    fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
+        smol::spawn(f).detach();
+    }
+    fn sleep_until(&self, at: Instant) -> BoxFut<()> {
+        Box::pin(async move {
+            smol::Timer::at(at).await;
+        })
+    }
+}
+
+/// Runs `f` for at most `limit`; `None` if it did not finish.
+pub(crate) async fn timeout<E: Exec, T>(
+    ex: &E,
+    limit: Duration,
+    f: impl Future<Output = T>,
+) -> Option<T> {
+    let f = std::pin::pin!(f);
+    match select(f, ex.sleep_until(Instant::now() + limit)).await {
+        Either::Left((v, _)) => Some(v),
+        Either::Right(_) => None,
+    }
+}
+
+/// The measured window: operations completing in `[start, end)` count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    pub(crate) start: Instant,
+    pub(crate) end: Instant,
+}
+
+impl Window {
+    /// Warm-up from now, then the measured duration.
+    pub(crate) fn new(p: &Params) -> Window {
+        let start = Instant::now() + p.warmup;
+        Window {
+            start,
+            end: start + p.duration,
+        }
+    }
+
+    pub(crate) fn contains(&self, t: Instant) -> bool {
+        t >= self.start && t < self.end
+    }
+
+    pub(crate) fn secs(&self) -> f64 {
+        (self.end - self.start).as_secs_f64()
+    }
+}
+
+/// What the load tasks of one measurement add up, shared so that a hang
+/// still leaves the figures gathered so far.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub(crate) count: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+    hist: Mutex<Option<Hist>>,
+    pub(crate) done: AtomicUsize,
+}
+
+impl Tally {
+    pub(crate) fn error(&self, e: impl Into<String>) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(e.into());
+        }
+    }
+
+    pub(crate) fn merge_hist(&self, h: &Hist) {
+        let mut mine = self.hist.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *mine {
+            Some(m) => m.merge(h),
+            None => *mine = Some(h.clone()),
+        }
+    }
+
+    pub(crate) fn finished(&self) {
+        self.done.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn first_error(&self) -> Option<String> {
+        self.first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// How long the load may take to wind down after the window before it is
+/// reported as hung.
+pub(crate) const DRAIN: Duration = Duration::from_secs(10);
+
+/// Waits through the window (taking the CPU time at both ends), then for
+/// `tasks` load tasks to finish, and makes the row. `hang` says what a task
+/// still running after [`DRAIN`] means.
+pub(crate) async fn observe<E: Exec>(
+    ex: &E,
+    p: &Params,
+    w: Window,
+    tally: &Tally,
+    tasks: usize,
+    unit: &str,
+    hang: &str,
+) -> Row {
+    ex.sleep_until(w.start).await;
+    let cpu0 = sys::cpu_seconds();
+    ex.sleep_until(w.end).await;
+    let cpu1 = sys::cpu_seconds();
+    let deadline = Instant::now() + DRAIN;
+    while tally.done.load(Ordering::Acquire) < tasks && Instant::now() < deadline {
+        ex.sleep_until(Instant::now() + Duration::from_millis(5))
+            .await;
+    }
+    let count = tally.count.load(Ordering::Relaxed);
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let hist = tally.hist.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let us = |q: f64| {
+        hist.as_ref()
+            .and_then(|h| h.quantile(q))
+            .map(|ns| ns as f64 / 1000.0)
+    };
+    let mut notes = Vec::new();
+    let done = tally.done.load(Ordering::Acquire);
+    if done < tasks {
+        notes.push(format!(
+            "HANG: {} of {tasks} load tasks still running {}s after the window: {hang}",
+            tasks - done,
+            DRAIN.as_secs()
+        ));
+    }
+    let errors = tally.errors.load(Ordering::Relaxed);
+    if let Some(e) = tally.first_error() {
+        notes.push(format!("ERRORS ({errors}), first: {e}"));
+    }
+    if count == 0 {
+        notes.push("nothing completed in the window".into());
+    }
+    Row {
+        workload: p.workload.name().into(),
+        subject: p.subject.name().into(),
+        concurrency: p.concurrency as u64,
+        figure: count as f64 / w.secs(),
+        unit: unit.into(),
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        cpu_pct: cpu.map(|c| c / w.secs() * 100.0),
+        cpu_us_per_op: cpu.filter(|_| count > 0).map(|c| c / count as f64 * 1e6),
+        errors: errors + (tasks - done.min(tasks)) as u64,
+        note: notes.join("; "),
+    }
+}
+
+/// The closed loop of the single workload: `p.concurrency` tasks, each
+/// sending a request with `p.payload` bytes and awaiting its answer before
+/// the next, until the window ends. `call` sends one request.
+pub(crate) async fn closed_loop<E, F, Fut>(ex: &E, p: &Params, call: F) -> Row
+where
+    E: Exec,
+    F: Fn(Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, String>> + Send + 'static,
+{
+    let payload = Bytes::from(vec![0xa5u8; p.payload]);
+    let tally = Arc::new(Tally::default());
+    let w = Window::new(p);
+    for _ in 0..p.concurrency {
+        let call = call.clone();
+        let payload = payload.clone();
+        let tally = Arc::clone(&tally);
+        ex.spawn(async move {
+            let mut hist = Hist::new();
+            let mut n = 0u64;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= w.end {
+                    break;
+                }
+                let r = call(payload.clone()).await;
+                let t1 = Instant::now();
+                match r {
+                    Ok(answer) if answer.len() == payload.len() => {
+                        if w.contains(t1) {
+                            n += 1;
+                            hist.record((t1 - t0).as_nanos() as u64);
+                        }
+                    }
+                    Ok(answer) => {
+                        tally.error(format!(
+                            "answer of {} bytes to a {}-byte echo",
+                            answer.len(),
+                            payload.len()
+                        ));
+                        break;
+                    }
+                    Err(e) => {
+                        tally.error(e);
+                        break;
+                    }
+                }
+            }
+            tally.count.fetch_add(n, Ordering::Relaxed);
+            tally.merge_hist(&hist);
+            tally.finished();
+        });
+    }
+    observe(
+        ex,
+        p,
+        w,
+        &tally,
+        p.concurrency,
+        "req/s",
+        "a request got no answer",
+    )
+    .await
+}
+
+/// The memory row: growth of anonymous resident memory (`RssAnon`: heap
+/// and stacks) per unit, rounded; `VmRSS` (which also counts the binary's
+/// code pages touched for the first time) goes in the note.
+pub(crate) fn memory_row(p: &Params, workload: &str, n: u64, d0: sys::Rss, d1: sys::Rss) -> Row {
+    let total = d1.total as f64 - d0.total as f64;
+    let anon = d1.anon as f64 - d0.anon as f64;
+    let per = n.max(1) as f64;
+    Row {
+        workload: workload.into(),
+        subject: p.subject.name().into(),
+        concurrency: n,
+        figure: (anon / per).round(),
+        unit: if n == 1 {
+            "B".into()
+        } else {
+            "B/stream".into()
+        },
+        note: format!(
+            "RssAnon {:+.0} KiB, VmRSS {:+.0} KiB in all ({:.0} B VmRSS per unit)",
+            anon / 1024.0,
+            total / 1024.0,
+            total / per
+        ),
+        ..Row::default()
+    }
+}
+
+/// Lets a freshly started process settle before an RSS baseline.
+pub(crate) async fn settle<E: Exec>(ex: &E) {
+    ex.sleep_until(Instant::now() + Duration::from_millis(300))
+        .await;
+}

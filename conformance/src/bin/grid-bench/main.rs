@@ -1,0 +1,570 @@
+//! `grid-bench`: throughput, latency and memory of grid-tokio and
+//! grid-smol, next to a bare WebSocket (`raw-ws`, the practical limit) and
+//! tarpc (a mainstream Rust RPC), measured in the same run.
+//!
+//! ```text
+//! cargo run --release -p conformance --bin grid-bench -- [options]
+//!   --workload single|stream|stream-out|memory|all   (comma list; default all)
+//!   --subject tokio|smol|raw-ws|tarpc|all            (comma list; default all)
+//!   --concurrency N[,N...]  callers (single; default 1,32,64,256) or
+//!                           streams (stream workloads; default 1)
+//!   --payload BYTES         request / message size (default 512 single, 1024 streams)
+//!   --duration SECONDS      measured window (default 3; --quick: 1)
+//!   --warmup SECONDS        unmeasured lead-in (default 0.5; --quick: 0.25)
+//!   --streams N             idle streams of the memory workload (default 10000)
+//!   --quick                 the whole run in under a minute
+//!   --machine-readable      one tab-separated row per measurement: workload,
+//!                           subject, concurrency, figure per second (bytes for
+//!                           memory), p50 µs, p99 µs; no table
+//!   --in-process            run every measurement in this process instead of
+//!                           one fresh child process each (for profilers)
+//! ```
+//!
+//! Both nodes of every measurement live in one process and talk over real
+//! TCP on 127.0.0.1. By default each measurement runs in a fresh child
+//! process (this binary with `--child`), so runtimes, allocator state and
+//! RSS baselines never carry over, and a subject that hangs is killed and
+//! reported instead of stopping the run. Benchmarks never pass or fail: the
+//! exit status is 0 unless the command line is wrong.
+
+mod grid;
+mod hist;
+mod load;
+mod plan;
+mod rawws;
+mod sys;
+mod tarpc_ref;
+
+use std::io::{Read, Write};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use load::{SmolExec, TokioExec};
+use plan::{Params, Row, Subject, Workload};
+
+const USAGE: &str = "usage: grid-bench [--workload single|stream|stream-out|memory|all] \
+[--subject tokio|smol|raw-ws|tarpc|all] [--concurrency N[,N...]] [--payload BYTES] \
+[--duration SECONDS] [--warmup SECONDS] [--streams N] [--quick] [--machine-readable] [--in-process]";
+
+/// The executor threads of every subject: tokio's workers, smol's
+/// `SMOL_THREADS`.
+const THREADS: usize = 2;
+
+/// What the command line asks for.
+#[derive(Debug, Default)]
+struct Args {
+    workloads: Vec<Workload>,
+    subjects: Vec<Subject>,
+    concurrency: Option<Vec<usize>>,
+    payload: Option<usize>,
+    duration: Option<f64>,
+    warmup: Option<f64>,
+    streams: Option<usize>,
+    quick: bool,
+    machine: bool,
+    in_process: bool,
+    /// Internal: run the (single) measurement here and print `ROW` lines.
+    child: bool,
+}
+
+fn list<T>(s: &str, all: &[T], parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String>
+where
+    T: Copy + PartialEq,
+{
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        if part == "all" {
+            out.extend_from_slice(all);
+        } else {
+            out.push(parse(part).ok_or_else(|| format!("unknown value {part:?}"))?);
+        }
+    }
+    let mut dedup = Vec::new();
+    for v in out {
+        if !dedup.contains(&v) {
+            dedup.push(v);
+        }
+    }
+    Ok(dedup)
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 3600.0 => Ok(v),
+        _ => Err(format!("bad number of seconds {s:?}")),
+    }
+}
+
+fn count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(format!("bad count {s:?}")),
+    }
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args::default();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--workload" => a.workloads = list(&value()?, &Workload::ALL, Workload::parse)?,
+            "--subject" => a.subjects = list(&value()?, &Subject::ALL, Subject::parse)?,
+            "--concurrency" => {
+                a.concurrency = Some(
+                    value()?
+                        .split(',')
+                        .map(count)
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            }
+            "--payload" => a.payload = Some(count(&value()?)?),
+            "--duration" => a.duration = Some(seconds(&value()?)?),
+            "--warmup" => a.warmup = Some(seconds(&value()?)?),
+            "--streams" => a.streams = Some(count(&value()?)?),
+            "--quick" => a.quick = true,
+            "--machine-readable" => a.machine = true,
+            "--in-process" => a.in_process = true,
+            "--child" => a.child = true,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    if a.workloads.is_empty() {
+        a.workloads = Workload::ALL.to_vec();
+    }
+    if a.subjects.is_empty() {
+        a.subjects = Subject::ALL.to_vec();
+    }
+    Ok(a)
+}
+
+/// Every measurement the arguments ask for, in run order; and the
+/// combinations skipped (tarpc has no streams).
+fn plan(a: &Args) -> (Vec<Params>, Vec<String>) {
+    let duration = a.duration.unwrap_or(if a.quick { 1.0 } else { 3.0 });
+    let warmup = a.warmup.unwrap_or(if a.quick { 0.25 } else { 0.5 });
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for &w in &a.workloads {
+        let concurrency = match w {
+            Workload::Single => a.concurrency.clone().unwrap_or_else(|| {
+                if a.quick {
+                    vec![1, 64]
+                } else {
+                    vec![1, 32, 64, 256]
+                }
+            }),
+            Workload::Stream | Workload::StreamOut => {
+                a.concurrency.clone().unwrap_or_else(|| vec![1])
+            }
+            Workload::Memory => vec![1],
+        };
+        for &s in &a.subjects {
+            if !s.supports(w) {
+                skipped.push(format!("{} {} (tarpc has no streams)", w.name(), s.name()));
+            }
+        }
+        for &c in &concurrency {
+            for &s in a.subjects.iter().filter(|s| s.supports(w)) {
+                out.push(Params {
+                    workload: w,
+                    subject: s,
+                    concurrency: c,
+                    payload: a
+                        .payload
+                        .unwrap_or(if w == Workload::Single { 512 } else { 1024 }),
+                    warmup: Duration::from_secs_f64(warmup),
+                    duration: Duration::from_secs_f64(duration),
+                    streams: a.streams.unwrap_or(10_000),
+                });
+            }
+        }
+    }
+    (out, skipped)
+}
+
+/// The options that make a child (or a reader) run exactly `p`.
+fn item_args(p: &Params) -> Vec<String> {
+    vec![
+        "--workload".into(),
+        p.workload.name().into(),
+        "--subject".into(),
+        p.subject.name().into(),
+        "--concurrency".into(),
+        p.concurrency.to_string(),
+        "--payload".into(),
+        p.payload.to_string(),
+        "--duration".into(),
+        p.duration.as_secs_f64().to_string(),
+        "--warmup".into(),
+        p.warmup.as_secs_f64().to_string(),
+        "--streams".into(),
+        p.streams.to_string(),
+    ]
+}
+
+fn reproduce(p: &Params) -> String {
+    format!(
+        "cargo run --release -p conformance --bin grid-bench -- --in-process {}",
+        item_args(p).join(" ")
+    )
+}
+
+/// Runs `p` in this process.
+fn run_here(p: &Params) -> Vec<Row> {
+    if p.subject == Subject::Smol {
+        return smol::block_on(grid::run(SmolExec, p, || Box::pin(grid::pair_smol())));
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(THREADS)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return vec![Row::failed(p, format!("no tokio runtime: {e}"))],
+    };
+    let rows = rt.block_on(async {
+        match p.subject {
+            Subject::Tokio => grid::run(TokioExec, p, || Box::pin(grid::pair_tokio())).await,
+            Subject::RawWs => rawws::run(p).await,
+            Subject::Tarpc => tarpc_ref::run(p).await,
+            Subject::Smol => unreachable!("handled above"),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    rows
+}
+
+/// Runs `p` in a fresh child process, killing it if it outlives its time.
+fn run_child(p: &Params) -> Vec<Row> {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return vec![Row::failed(p, format!("no executable path: {e}"))],
+    };
+    let mut child = match Command::new(exe)
+        .arg("--child")
+        .args(item_args(p))
+        .env("SMOL_THREADS", THREADS.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return vec![Row::failed(p, format!("could not start a child: {e}"))],
+    };
+    let mut out = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let slack = if p.workload == Workload::Memory {
+        120
+    } else {
+        40
+    };
+    let limit = p.warmup + p.duration + Duration::from_secs(slack);
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if started.elapsed() < limit => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let text = reader.join().unwrap_or_default();
+    let mut rows: Vec<Row> = text.lines().filter_map(Row::decode).collect();
+    match status {
+        None => rows.push(Row::failed(
+            p,
+            format!(
+                "KILLED: no result {}s after start; reproduce: {}",
+                limit.as_secs(),
+                reproduce(p)
+            ),
+        )),
+        Some(s) if !s.success() || rows.is_empty() => rows.push(Row::failed(
+            p,
+            format!("child exited with {s}; reproduce: {}", reproduce(p)),
+        )),
+        Some(_) => {}
+    }
+    rows
+}
+
+fn figure(r: &Row) -> String {
+    if r.figure.is_nan() {
+        return "-".into();
+    }
+    let v = r.figure.round() as i64;
+    let digits = v.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if v < 0 { format!("-{out}") } else { out }
+}
+
+fn reference(rows: &[(Row, String)], r: &Row, subject: &str) -> String {
+    let found = rows.iter().map(|(x, _)| x).find(|x| {
+        x.subject == subject
+            && x.workload == r.workload
+            && x.concurrency == r.concurrency
+            && x.unit == r.unit
+            && x.figure.is_finite()
+            && x.figure != 0.0
+    });
+    match found {
+        Some(x) if r.figure.is_finite() => format!("{:.2}", r.figure / x.figure),
+        _ => "-".into(),
+    }
+}
+
+fn print_table(rows: &[(Row, String)]) {
+    let us = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1}"));
+    let pct = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.0}"));
+    let cpu_op = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.2}"));
+    println!(
+        "{:<14} {:<7} {:>6} {:>12} {:<9} {:>9} {:>9} {:>7} {:>8} {:>5} {:>8} {:>5}  note",
+        "workload",
+        "subject",
+        "conc",
+        "figure",
+        "unit",
+        "p50 µs",
+        "p99 µs",
+        "/raw-ws",
+        "/tarpc",
+        "cpu%",
+        "cpuµs/op",
+        "load1"
+    );
+    for (r, load1) in rows {
+        println!(
+            "{:<14} {:<7} {:>6} {:>12} {:<9} {:>9} {:>9} {:>7} {:>8} {:>5} {:>8} {:>5}  {}",
+            r.workload,
+            r.subject,
+            r.concurrency,
+            figure(r),
+            r.unit,
+            us(r.p50_us),
+            us(r.p99_us),
+            reference(rows, r, "raw-ws"),
+            reference(rows, r, "tarpc"),
+            pct(r.cpu_pct),
+            cpu_op(r.cpu_us_per_op),
+            load1,
+            r.note
+        );
+    }
+}
+
+fn header(a: &Args, plan: &[Params], skipped: &[String]) {
+    let first = plan.first();
+    let secs = |f: fn(&Params) -> Duration| first.map_or(0.0, |p| f(p).as_secs_f64());
+    println!(
+        "grid-bench: both nodes in ONE process, talking over real TCP on 127.0.0.1 (loopback)"
+    );
+    println!(
+        "  {} cpus; load average (1/5/15 min) at start: {}; {} measurements, each {}",
+        sys::cpus(),
+        sys::loadavg(),
+        plan.len(),
+        if a.in_process {
+            "in this process"
+        } else {
+            "in a fresh child process"
+        }
+    );
+    println!(
+        "  runtimes: grid-tokio, raw-ws and tarpc on a tokio multi-thread runtime with {THREADS} workers; \
+grid-smol on smol's global executor with SMOL_THREADS={THREADS}"
+    );
+    println!(
+        "  window: {:.2} s warm-up, then {:.2} s measured; figures count operations completed in the window",
+        secs(|p| p.warmup),
+        secs(|p| p.duration)
+    );
+    println!(
+        "  single: closed loop, conc = tasks each awaiting its echo before sending the next; req/s, latency p50/p99"
+    );
+    println!(
+        "  stream: conc = streams (capacities in 64/out 64), messages echoed; sender and receiver are separate tasks; msg/s one way"
+    );
+    println!(
+        "  stream-out: conc = streams with InCapacity 0, OutCapacity 64; the server sends as fast as credit allows; msg/s received"
+    );
+    println!(
+        "  memory: growth of resident anonymous memory (RssAnon: heap + stacks; VmRSS, which also counts code pages\n    touched for the first time, is in the note); both ends of every connection are in this process, so figures cover both sides together"
+    );
+    println!(
+        "    memory/conn: 2 managers + connecting, idle (raw-ws: one socket, both ends; tarpc: client + server); memory/stream: per idle stream, both ends"
+    );
+    println!(
+        "  raw-ws: tokio-tungstenite, one WebSocket, 8-byte id + payload pipelined, echo server flushing once per burst: the practical limit"
+    );
+    println!(
+        "  tarpc 0.38: unary echo of serde_bytes::ByteBuf, bincode over one TCP connection (nodelay)"
+    );
+    println!(
+        "  cpu% = process CPU time / wall time in the window (100% per busy core); cpuµs/op = CPU time per counted operation"
+    );
+    for s in skipped {
+        println!("  skipped: {s}");
+    }
+    println!();
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            if e.is_empty() {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("grid-bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let (plan, skipped) = plan(&args);
+    if args.child {
+        let mut out = std::io::stdout().lock();
+        for p in &plan {
+            for r in run_here(p) {
+                let _ = writeln!(out, "{}", r.encode());
+            }
+        }
+        let _ = out.flush();
+        // Leftover tasks and detached threads need no orderly end.
+        std::process::exit(0);
+    }
+    let wants_smol = plan.iter().any(|p| p.subject == Subject::Smol);
+    if args.in_process && wants_smol && std::env::var("SMOL_THREADS").ok().as_deref() != Some("2") {
+        // smol reads SMOL_THREADS once, at its first use; setting it here
+        // would need `unsafe`, so run again with it set.
+        use std::os::unix::process::CommandExt;
+        if let Ok(exe) = std::env::current_exe() {
+            let e = Command::new(exe)
+                .args(std::env::args().skip(1))
+                .env("SMOL_THREADS", THREADS.to_string())
+                .exec();
+            eprintln!("grid-bench: could not re-run with SMOL_THREADS set: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if !args.machine {
+        header(&args, &plan, &skipped);
+    }
+    let load_start = sys::loadavg();
+    let mut rows = Vec::new();
+    for (i, p) in plan.iter().enumerate() {
+        let got = if args.in_process {
+            run_here(p)
+        } else {
+            run_child(p)
+        };
+        let load1 = sys::loadavg()
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
+            .to_string();
+        for r in got {
+            if args.machine {
+                println!("{}", r.machine());
+                if !r.note.is_empty() && r.errors > 0 {
+                    eprintln!("grid-bench: {} {}: {}", r.workload, r.subject, r.note);
+                }
+            } else {
+                eprintln!(
+                    "[{}/{}] {p}: {} {} p50 {} µs p99 {} µs cpu {}% load {load1} {}",
+                    i + 1,
+                    plan.len(),
+                    figure(&r),
+                    r.unit,
+                    r.p50_us.map_or_else(|| "-".into(), |v| format!("{v:.1}")),
+                    r.p99_us.map_or_else(|| "-".into(), |v| format!("{v:.1}")),
+                    r.cpu_pct.map_or_else(|| "-".into(), |v| format!("{v:.0}")),
+                    r.note
+                );
+            }
+            rows.push((r, load1.clone()));
+        }
+    }
+    if !args.machine {
+        println!();
+        print_table(&rows);
+        println!();
+        println!(
+            "load average (1/5/15 min): {load_start} at start, {} at end",
+            sys::loadavg()
+        );
+        let anomalies: Vec<_> = rows.iter().filter(|(r, _)| r.errors > 0).collect();
+        if anomalies.is_empty() {
+            println!("anomalies: none");
+        } else {
+            println!("anomalies:");
+            for (r, _) in anomalies {
+                println!(
+                    "  {} {} conc {}: {}",
+                    r.workload, r.subject, r.concurrency, r.note
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<Args, String> {
+        parse_args(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn defaults_and_quick() {
+        let (p, skipped) = plan(&args("").unwrap());
+        // single: 4 concurrencies x 4 subjects; streams: 2 x 3; memory: 4.
+        assert_eq!(p.len(), 16 + 6 + 4);
+        assert_eq!(skipped.len(), 2);
+        assert!(p.iter().all(|p| p.duration == Duration::from_secs(3)));
+        let (p, _) = plan(&args("--quick --subject tokio --workload single").unwrap());
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].payload, 512);
+        assert_eq!(p[0].duration, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn options() {
+        let a = args(
+            "--workload stream,stream-out --subject tarpc,raw-ws --concurrency 2,4 --payload 100 --duration 0.5",
+        )
+        .unwrap();
+        let (p, skipped) = plan(&a);
+        assert_eq!(p.len(), 4);
+        assert_eq!(skipped.len(), 2);
+        assert!(
+            p.iter()
+                .all(|p| p.subject == Subject::RawWs && p.payload == 100)
+        );
+        assert!(args("--workload nope").is_err());
+        assert!(args("--concurrency 0").is_err());
+        assert!(args("--duration").is_err());
+        // A child's arguments give back the same measurement.
+        let (again, _) = plan(&parse_args(item_args(&p[1]).into_iter()).unwrap());
+        assert_eq!(again.len(), 1);
+        assert_eq!(format!("{:?}", again[0]), format!("{:?}", p[1]));
+    }
+}

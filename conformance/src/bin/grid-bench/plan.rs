@@ -1,0 +1,236 @@
+//! What is measured (workload × subject × parameters) and what one
+//! measurement reports (a [`Row`]).
+
+use std::fmt;
+use std::time::Duration;
+
+/// A workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Workload {
+    /// Closed-loop echo requests.
+    Single,
+    /// One stream, messages echoed both ways; one way counted.
+    Stream,
+    /// One stream without input; the server sends as fast as credit allows.
+    StreamOut,
+    /// RSS of an idle connection and of idle streams.
+    Memory,
+}
+
+impl Workload {
+    pub(crate) const ALL: [Workload; 4] = [
+        Workload::Single,
+        Workload::Stream,
+        Workload::StreamOut,
+        Workload::Memory,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Workload::Single => "single",
+            Workload::Stream => "stream",
+            Workload::StreamOut => "stream-out",
+            Workload::Memory => "memory",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Workload> {
+        Workload::ALL.into_iter().find(|w| w.name() == s)
+    }
+}
+
+/// What is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subject {
+    /// grid-tokio.
+    Tokio,
+    /// grid-smol.
+    Smol,
+    /// A bare tokio-tungstenite echo over one WebSocket: the practical limit.
+    RawWs,
+    /// tarpc's unary RPC (bincode over TCP): a mainstream Rust RPC.
+    Tarpc,
+}
+
+impl Subject {
+    pub(crate) const ALL: [Subject; 4] = [
+        Subject::Tokio,
+        Subject::Smol,
+        Subject::RawWs,
+        Subject::Tarpc,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Subject::Tokio => "tokio",
+            Subject::Smol => "smol",
+            Subject::RawWs => "raw-ws",
+            Subject::Tarpc => "tarpc",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Subject> {
+        Subject::ALL.into_iter().find(|w| w.name() == s)
+    }
+
+    /// Whether this subject has something to run for `w` (tarpc has no
+    /// streams).
+    pub(crate) fn supports(self, w: Workload) -> bool {
+        !(self == Subject::Tarpc && matches!(w, Workload::Stream | Workload::StreamOut))
+    }
+}
+
+/// One measurement.
+#[derive(Debug, Clone)]
+pub(crate) struct Params {
+    pub(crate) workload: Workload,
+    pub(crate) subject: Subject,
+    /// Callers (single) or streams (stream workloads).
+    pub(crate) concurrency: usize,
+    /// Bytes per request / message.
+    pub(crate) payload: usize,
+    /// Unmeasured time before the window.
+    pub(crate) warmup: Duration,
+    /// The measured window.
+    pub(crate) duration: Duration,
+    /// Idle streams to open (memory).
+    pub(crate) streams: usize,
+}
+
+/// What one measurement reports.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Row {
+    pub(crate) workload: String,
+    pub(crate) subject: String,
+    pub(crate) concurrency: u64,
+    /// Per second for throughput workloads, bytes for memory.
+    pub(crate) figure: f64,
+    pub(crate) unit: String,
+    pub(crate) p50_us: Option<f64>,
+    pub(crate) p99_us: Option<f64>,
+    /// Process CPU time over wall time during the window, in percent.
+    pub(crate) cpu_pct: Option<f64>,
+    /// Process CPU time per counted operation, in microseconds.
+    pub(crate) cpu_us_per_op: Option<f64>,
+    /// Failed operations (any is an anomaly).
+    pub(crate) errors: u64,
+    /// Anything unusual, or extra figures.
+    pub(crate) note: String,
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v}"))
+}
+
+fn parse_opt(s: &str) -> Option<f64> {
+    s.parse().ok()
+}
+
+impl Row {
+    /// A row for a measurement that could not produce a figure.
+    pub(crate) fn failed(p: &Params, note: impl Into<String>) -> Row {
+        Row {
+            workload: p.workload.name().into(),
+            subject: p.subject.name().into(),
+            concurrency: p.concurrency as u64,
+            figure: f64::NAN,
+            unit: "-".into(),
+            errors: 1,
+            note: note.into(),
+            ..Row::default()
+        }
+    }
+
+    /// The child → parent line: `ROW` and every field, tab-separated.
+    pub(crate) fn encode(&self) -> String {
+        let clean = |s: &str| s.replace(['\t', '\n'], " ");
+        format!(
+            "ROW\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            clean(&self.workload),
+            clean(&self.subject),
+            self.concurrency,
+            self.figure,
+            clean(&self.unit),
+            opt(self.p50_us),
+            opt(self.p99_us),
+            opt(self.cpu_pct),
+            opt(self.cpu_us_per_op),
+            self.errors,
+            clean(&self.note),
+        )
+    }
+
+    pub(crate) fn decode(line: &str) -> Option<Row> {
+        let f: Vec<&str> = line.strip_prefix("ROW\t")?.split('\t').collect();
+        if f.len() != 11 {
+            return None;
+        }
+        Some(Row {
+            workload: f[0].into(),
+            subject: f[1].into(),
+            concurrency: f[2].parse().ok()?,
+            figure: f[3].parse().ok()?,
+            unit: f[4].into(),
+            p50_us: parse_opt(f[5]),
+            p99_us: parse_opt(f[6]),
+            cpu_pct: parse_opt(f[7]),
+            cpu_us_per_op: parse_opt(f[8]),
+            errors: f[9].parse().ok()?,
+            note: f[10].into(),
+        })
+    }
+
+    /// `--machine-readable`: workload, subject, concurrency, figure, p50 µs,
+    /// p99 µs.
+    pub(crate) fn machine(&self) -> String {
+        let us = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1}"));
+        format!(
+            "{}\t{}\t{}\t{:.0}\t{}\t{}",
+            self.workload,
+            self.subject,
+            self.concurrency,
+            self.figure,
+            us(self.p50_us),
+            us(self.p99_us)
+        )
+    }
+}
+
+impl fmt::Display for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} c={} {}B",
+            self.workload.name(),
+            self.subject.name(),
+            self.concurrency,
+            self.payload
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip() {
+        let r = Row {
+            workload: "single".into(),
+            subject: "tokio".into(),
+            concurrency: 64,
+            figure: 12345.5,
+            unit: "req/s".into(),
+            p50_us: Some(10.5),
+            p99_us: None,
+            cpu_pct: Some(199.0),
+            cpu_us_per_op: Some(3.25),
+            errors: 2,
+            note: "a\tb".into(),
+        };
+        let back = Row::decode(&r.encode()).unwrap();
+        assert_eq!(back.encode(), r.encode());
+        assert_eq!(back.note, "a b");
+        assert_eq!(r.machine(), "single\ttokio\t64\t12346\t10.5\t-");
+    }
+}
