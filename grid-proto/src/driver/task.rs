@@ -674,6 +674,8 @@ impl<R: Runtime> ConnTask<R> {
             let _ = reply.send(Err(CallError::Shutdown));
         }
         self.tickets.clear();
+        // The last snapshot: shut down, nothing in flight.
+        self.shared.publish_stats(self.core.stats(self.rt.now()));
     }
 
     /// Spawns `work` as the handler task of incoming call `id`; it can be
