@@ -562,6 +562,7 @@ impl Cluster {
         }
         for (from, to) in self.directions() {
             assert_eq!(self.conn(from, to).state(), State::Shutdown);
+            assert_eq!(self.stats(from, to).state, State::Shutdown);
         }
     }
 }
