@@ -4,6 +4,8 @@
 //! [`FrameBuilder`] packs outgoing messages into frames within Go's limits,
 //! encoding each message once, straight into the frame buffer.
 
+use std::ops::Range;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::DecodeError;
@@ -49,7 +51,7 @@ impl FrameDecoder {
                 max: max_size,
             });
         }
-        let state = match decode_envelope(&frame) {
+        let state = match decode_envelope(&frame, 0..frame.len()) {
             Ok((msg, rest)) if msg.op == Op::Merged => DecoderState::Merged {
                 pos: rest.start,
                 end: rest.end,
@@ -66,11 +68,11 @@ impl FrameDecoder {
         matches!(self.state, DecoderState::Merged { .. })
     }
 
-    fn next_entry(&mut self, pos: usize, end: usize) -> Result<(Bytes, usize), DecodeError> {
-        let list = self.frame.slice(pos..end);
-        let mut r = Reader::new(&list);
-        let entry = r.bin("merged entry")?;
-        Ok((entry, pos + r.position()))
+    /// The byte range of the entry at `pos`, and where the next begins.
+    fn next_entry(&self, pos: usize, end: usize) -> Result<(Range<usize>, usize), DecodeError> {
+        let mut r = Reader::within(&self.frame, pos..end);
+        let entry = r.bin_range("merged entry")?;
+        Ok((entry, r.position()))
     }
 }
 
@@ -91,7 +93,7 @@ impl Iterator for FrameDecoder {
                             end,
                             left: left - 1,
                         };
-                        Some(Message::decode(&entry))
+                        Some(decode_envelope(&self.frame, entry).map(|(msg, _)| msg))
                     }
                     Err(e) => {
                         self.state = DecoderState::Failed;

@@ -146,7 +146,7 @@ impl Message {
     /// a `Merged` container they are its entries (use
     /// [`crate::FrameDecoder`] to read those).
     pub fn decode(buf: &Bytes) -> Result<Message, DecodeError> {
-        decode_envelope(buf).map(|(msg, _)| msg)
+        decode_envelope(buf, 0..buf.len()).map(|(msg, _)| msg)
     }
 }
 
@@ -155,10 +155,15 @@ pub fn crc(bytes: &[u8]) -> u32 {
     xxhash_rust::xxh3::xxh3_64(bytes) as u32
 }
 
-/// Decodes the envelope and trailers of `buf`; also returns the range of the
-/// bytes between the tuple and the trailers (the entries of a merged frame).
-pub(crate) fn decode_envelope(buf: &Bytes) -> Result<(Message, Range<usize>), DecodeError> {
-    let mut r = Reader::new(buf);
+/// Decodes the message that spans `buf[span]` (a whole frame, or one entry
+/// of a merged frame, decoded in place); also returns the range of the bytes
+/// between the tuple and the trailers (the entries of a merged frame).
+pub(crate) fn decode_envelope(
+    buf: &Bytes,
+    span: Range<usize>,
+) -> Result<(Message, Range<usize>), DecodeError> {
+    let start = span.start;
+    let mut r = Reader::within(buf, span.clone());
     let len = r.array_len("envelope")?;
     if len != 7 {
         return Err(DecodeError::TupleLength { len });
@@ -171,7 +176,7 @@ pub(crate) fn decode_envelope(buf: &Bytes) -> Result<(Message, Range<usize>), De
     let flags = Flags::from_bits(r.uint(u64::from(u8::MAX), "Flags")? as u8);
     let payload = r.bin("Payload")?;
 
-    let mut rest = r.position()..buf.len();
+    let mut rest = r.position()..span.end;
     if flags.contains(Flags::CRC) {
         if rest.len() < CRC_LEN {
             return Err(DecodeError::MissingTrailer {
@@ -179,11 +184,11 @@ pub(crate) fn decode_envelope(buf: &Bytes) -> Result<(Message, Range<usize>), De
                 available: rest.len(),
             });
         }
-        let body = buf.len() - CRC_LEN;
+        let body = span.end - CRC_LEN;
         let mut tail = [0u8; CRC_LEN];
-        tail.copy_from_slice(&buf[body..]);
+        tail.copy_from_slice(&buf[body..span.end]);
         let received = u32::from_le_bytes(tail);
-        let computed = crc(&buf[..body]);
+        let computed = crc(&buf[start..body]);
         if received != computed {
             return Err(DecodeError::CrcMismatch { received, computed });
         }

@@ -9,11 +9,13 @@ use bytes::{BufMut, Bytes};
 
 use crate::error::DecodeError;
 
-/// A cursor over one received buffer. Slices it hands out share the buffer.
+/// A cursor over a range of one received buffer. Slices it hands out share
+/// the buffer; positions are offsets into the whole buffer.
 #[derive(Debug)]
 pub(crate) struct Reader<'a> {
     buf: &'a Bytes,
     pos: usize,
+    end: usize,
 }
 
 /// How deep [`Reader::skip_value`] follows nested arrays and maps before it
@@ -22,16 +24,30 @@ const MAX_SKIP_DEPTH: u32 = 64;
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(buf: &'a Bytes) -> Self {
-        Reader { buf, pos: 0 }
+        Reader {
+            buf,
+            pos: 0,
+            end: buf.len(),
+        }
     }
 
-    /// Bytes consumed so far.
+    /// A reader of `buf[range]` (`range` must lie within `buf`).
+    pub(crate) fn within(buf: &'a Bytes, range: std::ops::Range<usize>) -> Self {
+        let end = range.end.min(buf.len());
+        Reader {
+            buf,
+            pos: range.start.min(end),
+            end,
+        }
+    }
+
+    /// The offset of the next byte in the whole buffer.
     pub(crate) fn position(&self) -> usize {
         self.pos
     }
 
     pub(crate) fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.end - self.pos
     }
 
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
@@ -65,7 +81,7 @@ impl<'a> Reader<'a> {
     }
 
     fn peek(&self, field: &'static str) -> Result<u8, DecodeError> {
-        self.buf
+        self.buf[..self.end]
             .get(self.pos)
             .copied()
             .ok_or(DecodeError::Truncated {
@@ -138,6 +154,23 @@ impl<'a> Reader<'a> {
 
     /// A `bin` value (`bin8/16/32` only: Go rejects `nil` and `str` here).
     pub(crate) fn bin(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
+        let len = self.bin_len(field)?;
+        self.take_bytes(len, field)
+    }
+
+    /// Where the next `bin` value's bytes lie in the buffer, without slicing
+    /// it (merged entries are decoded in place).
+    pub(crate) fn bin_range(
+        &mut self,
+        field: &'static str,
+    ) -> Result<std::ops::Range<usize>, DecodeError> {
+        let len = self.bin_len(field)?;
+        let start = self.pos;
+        self.take(len, field)?;
+        Ok(start..start + len)
+    }
+
+    fn bin_len(&mut self, field: &'static str) -> Result<usize, DecodeError> {
         let marker = self.byte(field)?;
         let len = match marker {
             0xc4 => self.be_u64(1, field)?,
@@ -150,7 +183,7 @@ impl<'a> Reader<'a> {
                 });
             }
         };
-        self.take_bytes(len as usize, field)
+        Ok(len as usize)
     }
 
     /// The raw bytes of a `str` or `bin` value (msgp accepts either for map
