@@ -73,7 +73,7 @@ pub(crate) async fn request_deadline(setup: Setup) {
     let probe = Probe::new();
     let c = Cluster::start(setup, never_handlers(&probe)).await;
     for (from, to) in c.directions() {
-        let deadline = Instant::now() + Duration::from_millis(300);
+        let deadline = Instant::now() + Duration::from_millis(150);
         let call = c
             .conn(from, to)
             .request_with_deadline(NEVER, Bytes::new(), deadline);
@@ -102,7 +102,7 @@ pub(crate) async fn stream_deadline(setup: Setup) {
     let c = Cluster::start(setup, never_handlers(&probe)).await;
     for (from, to) in c.directions() {
         let options = StreamOptions {
-            deadline: Some(Instant::now() + Duration::from_millis(300)),
+            deadline: Some(Instant::now() + Duration::from_millis(150)),
             ..StreamOptions::default()
         };
         let (_tx, mut rx) = wait(
@@ -121,7 +121,7 @@ pub(crate) async fn stream_deadline(setup: Setup) {
     c.shutdown().await;
 }
 
-/// 4 MiB each way, as a request and as stream messages.
+/// 4 MiB each way, as a request and as a stream message.
 pub(crate) async fn large_payloads(setup: Setup) {
     let c = Cluster::start(setup, Handlers::default()).await;
     let big: Bytes = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
@@ -132,13 +132,11 @@ pub(crate) async fn large_payloads(setup: Setup) {
         let (mut tx, mut rx) = wait("open", conn.open_stream(HandlerId::TEST, None))
             .await
             .expect("stream opened");
-        for _ in 0..2 {
-            wait("send 4 MiB", tx.send(big.clone()))
-                .await
-                .expect("sent");
-            let got = wait("4 MiB back", rx.recv()).await;
-            assert!(got.as_ref().is_some_and(|m| m.as_ref() == Ok(&big)));
-        }
+        wait("send 4 MiB", tx.send(big.clone()))
+            .await
+            .expect("sent");
+        let got = wait("4 MiB back", rx.recv()).await;
+        assert!(got.as_ref().is_some_and(|m| m.as_ref() == Ok(&big)));
         tx.close();
         assert_eq!(wait("EOF", rx.recv()).await, None);
     }
