@@ -112,12 +112,13 @@ impl Subject for CoreSubject {
         self.pump(now);
     }
 
-    fn transport_opened(&mut self, now: Instant, wall: Option<Timestamp>) {
+    fn transport_opened(&mut self, now: Instant, wall: Option<Timestamp>) -> Result<(), String> {
         match wall {
             Some(wall) => self.conn.start_handshake(now, wall, &self.setup.token),
             None => self.conn.handle_dial_failed(now),
         }
         self.pump(now);
+        Ok(())
     }
 
     fn transport_closed(&mut self, now: Instant) {
@@ -125,7 +126,7 @@ impl Subject for CoreSubject {
         self.pump(now);
     }
 
-    fn receive(&mut self, now: Instant, frame: Bytes) {
+    fn receive(&mut self, now: Instant, frame: Bytes) -> Result<(), String> {
         if !self.conn.is_dialer() && !self.handshake_seen {
             self.handshake_seen = true;
             self.accept(now, &frame);
@@ -133,6 +134,7 @@ impl Subject for CoreSubject {
             self.conn.handle_frame(now, frame);
         }
         self.pump(now);
+        Ok(())
     }
 
     fn call(&mut self, now: Instant, call: &AppCall) -> Result<Option<u64>, String> {

@@ -1,6 +1,7 @@
 //! Conformance suite for `grid`: replays the connections recorded between
 //! two Go peers (`shared/transcripts`) against our implementation, in both
-//! roles, on a virtual clock.
+//! roles: the sans-IO core on a virtual clock, and the tokio and smol
+//! drivers on real time over loopback TCP.
 //!
 //! The pieces, in the order data flows through them:
 //! - [`transcript`]: the recorded format (header, HTTP upgrade, WebSocket
@@ -10,8 +11,10 @@
 //! - [`compare`]: the semantic comparison of one recorded message with one
 //!   the implementation sent;
 //! - [`subject`]: the implementation under test behind the [`Subject`]
-//!   trait ([`CoreSubject`] for the sans-IO core; drivers plug in later);
-//! - [`replay`](mod@replay): the replay itself.
+//!   trait ([`CoreSubject`] for the sans-IO core, [`DriverSubject`] for a
+//!   driver's manager, whose peer is a plain WebSocket endpoint);
+//! - [`replay`](mod@replay): the replay itself;
+//! - [`node`]: a driver's manager with the transcripts' handler table.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -32,14 +35,18 @@
 pub mod chain;
 pub mod compare;
 mod core_subject;
+mod driver_subject;
 mod failure;
 pub mod frame;
 mod msgpack;
+pub mod node;
 pub mod replay;
 pub mod subject;
 pub mod transcript;
+mod ws_peer;
 
 pub use core_subject::CoreSubject;
+pub use driver_subject::DriverSubject;
 pub use failure::Failure;
 pub use replay::{Outcome, ReplayOptions, Role, Stats, replay, replay_subject};
 pub use subject::{AppCall, Subject, SubjectSetup, Target};

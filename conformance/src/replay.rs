@@ -18,10 +18,20 @@
 //! order is checked within a mux, not across muxes. Time only advances to
 //! record times and subject timers: no sleeping, no wall clock.
 //!
+//! A real-time subject (a driver) keeps its own time: the replay does not
+//! sleep through recorded gaps either, but waits (at most
+//! [`ReplayOptions::wait`] per message) for what the subject must send,
+//! and at the end listens [`ReplayOptions::settle`] more for messages the
+//! recording does not have. If the subject must ping, its ping interval is
+//! [`ReplayOptions::ping_interval`] instead of 10 s, and its pings' `DeadlineMS`
+//! (the interval) is expected to be that.
+//!
 //! Not compared: the HTTP upgrade and WebSocket control frames (ping, pong,
-//! close) of the subject's side, which the core does not produce. For a
-//! dialing subject the recorded upgrade response opens the transport; a
-//! close frame from the other side ends it.
+//! close) of the subject's side, which the core does not produce (a driver
+//! subject's peer checks the upgrade request itself). For a dialing subject
+//! the recorded upgrade response opens the transport; for an accepting one
+//! the recorded request is handed to it; a close frame from the other side
+//! ends the transport.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -98,6 +108,15 @@ pub struct ReplayOptions {
     /// How far past a record's time the subject's timers may run while the
     /// replay waits for a message the subject should have sent by then.
     pub grace: Duration,
+    /// Real-time subjects: the longest wait (real time) for each message
+    /// the subject should send, and for its dial or upgrade.
+    pub wait: Duration,
+    /// Real-time subjects: how long the replay listens after the last
+    /// record for messages the recording does not have.
+    pub settle: Duration,
+    /// Real-time subjects: the connection ping interval, when the recording
+    /// has the subject's connection pings (Go's is 10 s).
+    pub ping_interval: Duration,
 }
 
 impl Default for ReplayOptions {
@@ -105,6 +124,9 @@ impl Default for ReplayOptions {
         ReplayOptions {
             peer_mux_offset: 0,
             grace: Duration::from_secs(2),
+            wait: Duration::from_secs(5),
+            settle: Duration::from_millis(50),
+            ping_interval: Duration::from_millis(500),
         }
     }
 }
@@ -139,16 +161,65 @@ pub fn replay(
     options: &ReplayOptions,
 ) -> Outcome {
     let start = Instant::now();
-    let setup = match setup(transcript, role, start) {
+    let mut setup = match setup(transcript, role, start) {
         Ok(s) => s,
         Err(f) => return Outcome::Fail(f),
     };
-    let Some(mut subject) = target.subject(&setup) else {
-        return Outcome::Skip("driver not available".into());
+    if target.is_real_time() {
+        let h = &transcript.header;
+        if [&h.recorder_host, &h.peer_host].iter().any(|h| is_tls(h)) {
+            return Outcome::Skip(
+                "TLS host names: the drivers are replayed over plain loopback TCP".into(),
+            );
+        }
+        setup.wait = options.wait;
+        if subject_pings(transcript, role) {
+            setup.ping_interval = Some(options.ping_interval);
+        }
+    }
+    let mut subject = match target.subject(&setup) {
+        Ok(s) => s,
+        Err(e) => {
+            return Outcome::Fail(Failure::new(
+                &transcript.file_name(),
+                None,
+                format!("cannot start the {target} subject: {e}"),
+            ));
+        }
     };
-    match replay_subject(transcript, role, options, &setup, subject.as_mut()) {
+    let result = replay_subject(transcript, role, options, &setup, subject.as_mut());
+    drop(subject);
+    match result {
         Ok(stats) => Outcome::Pass(stats),
         Err(f) => Outcome::Fail(f),
+    }
+}
+
+fn is_tls(host: &str) -> bool {
+    host.starts_with("https://") || host.starts_with("wss://")
+}
+
+/// Whether the subject's side of the recording sends connection pings.
+fn subject_pings(t: &Transcript, role: Role) -> bool {
+    let dir = subject_dir(t, role);
+    t.records.iter().any(|r| match &r.kind {
+        RecordKind::Ws {
+            dir: d,
+            kind: WsKind::Binary,
+            payload,
+            ..
+        } if *d == dir => flatten(payload)
+            .is_ok_and(|f| f.messages.iter().any(|m| m.op == Op::Ping && m.mux_id == 0)),
+        _ => false,
+    })
+}
+
+/// The direction of the subject's side's records.
+fn subject_dir(t: &Transcript, role: Role) -> Dir {
+    if role.ws_side() == t.header.recorder_ws_side {
+        Dir::Out
+    } else {
+        Dir::In
     }
 }
 
@@ -174,12 +245,20 @@ pub fn setup(transcript: &Transcript, role: Role, start: Instant) -> Result<Subj
             ),
         ));
     }
+    let route = if h.route.is_empty() {
+        grid_proto::driver::DEFAULT_ROUTE.to_owned()
+    } else {
+        h.route.clone()
+    };
     Ok(SubjectSetup {
         local_host: local.clone(),
         remote_host: remote.clone(),
         token: h.token.clone(),
         start,
         wall: recorded_wall(transcript),
+        route,
+        ping_interval: None,
+        wait: ReplayOptions::default().wait,
     })
 }
 
@@ -228,11 +307,7 @@ pub fn replay_subject(
     setup: &SubjectSetup,
     subject: &mut dyn Subject,
 ) -> Result<Stats, Failure> {
-    let subject_dir = if role.ws_side() == transcript.header.recorder_ws_side {
-        Dir::Out
-    } else {
-        Dir::In
-    };
+    let subject_dir = subject_dir(transcript, role);
     let mut r = Replay {
         file: transcript.file_name(),
         subject,
@@ -255,6 +330,9 @@ pub fn replay_subject(
         peer_pings: Vec::new(),
         pongs_sent: 0,
         transport_open: role == Role::Server,
+        ping_deadline_ms: setup
+            .ping_interval
+            .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
         stats: Stats::default(),
     };
     r.load_expected(transcript)?;
@@ -263,6 +341,7 @@ pub fn replay_subject(
     }
     r.line = transcript.records.last().map_or(1, |rec| rec.line);
     r.require_sent_before(usize::MAX, r.now)?;
+    r.settle()?;
     Ok(r.stats)
 }
 
@@ -325,6 +404,9 @@ struct Replay<'a> {
     peer_pings: Vec<Timestamp>,
     pongs_sent: usize,
     transport_open: bool,
+    /// The `DeadlineMS` of the subject's connection pings when its ping
+    /// interval is not the recorded one.
+    ping_deadline_ms: Option<u32>,
     stats: Stats,
 }
 
@@ -348,13 +430,18 @@ impl Replay<'_> {
         match &record.kind {
             RecordKind::Marker { .. } => Ok(()),
             RecordKind::Http { dir, text } => {
-                // For a dialer, the upgrade response opens the transport.
-                if *dir != self.subject_dir
-                    && self.role == Role::Client
-                    && text.starts_with("HTTP/")
-                {
+                if *dir == self.subject_dir {
+                    return Ok(());
+                }
+                if self.role == Role::Client && text.starts_with("HTTP/") {
+                    // For a dialer, the upgrade response opens the transport.
                     let up = text.split_whitespace().nth(1) == Some("101");
                     self.open_transport(up)?;
+                } else if self.role == Role::Server && !text.starts_with("HTTP/") {
+                    let now = self.now;
+                    self.subject
+                        .upgrade_requested(now, text)
+                        .map_err(|e| self.fail(Some(self.line), e))?;
                 }
                 Ok(())
             }
@@ -450,8 +537,19 @@ impl Replay<'_> {
         let now = self.now;
         let wall = self.wall(now);
         self.transport_open = up;
-        self.subject.transport_opened(now, up.then_some(wall));
+        self.subject
+            .transport_opened(now, up.then_some(wall))
+            .map_err(|e| self.fail(Some(self.line), e))?;
         self.drain()
+    }
+
+    /// After the last record: a real-time subject may still send something
+    /// the recording does not have.
+    fn settle(&mut self) -> Result<(), Failure> {
+        while self.subject.wait_sent(self.options.settle) {
+            self.drain()?;
+        }
+        Ok(())
     }
 
     fn wall(&self, now: Instant) -> Timestamp {
@@ -560,6 +658,7 @@ impl Replay<'_> {
                     self.subject.handle_timeout(now);
                     self.drain()?;
                 }
+                _ if self.subject.wait_sent(self.options.wait) => self.drain()?,
                 _ => {
                     let when = if line == usize::MAX {
                         "by the end of the transcript".to_owned()
@@ -626,7 +725,9 @@ impl Replay<'_> {
         };
         let now = self.now;
         self.stats.frames_delivered += 1;
-        self.subject.receive(now, frame);
+        self.subject
+            .receive(now, frame)
+            .map_err(|e| self.fail(Some(self.line), e))?;
         self.drain()
     }
 
@@ -737,7 +838,14 @@ impl Replay<'_> {
                 .got(msg));
         };
         let e = &self.expected[i];
-        let mut diffs = compare(&e.msg, msg);
+        let mut diffs = match self.ping_deadline_ms {
+            Some(ms) if msg.op == Op::Ping && msg.mux_id == 0 => {
+                let mut shortened = e.msg.clone();
+                shortened.deadline_ms = ms;
+                compare(&shortened, msg)
+            }
+            _ => compare(&e.msg, msg),
+        };
         if merged && matches!(msg.op, Op::Connect | Op::ConnectResponse) {
             diffs.push(Difference {
                 field: "framing",

@@ -1,15 +1,17 @@
-//! What the replay tests: a [`Subject`] is one grid node (the sans-IO core
-//! today, a driver later) seen from the outside, on a clock the replay
-//! controls.
+//! What the replay tests: a [`Subject`] is one grid node seen from the
+//! outside: the sans-IO core on a clock the replay controls, or a driver on
+//! real time and a real socket.
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use grid_proto::{Capacities, HandlerId, SubrouteId, Timestamp};
 
 use crate::core_subject::CoreSubject;
+use crate::driver_subject::DriverSubject;
+use crate::node::RuntimeKind;
 
 /// Everything a subject needs to be created.
 #[derive(Debug, Clone)]
@@ -24,6 +26,15 @@ pub struct SubjectSetup {
     pub start: Instant,
     /// The wall clock at `start`.
     pub wall: Timestamp,
+    /// The grid route (the upgrade's path).
+    pub route: String,
+    /// Real-time subjects: the connection ping interval to use instead of
+    /// the default (the replay shortens it when the subject must ping, so
+    /// it need not sit idle for 10 s).
+    pub ping_interval: Option<Duration>,
+    /// Real-time subjects: how long to wait for anything the subject should
+    /// do (dial, answer, put a call on the wire).
+    pub wait: Duration,
 }
 
 /// A call the subject's application makes, derived from a recorded message
@@ -82,9 +93,12 @@ pub enum AppCall {
 /// A grid node under test.
 ///
 /// The replay owns the clock: every method takes `now`, which never goes
-/// backwards. After any method returns, the frames the subject sent because
-/// of it must be available from [`Subject::poll_sent`]: an asynchronous
-/// subject waits until it is idle before returning.
+/// backwards. A virtual-time subject (the core) has every frame it sent
+/// because of a method ready in [`Subject::poll_sent`] when the method
+/// returns. A real-time subject (a driver) runs on its own clock and
+/// timers: it has no [`Subject::poll_timeout`], its calls return once what
+/// they cause is on the wire, and the replay waits for the rest with
+/// [`Subject::wait_sent`].
 ///
 /// The subject serves the transcripts' handler table
 /// ([`grid_proto::sim::RefPeer`]) for calls the other peer makes.
@@ -97,14 +111,22 @@ pub trait Subject {
 
     /// Dialer: the WebSocket upgrade succeeded (`Some(wall)`: start the
     /// handshake with the wall clock at `now`) or was refused (`None`).
-    fn transport_opened(&mut self, now: Instant, wall: Option<Timestamp>);
+    /// Fails if the subject's side of the upgrade is wrong or missing.
+    fn transport_opened(&mut self, now: Instant, wall: Option<Timestamp>) -> Result<(), String>;
+
+    /// Acceptor: the other peer sent its upgrade request (the recorded
+    /// text). A subject that speaks HTTP is dialed now; the core ignores it.
+    fn upgrade_requested(&mut self, now: Instant, request: &str) -> Result<(), String> {
+        let _ = (now, request);
+        Ok(())
+    }
 
     /// The other peer closed the transport.
     fn transport_closed(&mut self, now: Instant);
 
     /// A WebSocket binary frame from the other peer (for an acceptor, the
-    /// first one is the `Connect`).
-    fn receive(&mut self, now: Instant, frame: Bytes);
+    /// first one is the `Connect`). Fails if it cannot be delivered.
+    fn receive(&mut self, now: Instant, frame: Bytes) -> Result<(), String>;
 
     /// Makes the subject's application call, or says why it could not.
     ///
@@ -116,6 +138,15 @@ pub trait Subject {
 
     /// The next WebSocket binary frame the subject sent.
     fn poll_sent(&mut self) -> Option<Bytes>;
+
+    /// Real-time subjects: waits up to `timeout` for the subject to send
+    /// another frame; returns whether one is ready for
+    /// [`Subject::poll_sent`]. A virtual-time subject sends nothing unless
+    /// the replay acts, so the default returns `false` at once.
+    fn wait_sent(&mut self, timeout: Duration) -> bool {
+        let _ = timeout;
+        false
+    }
 }
 
 /// Which implementation to replay against.
@@ -142,17 +173,26 @@ impl Target {
         }
     }
 
-    /// Whether this build can replay against the target.
-    pub fn is_available(self) -> bool {
-        self == Target::Core
+    /// Whether the target runs on real time (a driver).
+    pub fn is_real_time(self) -> bool {
+        self != Target::Core
     }
 
-    /// A fresh subject of this target, `None` if the target is not available.
-    pub fn subject(self, setup: &SubjectSetup) -> Option<Box<dyn Subject>> {
+    /// The runtime of a driver target.
+    pub fn runtime(self) -> Option<RuntimeKind> {
         match self {
-            Target::Core => Some(Box::new(CoreSubject::new(setup))),
-            // The drivers plug in here once they exist.
-            Target::Tokio | Target::Smol => None,
+            Target::Core => None,
+            Target::Tokio => Some(RuntimeKind::Tokio),
+            Target::Smol => Some(RuntimeKind::Smol),
+        }
+    }
+
+    /// A fresh subject of this target (a driver's is started: listening or
+    /// dialing), or why it could not be created.
+    pub fn subject(self, setup: &SubjectSetup) -> Result<Box<dyn Subject>, String> {
+        match self.runtime() {
+            None => Ok(Box::new(CoreSubject::new(setup))),
+            Some(kind) => Ok(Box::new(DriverSubject::new(kind, setup)?)),
         }
     }
 }

@@ -308,17 +308,6 @@ fn a_corrupted_recorded_frame_is_reported_as_such() {
     assert!(f.what.contains("recorded frame does not decode"), "{f}");
 }
 
-#[test]
-fn drivers_are_skipped_until_they_exist() {
-    let t = shared_one("echo");
-    for target in [Target::Tokio, Target::Smol] {
-        assert!(matches!(
-            replay(&t, target, Role::Client, &ReplayOptions::default()),
-            Outcome::Skip(_)
-        ));
-    }
-}
-
 /// The core, with every message it sends passed through `tamper` first: a
 /// stand-in for a misbehaving implementation.
 struct Tampered {
@@ -335,14 +324,18 @@ impl conformance::Subject for Tampered {
     fn handle_timeout(&mut self, now: std::time::Instant) {
         self.inner.handle_timeout(now);
     }
-    fn transport_opened(&mut self, now: std::time::Instant, wall: Option<grid_proto::Timestamp>) {
-        self.inner.transport_opened(now, wall);
+    fn transport_opened(
+        &mut self,
+        now: std::time::Instant,
+        wall: Option<grid_proto::Timestamp>,
+    ) -> Result<(), String> {
+        self.inner.transport_opened(now, wall)
     }
     fn transport_closed(&mut self, now: std::time::Instant) {
         self.inner.transport_closed(now);
     }
-    fn receive(&mut self, now: std::time::Instant, frame: Bytes) {
-        self.inner.receive(now, frame);
+    fn receive(&mut self, now: std::time::Instant, frame: Bytes) -> Result<(), String> {
+        self.inner.receive(now, frame)
     }
     fn call(
         &mut self,

@@ -5,7 +5,9 @@
 //! grid-conformance replay FILE_OR_DIR... [--target core|tokio|smol|all] [--role client|server|both] [-v]
 //! ```
 //!
-//! `-v` adds what each passing replay checked.
+//! `--target` takes one target, a comma-separated list or `all` (default:
+//! `core`); the drivers are replayed on real time over loopback TCP. `-v`
+//! adds what each passing replay checked.
 //!
 //! Prints one line per transcript × target × role (`PASS`, `SKIP` or `FAIL`
 //! with the first mismatch) and exits with status 1 if anything failed, 2 on
@@ -18,7 +20,7 @@ use std::process::ExitCode;
 use conformance::{Outcome, ReplayOptions, Role, Target, Transcript, env_dirs, load_path};
 
 const USAGE: &str = "usage: grid-conformance replay FILE_OR_DIR... \
-[--target core|tokio|smol|all] [--role client|server|both] [-v]
+[--target core|tokio|smol|all|LIST] [--role client|server|both] [-v]
 (the directories in GRID_TRANSCRIPTS, colon-separated, are replayed too)";
 
 /// What the command line asks for.
@@ -59,7 +61,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 parsed.targets = if v == "all" {
                     Target::ALL.to_vec()
                 } else {
-                    vec![v.parse()?]
+                    v.split(',').map(str::parse).collect::<Result<_, _>>()?
                 };
             }
             "--role" => {

@@ -1,0 +1,137 @@
+//! Replays every recorded Go transcript against the tokio and smol drivers,
+//! in both roles: a real manager with the reference handlers on one end of
+//! a loopback TCP connection, the recording played by a plain WebSocket
+//! endpoint on the other. A changed copy of a transcript must fail, where
+//! and how it should, against a driver too.
+//!
+//! Sources: `shared/transcripts` (a sibling of the repository checkout; the
+//! test fails if it is missing) and the directories in `GRID_TRANSCRIPTS`.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use conformance::frame::{flatten, pack};
+use conformance::transcript::{RecordKind, WsKind};
+use conformance::{
+    Failure, Outcome, ReplayOptions, Role, Target, Transcript, env_dirs, load_path, replay,
+};
+
+const SHARED_TRANSCRIPTS: usize = 14;
+
+fn shared_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/transcripts")
+}
+
+fn shared() -> Vec<Transcript> {
+    let dir = shared_dir();
+    assert!(
+        dir.is_dir(),
+        "the shared transcripts are missing: expected a directory at {}",
+        dir.display()
+    );
+    let all = load_path(&dir).unwrap_or_else(|e| panic!("cannot load the shared transcripts: {e}"));
+    assert!(all.len() >= SHARED_TRANSCRIPTS, "found {}", all.len());
+    all
+}
+
+fn shared_one(name: &str) -> Transcript {
+    Transcript::load(&shared_dir().join(format!("{name}.jsonl"))).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run(t: &Transcript, target: Target, role: Role) -> Result<(), Failure> {
+    match replay(t, target, role, &ReplayOptions::default()) {
+        Outcome::Pass(stats) => {
+            assert!(stats.messages_matched > 0, "{}: nothing compared", t.name());
+            Ok(())
+        }
+        Outcome::Skip(why) => panic!("{} {target} {role} was skipped: {why}", t.name()),
+        Outcome::Fail(f) => Err(f),
+    }
+}
+
+/// Replays every transcript in both roles; panics listing every failure.
+fn replay_all(transcripts: &[Transcript], target: Target) {
+    let mut failures = Vec::new();
+    for t in transcripts {
+        for role in Role::BOTH {
+            if let Err(f) = run(t, target, role) {
+                failures.push(format!("FAIL {} {target} {role}: {f}", t.name()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_shared_transcript_replays_against_tokio_in_both_roles() {
+    replay_all(&shared(), Target::Tokio);
+}
+
+#[test]
+fn every_shared_transcript_replays_against_smol_in_both_roles() {
+    replay_all(&shared(), Target::Smol);
+}
+
+#[test]
+fn transcripts_from_grid_transcripts_replay_against_the_drivers() {
+    let mut transcripts = Vec::new();
+    for dir in env_dirs() {
+        transcripts.extend(load_path(&dir).unwrap_or_else(|e| panic!("GRID_TRANSCRIPTS: {e}")));
+    }
+    for target in [Target::Tokio, Target::Smol] {
+        replay_all(&transcripts, target);
+    }
+}
+
+/// A copy of `t` with the messages of the frame at `line` edited.
+fn edit(t: &Transcript, line: usize, f: impl FnOnce(&mut Vec<grid_proto::Message>)) -> Transcript {
+    let mut t = t.clone();
+    let record = t.records.iter_mut().find(|r| r.line == line).unwrap();
+    let RecordKind::Ws {
+        kind: WsKind::Binary,
+        payload,
+        ..
+    } = &mut record.kind
+    else {
+        panic!("line {line} is not a binary frame");
+    };
+    let mut messages = flatten(payload).unwrap().messages;
+    f(&mut messages);
+    *payload = pack(&messages).unwrap();
+    t
+}
+
+#[test]
+fn a_driver_answering_other_than_recorded_is_caught() {
+    // The recorded Go answer says "sub:hellx": the driver's "sub:hello" differs.
+    let t = edit(&shared_one("sub-single"), 8, |m| {
+        m[0].payload = Bytes::from_static(b"sub:hellx");
+    });
+    for target in [Target::Tokio, Target::Smol] {
+        let f = run(&t, target, Role::Server).expect_err("the changed transcript must fail");
+        assert_eq!(f.line, Some(8), "{f}");
+        assert!(f.what.contains("payload differs"), "{f}");
+    }
+}
+
+#[test]
+fn a_driver_missing_a_recorded_message_is_caught_in_bounded_time() {
+    // A second response the driver never sends: the replay waits at most
+    // `wait` for it, then says which one is missing.
+    let t = edit(&shared_one("echo"), 8, |m| {
+        let mut extra = m[0].clone();
+        extra.mux_id = 99;
+        m.push(extra);
+    });
+    let options = ReplayOptions {
+        wait: std::time::Duration::from_millis(300),
+        ..ReplayOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let Outcome::Fail(f) = replay(&t, Target::Tokio, Role::Server, &options) else {
+        panic!("the changed transcript must fail");
+    };
+    assert_eq!(f.line, Some(8), "{f}");
+    assert!(f.what.contains("did not send this message"), "{f}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
