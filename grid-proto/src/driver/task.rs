@@ -478,7 +478,15 @@ impl<R: Runtime> ConnTask<R> {
         };
         let mut st = shared.lock();
         st.clear_poke();
-        let consumed = std::mem::take(&mut st.consumed);
+        // Credit first: what the application consumed came before what it
+        // queued since (a handler reads its input, then answers), and Go
+        // sends them in that order (the sequence numbers show it).
+        for _ in 0..std::mem::take(&mut st.consumed) {
+            match key {
+                StreamKey::Call(id) => self.core.stream_consumed(now, CallId(id)),
+                StreamKey::Incoming(id) => self.core.incoming_consumed(now, IncomingId(id)),
+            }
+        }
         let mut moved = false;
         while let Some(payload) = st.outq.pop_front() {
             let sent = match key {
@@ -509,17 +517,14 @@ impl<R: Runtime> ConnTask<R> {
         let mut remove = false;
         match key {
             StreamKey::Call(id) => {
-                if st.close_requested && st.outq.is_empty() {
-                    st.close_requested = false;
-                    let _ = self.core.stream_close(now, CallId(id));
-                }
                 if st.abandoned && st.end.is_none() {
+                    // Both halves are gone: a cancellation, not the end of
+                    // input the sender's drop asked for.
                     self.core.cancel(now, CallId(id));
                     remove = true;
-                }
-                drop(st);
-                for _ in 0..consumed {
-                    self.core.stream_consumed(now, CallId(id));
+                } else if st.close_requested && st.outq.is_empty() {
+                    st.close_requested = false;
+                    let _ = self.core.stream_close(now, CallId(id));
                 }
             }
             StreamKey::Incoming(id) => {
@@ -529,10 +534,6 @@ impl<R: Runtime> ConnTask<R> {
                     st.send_error = Some(SendError::Closed);
                     self.core.incoming_finish(now, IncomingId(id), result);
                     remove = true;
-                }
-                drop(st);
-                for _ in 0..consumed {
-                    self.core.incoming_consumed(now, IncomingId(id));
                 }
             }
         }
