@@ -559,8 +559,8 @@ impl<R: Runtime> ConnTask<R> {
         self.incoming.close();
         // Without a live session the core emits no `Disconnected`.
         if self.core.state() == State::Shutdown && self.socket.is_none() {
-            self.shared.set_state(State::Shutdown);
             self.finish();
+            self.shared.set_state(State::Shutdown);
         }
     }
 
@@ -586,11 +586,14 @@ impl<R: Runtime> ConnTask<R> {
                 }
                 self.drop_socket();
                 let state = self.core.state();
-                self.shared.set_state(state);
-                self.shared.publish_stats(self.core.stats(now));
+                // Stats first: whoever waits for the state (as shutdown
+                // does) then reads the final numbers.
                 if state == State::Shutdown {
                     self.finish();
+                } else {
+                    self.shared.publish_stats(self.core.stats(now));
                 }
+                self.shared.set_state(state);
             }
             Event::Dial => self.start_dial(),
             Event::Response { id, result } => {
