@@ -73,7 +73,7 @@ pub(crate) async fn request_deadline(setup: Setup) {
     let probe = Probe::new();
     let c = Cluster::start(setup, never_handlers(&probe)).await;
     for (from, to) in c.directions() {
-        let deadline = Instant::now() + Duration::from_millis(150);
+        let deadline = Instant::now() + Duration::from_millis(300);
         let call = c
             .conn(from, to)
             .request_with_deadline(NEVER, Bytes::new(), deadline);
@@ -102,7 +102,7 @@ pub(crate) async fn stream_deadline(setup: Setup) {
     let c = Cluster::start(setup, never_handlers(&probe)).await;
     for (from, to) in c.directions() {
         let options = StreamOptions {
-            deadline: Some(Instant::now() + Duration::from_millis(150)),
+            deadline: Some(Instant::now() + Duration::from_millis(300)),
             ..StreamOptions::default()
         };
         let (_tx, mut rx) = wait(
