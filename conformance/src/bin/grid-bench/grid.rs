@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use grid_proto::driver::{Connection, Manager, Options, RemoteError, Runtime, StreamOptions};
-use grid_proto::{Capacities, HandlerId};
+use grid_proto::{Capacities, HandlerId, Stats};
 
 use crate::load::{self, BoxFut, Exec, Tally, Window};
 use crate::plan::{Params, Row, Workload};
@@ -34,6 +34,8 @@ const SOURCE_CAPS: Capacities = Capacities {
 pub(crate) struct Pair {
     /// Node 1's connection to node 2.
     pub(crate) conn: Connection,
+    /// Node 2's connection to node 1 (the other end).
+    back: Connection,
     /// Shuts both managers down.
     shutdown: Box<dyn FnOnce() -> BoxFut<()> + Send>,
 }
@@ -91,6 +93,7 @@ async fn connect<R: Runtime>(
         .map_err(|e| format!("node 2 -> 1 did not connect: {e}"))?;
     Ok(Pair {
         conn,
+        back,
         shutdown: Box::new(move || {
             Box::pin(async move {
                 m1.shutdown(None).await;
@@ -157,7 +160,8 @@ where
         Ok(pair) => pair,
         Err(e) => return vec![Row::failed(p, format!("SETUP FAILED: {e}"))],
     };
-    let row = match p.workload {
+    let before = (pair.conn.stats(), pair.back.stats());
+    let mut row = match p.workload {
         Workload::Single => {
             let conn = pair.conn.clone();
             load::closed_loop(&ex, p, move |payload| {
@@ -170,9 +174,38 @@ where
         Workload::StreamOut => stream_out(&ex, p, &pair.conn).await,
         Workload::Memory => unreachable!("handled above"),
     };
+    // Let the connection tasks publish fresh statistics (about 10 a second).
+    ex.sleep_until(Instant::now() + Duration::from_millis(250))
+        .await;
+    let wire = [
+        framing("1->2", before.0.as_ref(), pair.conn.stats().as_ref()),
+        framing("2->1", before.1.as_ref(), pair.back.stats().as_ref()),
+    ];
+    let wire: Vec<String> = wire.into_iter().flatten().collect();
+    if !wire.is_empty() {
+        let sep = if row.note.is_empty() { "" } else { "; " };
+        row.note = format!("{}{sep}whole run: {}", row.note, wire.join(", "));
+    }
     // Best effort: a hung subject must not hang the report.
     let _ = load::timeout(&ex, Duration::from_secs(3), (pair.shutdown)()).await;
     vec![row]
+}
+
+/// What one direction of the connection sent between two snapshots:
+/// messages per WebSocket frame and bytes per message.
+fn framing(dir: &str, a: Option<&Stats>, b: Option<&Stats>) -> Option<String> {
+    let (a, b) = (a?, b?);
+    let msgs = b.messages_sent.checked_sub(a.messages_sent)?;
+    let frames = b.frames_sent.checked_sub(a.frames_sent)?;
+    let bytes = b.bytes_sent.checked_sub(a.bytes_sent)?;
+    if msgs == 0 || frames == 0 {
+        return None;
+    }
+    Some(format!(
+        "{dir} {:.1} msg/frame {:.0} B/msg",
+        msgs as f64 / frames as f64,
+        bytes as f64 / msgs as f64
+    ))
 }
 
 /// `p.concurrency` echo streams; each has a sender task and a receiver
@@ -395,9 +428,27 @@ where
             }
         );
     }
-    rows.push(row);
-    // Dropping the halves cancels the streams.
+    // Dropping the halves cancels the streams: both tables must empty.
     held.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    let live = || {
+        let a = pair.conn.stats().map_or(usize::MAX, |s| s.outgoing_streams);
+        let b = pair.back.stats().map_or(usize::MAX, |s| s.incoming_streams);
+        (a, b)
+    };
+    let limit = Instant::now() + Duration::from_secs(5);
+    while live() != (0, 0) && Instant::now() < limit {
+        ex.sleep_until(Instant::now() + Duration::from_millis(20))
+            .await;
+    }
+    let (a, b) = live();
+    if (a, b) != (0, 0) {
+        row.errors += 1;
+        row.note = format!(
+            "{}; LEAK? 5s after dropping every stream, node 1 still has {a} outgoing and node 2 {b} incoming streams",
+            row.note
+        );
+    }
+    rows.push(row);
     let _ = load::timeout(ex, Duration::from_secs(3), (pair.shutdown)()).await;
     rows
 }
