@@ -307,22 +307,23 @@ impl Handlers {
 
 /// The options of test nodes: a token both ways, quick redials.
 pub(crate) fn test_options() -> Options {
-    let mut o = Options::default();
-    o.auth_token = Arc::new(|_| TOKEN.to_owned());
-    o.validate_token = Arc::new(|t| {
-        if t == TOKEN {
-            Ok(())
-        } else {
-            Err(format!("unexpected token {t:?}"))
-        }
-    });
-    o.backoff = Backoff {
-        initial: Duration::from_millis(40),
-        max: Duration::from_millis(200),
-        multiplier: 2.0,
-        jitter: 0.25,
-    };
-    o
+    Options {
+        auth_token: Arc::new(|_| TOKEN.to_owned()),
+        validate_token: Arc::new(|t| {
+            if t == TOKEN {
+                Ok(())
+            } else {
+                Err(format!("unexpected token {t:?}"))
+            }
+        }),
+        backoff: Backoff {
+            initial: Duration::from_millis(40),
+            max: Duration::from_millis(200),
+            multiplier: 2.0,
+            jitter: 0.25,
+        },
+        ..Options::default()
+    }
 }
 
 /// A runtime the harness can serve a node on.

@@ -110,11 +110,9 @@ async fn raw_dial(
                     let answer = ConnectResponse::decode(&msg.payload).expect("a response");
                     if !answer.accepted {
                         // The acceptor closes a refused transport.
-                        loop {
-                            match ws.read() {
-                                Ok(WsMessage::Close(_)) | Err(_) => break,
-                                Ok(other) => panic!("after a rejection: {other:?}"),
-                            }
+                        match ws.read() {
+                            Ok(WsMessage::Close(_)) | Err(_) => {}
+                            Ok(other) => panic!("after a rejection: {other:?}"),
                         }
                     }
                     return RawOutcome::Answer(answer);
