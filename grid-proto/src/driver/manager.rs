@@ -26,6 +26,7 @@ use crate::connection::{Connection as Core, State};
 use crate::dial::should_dial;
 use crate::driver::conn::{ConnShared, Connection};
 use crate::driver::mailbox::Mailbox;
+use crate::driver::recorder::Recorder;
 use crate::driver::registry::{RegisterError, Registry, RemoteError, StreamCall};
 use crate::driver::runtime::Runtime;
 use crate::driver::task::{ConnTask, Incoming};
@@ -102,6 +103,9 @@ pub struct Options {
     /// Seed of the managers' randomness (instance id, jitter); `None`: from
     /// the clock.
     pub seed: Option<u64>,
+    /// Record every connection in the transcript format of the
+    /// conformance suite (default: off; see [`Recorder`]).
+    pub recorder: Option<Recorder>,
 }
 
 impl fmt::Debug for Options {
@@ -112,6 +116,7 @@ impl fmt::Debug for Options {
             .field("write_timeout", &self.write_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_message_size", &self.max_message_size)
+            .field("recorder", &self.recorder.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +136,7 @@ impl Default for Options {
             core,
             check_upgrade_time: true,
             seed: None,
+            recorder: None,
         }
     }
 }
@@ -653,7 +659,7 @@ impl<R: Runtime> Manager<R> {
         };
         debug_assert!(!should_dial(&shared.local, &req.host));
         peer.incoming
-            .push((socket, req))
+            .push((socket, req, first))
             .map_err(|_| AcceptError::Shutdown)
     }
 

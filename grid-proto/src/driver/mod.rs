@@ -14,6 +14,7 @@ mod conn;
 mod mailbox;
 mod manager;
 mod minio_auth;
+mod recorder;
 mod reference;
 mod registry;
 mod runtime;
@@ -27,6 +28,7 @@ pub use manager::{
     Options, UpgradeCheck, UpgradeError, ValidateFn, default_capacities, ws_url,
 };
 pub use minio_auth::MinioAuth;
+pub use recorder::{OpenFn, Recorder, RecordingInfo};
 pub use reference::register_reference_handlers;
 pub use registry::{RegisterError, RemoteError, StreamCall};
 pub use runtime::{BoxFuture, BoxSocket, Runtime, WebSocket};

@@ -17,11 +17,13 @@ use futures_util::{Sink, Stream};
 use hashbrown::HashMap;
 use tracing::{debug, info, warn};
 use tungstenite::Message as WsMessage;
+use tungstenite::handshake::client::generate_request;
 
 use crate::connection::{Connection as Core, State};
 use crate::driver::conn::{Command, ConnShared};
 use crate::driver::mailbox::Mailbox;
 use crate::driver::manager::ManagerShared;
+use crate::driver::recorder::{Dir, Header, Recording};
 use crate::driver::registry::{Route, StreamCall};
 use crate::driver::runtime::{BoxFuture, Runtime};
 use crate::driver::stream::{StreamKey, StreamReceiver, StreamSender, StreamShared};
@@ -38,8 +40,9 @@ const TURN_BUDGET: usize = 16;
 /// refreshed at most this long after activity stops.
 const STATS_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A transport handed over by the acceptor path, with its checked `Connect`.
-pub(crate) type Incoming<S> = (S, ConnectRequest);
+/// A transport handed over by the acceptor path, with its checked `Connect`
+/// and the frame it came in (for the recorder).
+pub(crate) type Incoming<S> = (S, ConnectRequest, Bytes);
 
 type Reply = oneshot::Sender<Result<Option<Bytes>, CallError>>;
 
@@ -58,6 +61,10 @@ pub(crate) struct ConnTask<R: Runtime> {
     dialing: Option<BoxFuture<Result<R::Socket, String>>>,
     /// The token sent with the dial in progress (also goes into `Connect`).
     pending_token: Option<String>,
+    /// The upgrade request of the dial in progress, as text (recording only).
+    pending_upgrade: Option<String>,
+    /// The transport being recorded (`Options::recorder`).
+    recording: Option<Recording>,
     sleep: Option<(Instant, Pin<Box<R::Sleep>>)>,
     commands: VecDeque<Command>,
     accepted: VecDeque<Incoming<R::Socket>>,
@@ -94,6 +101,8 @@ impl<R: Runtime> ConnTask<R> {
             write_blocked_since: None,
             dialing: None,
             pending_token: None,
+            pending_upgrade: None,
+            recording: None,
             sleep: None,
             commands: VecDeque::new(),
             accepted: VecDeque::new(),
@@ -144,9 +153,9 @@ impl<R: Runtime> ConnTask<R> {
         }
 
         self.incoming.drain_into(cx, &mut self.accepted);
-        while let Some((socket, req)) = self.accepted.pop_front() {
+        while let Some((socket, req, connect)) = self.accepted.pop_front() {
             worked = true;
-            self.take_incoming(now, socket, &req);
+            self.take_incoming(now, socket, &req, &connect);
         }
 
         if let Some(dial) = self.dialing.as_mut()
@@ -237,7 +246,13 @@ impl<R: Runtime> ConnTask<R> {
             let Some(socket) = self.socket.as_mut() else {
                 return worked;
             };
-            match Pin::new(socket).poll_next(cx) {
+            let next = Pin::new(socket).poll_next(cx);
+            if let (Some(rec), Poll::Ready(Some(Ok(msg)))) = (self.recording.as_mut(), &next)
+                && !rec.ws(now, Dir::In, msg)
+            {
+                self.recording = None;
+            }
+            match next {
                 Poll::Pending => return worked,
                 Poll::Ready(Some(Ok(WsMessage::Binary(frame)))) => {
                     worked = true;
@@ -288,6 +303,11 @@ impl<R: Runtime> ConnTask<R> {
             match Pin::new(&mut *socket).poll_ready(cx) {
                 Poll::Ready(Ok(())) => {
                     worked = true;
+                    if let Some(rec) = self.recording.as_mut()
+                        && !rec.frame(now, Dir::Out, "binary", &frame)
+                    {
+                        self.recording = None;
+                    }
                     if let Err(e) = Pin::new(&mut *socket).start_send(WsMessage::Binary(frame)) {
                         debug!(remote = %self.shared.remote, error = %e, "transport write failed");
                         self.lose_transport(now);
@@ -328,6 +348,7 @@ impl<R: Runtime> ConnTask<R> {
 
     fn drop_socket(&mut self) {
         self.socket = None;
+        self.recording = None;
         self.pending_frame = None;
         self.needs_flush = false;
         self.write_blocked_since = None;
@@ -338,7 +359,13 @@ impl<R: Runtime> ConnTask<R> {
         self.core.handle_transport_lost(now);
     }
 
-    fn take_incoming(&mut self, now: Instant, socket: R::Socket, req: &ConnectRequest) {
+    fn take_incoming(
+        &mut self,
+        now: Instant,
+        socket: R::Socket,
+        req: &ConnectRequest,
+        connect: &Bytes,
+    ) {
         if self.core.state() == State::Shutdown {
             return;
         }
@@ -347,8 +374,35 @@ impl<R: Runtime> ConnTask<R> {
         }
         self.drop_socket();
         self.socket = Some(socket);
+        self.start_recording(now, false, &req.token);
+        if let Some(rec) = self.recording.as_mut()
+            && !rec.frame(now, Dir::In, "binary", connect)
+        {
+            self.recording = None;
+        }
         let wall = self.wall();
         self.core.accept_handshake(now, wall, req);
+    }
+
+    /// With a recorder configured, starts recording the new transport.
+    fn start_recording(&mut self, now: Instant, dialer: bool, token: &str) {
+        let Some(recorder) = self.mgr.options.recorder.as_ref() else {
+            return;
+        };
+        let header = Header {
+            local: &self.shared.local,
+            remote: &self.shared.remote,
+            dialer,
+            token,
+            route: &self.mgr.options.route,
+        };
+        self.recording = Recording::open(recorder, &header, now);
+        let upgrade = self.pending_upgrade.take().filter(|_| dialer);
+        if let (Some(rec), Some(text)) = (self.recording.as_mut(), upgrade)
+            && !rec.http(now, Dir::Out, &text)
+        {
+            self.recording = None;
+        }
     }
 
     fn start_dial(&mut self) {
@@ -365,6 +419,11 @@ impl<R: Runtime> ConnTask<R> {
                 return;
             }
         };
+        if self.mgr.options.recorder.is_some() {
+            self.pending_upgrade = generate_request(request.clone())
+                .ok()
+                .map(|(bytes, _key)| String::from_utf8_lossy(&bytes).into_owned());
+        }
         let dial = self.rt.dial(request, self.mgr.ws_config());
         let timeout = self
             .rt
@@ -385,10 +444,12 @@ impl<R: Runtime> ConnTask<R> {
                 debug!(remote = %self.shared.remote, "dialed");
                 self.drop_socket();
                 self.socket = Some(socket);
+                self.start_recording(now, true, &token);
                 let wall = self.wall();
                 self.core.start_handshake(now, wall, &token);
             }
             Err(e) => {
+                self.pending_upgrade = None;
                 debug!(remote = %self.shared.remote, error = %e, "dial failed");
                 self.core.handle_dial_failed(now);
                 self.shared.set_state(self.core.state());
