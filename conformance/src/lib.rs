@@ -14,7 +14,10 @@
 //!   trait ([`CoreSubject`] for the sans-IO core, [`DriverSubject`] for a
 //!   driver's manager, whose peer is a plain WebSocket endpoint);
 //! - [`replay`](mod@replay): the replay itself;
-//! - [`node`]: a driver's manager with the transcripts' handler table.
+//! - [`node`]: a driver's manager with the transcripts' handler table, as
+//!   the CLI's interop peer (`serve`, `call`) runs it;
+//! - [`scenarios`]: the README's scenarios, run by a caller against such a
+//!   peer (Go's or ours).
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -41,6 +44,7 @@ pub mod frame;
 mod msgpack;
 pub mod node;
 pub mod replay;
+pub mod scenarios;
 pub mod subject;
 pub mod transcript;
 mod ws_peer;

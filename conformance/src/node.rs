@@ -55,9 +55,13 @@ enum Inner {
     Tokio {
         rt: tokio::runtime::Runtime,
         manager: grid_tokio::Manager,
+        /// The accept loop, if the node listens.
+        server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     },
     Smol {
         manager: grid_smol::Manager,
+        /// The accept loop, if the node listens (dropping it stops it).
+        server: Option<smol::Task<std::io::Result<()>>>,
     },
 }
 
@@ -100,27 +104,35 @@ impl Node {
                 let manager = grid_tokio::Manager::new(grid_tokio::Tokio, local, hosts, options)
                     .map_err(|e| e.to_string())?;
                 register_reference_handlers(&manager).map_err(|e| e.to_string())?;
-                if let Some(l) = listener {
-                    let _guard = rt.enter();
-                    let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
-                    rt.spawn(grid_tokio::serve(manager.clone(), l));
+                let _guard = rt.enter();
+                let server = match listener {
+                    Some(l) => {
+                        let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
+                        Some(rt.spawn(grid_tokio::serve(manager.clone(), l)))
+                    }
+                    None => None,
+                };
+                manager.start();
+                drop(_guard);
+                Inner::Tokio {
+                    rt,
+                    manager,
+                    server,
                 }
-                {
-                    let _guard = rt.enter();
-                    manager.start();
-                }
-                Inner::Tokio { rt, manager }
             }
             RuntimeKind::Smol => {
                 let manager = grid_smol::Manager::new(grid_smol::Smol, local, hosts, options)
                     .map_err(|e| e.to_string())?;
                 register_reference_handlers(&manager).map_err(|e| e.to_string())?;
-                if let Some(l) = listener {
-                    let l = async_net::TcpListener::try_from(l).map_err(|e| e.to_string())?;
-                    smol::spawn(grid_smol::serve(manager.clone(), l)).detach();
-                }
+                let server = match listener {
+                    Some(l) => {
+                        let l = async_net::TcpListener::try_from(l).map_err(|e| e.to_string())?;
+                        Some(smol::spawn(grid_smol::serve(manager.clone(), l)))
+                    }
+                    None => None,
+                };
                 manager.start();
-                Inner::Smol { manager }
+                Inner::Smol { manager, server }
             }
         };
         Ok(Node { inner })
@@ -138,7 +150,7 @@ impl Node {
     pub fn local_host(&self) -> &str {
         match &self.inner {
             Inner::Tokio { manager, .. } => manager.local_host(),
-            Inner::Smol { manager } => manager.local_host(),
+            Inner::Smol { manager, .. } => manager.local_host(),
         }
     }
 
@@ -146,7 +158,7 @@ impl Node {
     pub fn connection(&self, host: &str) -> Option<Connection> {
         match &self.inner {
             Inner::Tokio { manager, .. } => manager.connection(host),
-            Inner::Smol { manager } => manager.connection(host),
+            Inner::Smol { manager, .. } => manager.connection(host),
         }
     }
 
@@ -169,15 +181,29 @@ impl Node {
         }
     }
 
-    /// Shuts the manager down (no grace) and stops the runtime.
+    /// Stops listening, shuts the manager down (no grace) and stops the
+    /// runtime. The listener goes first, so the other node cannot reconnect
+    /// to a node on its way out.
     pub fn shutdown(self) {
+        let limit = Duration::from_secs(2);
         match self.inner {
-            Inner::Tokio { rt, manager } => {
-                rt.block_on(with_timeout(Duration::from_secs(2), manager.shutdown(None)));
+            Inner::Tokio {
+                rt,
+                manager,
+                server,
+            } => {
+                if let Some(server) = server {
+                    server.abort();
+                    let _ = rt.block_on(with_timeout(limit, server));
+                }
+                rt.block_on(with_timeout(limit, manager.shutdown(None)));
                 rt.shutdown_background();
             }
-            Inner::Smol { manager } => {
-                smol::block_on(with_timeout(Duration::from_secs(2), manager.shutdown(None)));
+            Inner::Smol { manager, server } => {
+                if let Some(server) = server {
+                    smol::block_on(with_timeout(limit, server.cancel()));
+                }
+                smol::block_on(with_timeout(limit, manager.shutdown(None)));
             }
         }
     }

@@ -1,47 +1,90 @@
-//! `grid-conformance`: replays recorded Go transcripts against our
-//! implementation.
+//! `grid-conformance`: replays recorded transcripts against our
+//! implementation, and runs an interop peer for live tests against another
+//! grid node (Go's or ours).
 //!
 //! ```text
-//! grid-conformance replay FILE_OR_DIR... [--target core|tokio|smol|all] [--role client|server|both] [-v]
+//! grid-conformance replay FILE_OR_DIR... [--target core|tokio|smol|all|LIST] [--role client|server|both] [-v]
+//! grid-conformance serve --local URL --hosts URL,URL [--token T] [--runtime tokio|smol] [--record DIR]
+//! grid-conformance call  --local URL --hosts URL,URL [--remote URL] [--token T] [--runtime tokio|smol]
+//!                        [--scenario all|NAME,...] [--record DIR]
 //! ```
 //!
-//! `--target` takes one target, a comma-separated list or `all` (default:
-//! `core`); the drivers are replayed on real time over loopback TCP. `-v`
-//! adds what each passing replay checked.
+//! `replay`: `--target` takes one target, a comma-separated list or `all`
+//! (default: `core`); the drivers are replayed on real time over loopback
+//! TCP. `-v` adds what each passing replay checked. Prints one line per
+//! transcript × target × role (`PASS`, `SKIP` or `FAIL` with the first
+//! mismatch). The directories in `GRID_TRANSCRIPTS` (colon-separated) are
+//! replayed too.
 //!
-//! Prints one line per transcript × target × role (`PASS`, `SKIP` or `FAIL`
-//! with the first mismatch) and exits with status 1 if anything failed, 2 on
-//! a usage or load error. The directories in `GRID_TRANSCRIPTS`
-//! (colon-separated) are replayed too.
+//! `serve`: a node with exactly the transcripts' handler table, listening
+//! on its own host's port, until killed.
+//!
+//! `call`: a node like `serve`'s (it listens too: the dial rule may make
+//! the other node the dialer) that runs the README's scenarios against the
+//! remote (default: the one other host), printing `PASS name` or
+//! `FAIL name: why` for each, then exits at once (no goodbye).
+//!
+//! Hosts are grid host names (`http://127.0.0.1:9001`), identical on both
+//! nodes. `--token` defaults to the transcripts' `debug`; `--record DIR`
+//! records every connection into `DIR` in the transcript format.
+//!
+//! Exit status: 0 when everything passed, 1 if anything failed, 2 on a
+//! usage, load or startup error.
 
+use std::collections::HashMap;
+use std::net::{TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use conformance::{Outcome, ReplayOptions, Role, Target, Transcript, env_dirs, load_path};
+use conformance::node::{Node, RuntimeKind};
+use conformance::{
+    Outcome, ReplayOptions, Role, Target, Transcript, env_dirs, load_path, scenarios,
+};
+use grid_proto::driver::{Options, Recorder};
 
-const USAGE: &str = "usage: grid-conformance replay FILE_OR_DIR... \
-[--target core|tokio|smol|all|LIST] [--role client|server|both] [-v]
-(the directories in GRID_TRANSCRIPTS, colon-separated, are replayed too)";
+const USAGE: &str = "usage:
+  grid-conformance replay FILE_OR_DIR... [--target core|tokio|smol|all|LIST] [--role client|server|both] [-v]
+  grid-conformance serve --local URL --hosts URL,URL [--token T] [--runtime tokio|smol] [--record DIR]
+  grid-conformance call --local URL --hosts URL,URL [--remote URL] [--token T] [--runtime tokio|smol]
+                        [--scenario all|NAME,...] [--record DIR]
+(replay also reads the directories in GRID_TRANSCRIPTS, colon-separated)";
 
-/// What the command line asks for.
-struct Args {
-    paths: Vec<PathBuf>,
-    targets: Vec<Target>,
-    roles: Vec<Role>,
+/// How long `call` waits for the connection to the remote.
+const CONNECT_WAIT: Duration = Duration::from_secs(30);
+
+/// A command line split into positional arguments, `--flag value` options
+/// and bare switches.
+struct Parsed {
+    positional: Vec<String>,
+    options: HashMap<String, String>,
     verbose: bool,
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    match args.next().as_deref() {
-        Some("replay") => {}
-        Some("-h" | "--help") => return Err(String::new()),
-        Some(other) => return Err(format!("unknown command {other:?}")),
-        None => return Err("missing command".into()),
+/// The options each command takes.
+fn known_options(command: &str) -> &'static [&'static str] {
+    match command {
+        "replay" => &["--target", "--role"],
+        "serve" => &["--local", "--hosts", "--token", "--runtime", "--record"],
+        "call" => &[
+            "--local",
+            "--hosts",
+            "--remote",
+            "--token",
+            "--runtime",
+            "--scenario",
+            "--record",
+        ],
+        _ => &[],
     }
-    let mut parsed = Args {
-        paths: Vec::new(),
-        targets: vec![Target::Core],
-        roles: Role::BOTH.to_vec(),
+}
+
+fn parse(command: &str, mut args: impl Iterator<Item = String>) -> Result<Parsed, String> {
+    let known = known_options(command);
+    let mut parsed = Parsed {
+        positional: Vec::new(),
+        options: HashMap::new(),
         verbose: false,
     };
     while let Some(arg) = args.next() {
@@ -49,77 +92,82 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
             _ => (arg.clone(), None),
         };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
         match flag.as_str() {
-            "--target" => {
-                let v = value("--target")?;
-                parsed.targets = if v == "all" {
-                    Target::ALL.to_vec()
-                } else {
-                    v.split(',').map(str::parse).collect::<Result<_, _>>()?
-                };
-            }
-            "--role" => {
-                let v = value("--role")?;
-                parsed.roles = if v == "both" {
-                    Role::BOTH.to_vec()
-                } else {
-                    vec![v.parse()?]
-                };
-            }
             "-v" | "--verbose" => parsed.verbose = true,
             "-h" | "--help" => return Err(String::new()),
-            f if f.starts_with('-') => return Err(format!("unknown option {f:?}")),
-            _ => parsed.paths.push(PathBuf::from(arg)),
+            f if known.contains(&f) => {
+                let value = inline
+                    .or_else(|| args.next())
+                    .ok_or_else(|| format!("{f} needs a value"))?;
+                parsed.options.insert(f.to_owned(), value);
+            }
+            f if f.starts_with('-') => return Err(format!("unknown option {f:?} for {command}")),
+            _ => parsed.positional.push(arg),
         }
-    }
-    parsed.paths.extend(env_dirs());
-    if parsed.paths.is_empty() {
-        return Err("no transcripts given (and GRID_TRANSCRIPTS is not set)".into());
     }
     Ok(parsed)
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(a) => a,
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let result = match command.as_str() {
+        "replay" | "serve" | "call" => parse(&command, args).and_then(|p| match command.as_str() {
+            "replay" => replay(p),
+            "serve" => serve(p),
+            _ => call(p),
+        }),
+        "-h" | "--help" => Err(String::new()),
+        "" => Err("missing command".into()),
+        other => Err(format!("unknown command {other:?}")),
+    };
+    match result {
+        Ok(code) => code,
         Err(e) => {
             if !e.is_empty() {
                 eprintln!("grid-conformance: {e}");
             }
             eprintln!("{USAGE}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
+    }
+}
+
+// ---- replay ----
+
+fn replay(p: Parsed) -> Result<ExitCode, String> {
+    let targets = match p.options.get("--target").map(String::as_str) {
+        None => vec![Target::Core],
+        Some("all") => Target::ALL.to_vec(),
+        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
     };
+    let roles = match p.options.get("--role").map(String::as_str) {
+        None | Some("both") => Role::BOTH.to_vec(),
+        Some(r) => vec![r.parse()?],
+    };
+    let mut paths: Vec<PathBuf> = p.positional.iter().map(PathBuf::from).collect();
+    paths.extend(env_dirs());
+    if paths.is_empty() {
+        return Err("no transcripts given (and GRID_TRANSCRIPTS is not set)".into());
+    }
     let mut transcripts: Vec<Transcript> = Vec::new();
-    for path in &args.paths {
-        match load_path(path) {
-            Ok(ts) if ts.is_empty() => {
-                eprintln!("grid-conformance: {}: no transcripts", path.display());
-                return ExitCode::from(2);
-            }
-            Ok(ts) => transcripts.extend(ts),
-            Err(e) => {
-                eprintln!("grid-conformance: {e}");
-                return ExitCode::from(2);
-            }
+    for path in &paths {
+        let ts = load_path(path).map_err(|e| e.to_string())?;
+        if ts.is_empty() {
+            return Err(format!("{}: no transcripts", path.display()));
         }
+        transcripts.extend(ts);
     }
     let options = ReplayOptions::default();
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for t in &transcripts {
-        for &target in &args.targets {
-            for &role in &args.roles {
+        for &target in &targets {
+            for &role in &roles {
                 let name = t.name();
                 match conformance::replay(t, target, role, &options) {
                     Outcome::Pass(stats) => {
                         passed += 1;
-                        if args.verbose {
+                        if p.verbose {
                             println!(
                                 "PASS {name} {target} {role} ({} messages matched, {} frames delivered, {} app calls)",
                                 stats.messages_matched, stats.frames_delivered, stats.app_calls
@@ -141,9 +189,147 @@ fn main() -> ExitCode {
         }
     }
     eprintln!("{passed} passed, {failed} failed, {skipped} skipped");
-    if failed > 0 {
+    Ok(if failed > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+// ---- serve and call ----
+
+/// What `serve` and `call` share: a started node.
+struct Peer {
+    node: Node,
+    local: String,
+    hosts: Vec<String>,
+}
+
+fn required<'a>(p: &'a Parsed, name: &str) -> Result<&'a str, String> {
+    p.options
+        .get(name)
+        .map(String::as_str)
+        .ok_or_else(|| format!("{name} is required"))
+}
+
+/// Starts the node `--local` among `--hosts`, listening on the local host's
+/// address.
+fn start_peer(p: &Parsed) -> Result<Peer, String> {
+    let local = required(p, "--local")?.to_owned();
+    let hosts: Vec<String> = required(p, "--hosts")?
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let kind: RuntimeKind = p
+        .options
+        .get("--runtime")
+        .map_or(Ok(RuntimeKind::Tokio), |r| r.parse())?;
+    let token = p
+        .options
+        .get("--token")
+        .cloned()
+        .unwrap_or_else(|| "debug".to_owned());
+    let mut options = Options {
+        recorder: p.options.get("--record").map(Recorder::to_dir),
+        ..Options::default()
+    };
+    options.auth_token = Arc::new({
+        let token = token.clone();
+        move |_| token.clone()
+    });
+    options.validate_token = Arc::new(move |t| {
+        if t == token {
+            Ok(())
+        } else {
+            Err("invalid token".into())
+        }
+    });
+    let listener = listen(&local)?;
+    let node = Node::start(kind, &local, &hosts, options, Some(listener))?;
+    eprintln!("grid-conformance: {local} ({kind}) listening");
+    Ok(Peer { node, local, hosts })
+}
+
+/// A listener on the address of a host name such as `http://127.0.0.1:9001`.
+fn listen(host: &str) -> Result<TcpListener, String> {
+    let rest = host
+        .split_once("://")
+        .map_or(host, |(_, rest)| rest)
+        .trim_end_matches('/');
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(|e| format!("{host}: not a host:port ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{host}: no address"))?;
+    TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+fn serve(p: Parsed) -> Result<ExitCode, String> {
+    if !p.positional.is_empty() {
+        return Err(format!("unexpected argument {:?}", p.positional[0]));
     }
+    let peer = start_peer(&p)?;
+    // Runs until killed.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+        let _ = &peer.node;
+    }
+}
+
+fn call(p: Parsed) -> Result<ExitCode, String> {
+    if !p.positional.is_empty() {
+        return Err(format!("unexpected argument {:?}", p.positional[0]));
+    }
+    let names: Vec<String> = match p.options.get("--scenario").map(String::as_str) {
+        None | Some("all") => scenarios::ALL.iter().map(|s| (*s).to_owned()).collect(),
+        Some(list) => list.split(',').map(str::to_owned).collect(),
+    };
+    if let Some(bad) = names.iter().find(|n| !scenarios::ALL.contains(&n.as_str())) {
+        return Err(format!(
+            "unknown scenario {bad:?} (all, {})",
+            scenarios::ALL.join(", ")
+        ));
+    }
+    let peer = start_peer(&p)?;
+    let remote = match p.options.get("--remote") {
+        Some(r) => r.clone(),
+        None => {
+            let others: Vec<&String> = peer.hosts.iter().filter(|h| **h != peer.local).collect();
+            match others.as_slice() {
+                [one] => (*one).clone(),
+                _ => return Err("--remote is required with more than two hosts".into()),
+            }
+        }
+    };
+    let conn = peer
+        .node
+        .connection(&remote)
+        .ok_or_else(|| format!("{remote} is not in --hosts"))?;
+    if let Err(e) = peer.node.block_on(conn.wait_for_connect(CONNECT_WAIT)) {
+        println!("FAIL connect: no connection to {remote} within {CONNECT_WAIT:?}: {e}");
+        exit(1);
+    }
+    let mut failed = 0;
+    for name in &names {
+        match peer.node.block_on(scenarios::run(name, &conn)) {
+            Ok(()) => println!("PASS {name}"),
+            Err(why) => {
+                failed += 1;
+                println!("FAIL {name}: {why}");
+            }
+        }
+    }
+    eprintln!("{} passed, {failed} failed", names.len() - failed);
+    exit(if failed > 0 { 1 } else { 0 })
+}
+
+/// Ends the process at once: the listener and the connection close
+/// together, so the remote cannot reconnect to a node on its way out (and
+/// a recording ends with the last scenario).
+fn exit(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
 }
