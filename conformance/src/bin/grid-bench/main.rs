@@ -12,6 +12,8 @@
 //!   --duration SECONDS      measured window (default 3; --quick: 1)
 //!   --warmup SECONDS        unmeasured lead-in (default 0.5; --quick: 0.25)
 //!   --streams N             idle streams of the memory workload (default 10000)
+//!   --repeat N              run each measurement N times and report the run
+//!                           with the median figure, and the spread (default 1)
 //!   --quick                 the whole run in under a minute
 //!   --machine-readable      one tab-separated row per measurement: workload,
 //!                           subject, concurrency, figure per second (bytes for
@@ -44,7 +46,8 @@ use plan::{Params, Row, Subject, Workload};
 
 const USAGE: &str = "usage: grid-bench [--workload single|stream|stream-out|memory|all] \
 [--subject tokio|smol|raw-ws|tarpc|all] [--concurrency N[,N...]] [--payload BYTES] \
-[--duration SECONDS] [--warmup SECONDS] [--streams N] [--quick] [--machine-readable] [--in-process]";
+[--duration SECONDS] [--warmup SECONDS] [--streams N] [--repeat N] [--quick] [--machine-readable] \
+[--in-process]";
 
 /// The executor threads of every subject: tokio's workers, smol's
 /// `SMOL_THREADS`.
@@ -60,6 +63,7 @@ struct Args {
     duration: Option<f64>,
     warmup: Option<f64>,
     streams: Option<usize>,
+    repeat: usize,
     quick: bool,
     machine: bool,
     in_process: bool,
@@ -121,6 +125,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--duration" => a.duration = Some(seconds(&value()?)?),
             "--warmup" => a.warmup = Some(seconds(&value()?)?),
             "--streams" => a.streams = Some(count(&value()?)?),
+            "--repeat" => a.repeat = count(&value()?)?,
             "--quick" => a.quick = true,
             "--machine-readable" => a.machine = true,
             "--in-process" => a.in_process = true,
@@ -129,6 +134,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             other => return Err(format!("unknown option {other:?}")),
         }
     }
+    a.repeat = a.repeat.max(1);
     if a.workloads.is_empty() {
         a.workloads = Workload::ALL.to_vec();
     }
@@ -299,11 +305,78 @@ fn run_child(p: &Params) -> Vec<Row> {
     rows
 }
 
+/// Of the same measurement run several times, the run with the median
+/// figure, noting the spread and any run's failure.
+fn median_of(runs: Vec<Vec<Row>>) -> Vec<Row> {
+    let n = runs.len();
+    if n == 1 {
+        return runs.into_iter().next().unwrap_or_default();
+    }
+    let mut groups: Vec<Vec<Row>> = Vec::new();
+    for r in runs.into_iter().flatten() {
+        let same = |g: &Vec<Row>| {
+            g[0].workload == r.workload
+                && g[0].subject == r.subject
+                && g[0].concurrency == r.concurrency
+        };
+        match groups.iter_mut().find(|g| same(g)) {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|g| {
+            let failures: Vec<String> = g
+                .iter()
+                .filter(|r| r.errors > 0)
+                .map(|r| r.note.clone())
+                .collect();
+            let mut ok: Vec<Row> = g.iter().filter(|r| r.figure.is_finite()).cloned().collect();
+            ok.sort_by(|a, b| a.figure.total_cmp(&b.figure));
+            let Some(mid) = ok.get((ok.len().max(1) - 1) / 2).cloned() else {
+                return g.into_iter().next().expect("groups are never empty");
+            };
+            let (lo, hi) = (ok[0].figure, ok[ok.len() - 1].figure);
+            let mut row = mid;
+            let spread = if row.figure != 0.0 {
+                format!(" (spread {:.0}%)", (hi - lo) / row.figure.abs() * 100.0)
+            } else {
+                String::new()
+            };
+            let mut notes = vec![format!(
+                "median of {}: {}..{}{spread}",
+                ok.len(),
+                fmt_int(lo),
+                fmt_int(hi)
+            )];
+            if !row.note.is_empty() {
+                notes.push(row.note.clone());
+            }
+            if !failures.is_empty() && row.errors == 0 {
+                row.errors = failures.len() as u64;
+                notes.push(format!(
+                    "{} of {n} runs FAILED, first: {}",
+                    failures.len(),
+                    failures[0]
+                ));
+            }
+            row.note = notes.join("; ");
+            row
+        })
+        .collect()
+}
+
 fn figure(r: &Row) -> String {
     if r.figure.is_nan() {
         return "-".into();
     }
-    let v = r.figure.round() as i64;
+    fmt_int(r.figure)
+}
+
+/// An integer with thousands separators.
+fn fmt_int(v: f64) -> String {
+    let v = v.round() as i64;
     let digits = v.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
@@ -419,6 +492,12 @@ grid-smol on smol's global executor with SMOL_THREADS={THREADS}"
     println!(
         "  cpu% = process CPU time / wall time in the window (100% per busy core); cpuµs/op = CPU time per counted operation"
     );
+    if a.repeat > 1 {
+        println!(
+            "  each measurement run {} times: the run with the median figure is shown, with the range in the note",
+            a.repeat
+        );
+    }
     for s in skipped {
         println!("  skipped: {s}");
     }
@@ -469,11 +548,16 @@ fn main() -> ExitCode {
     let load_start = sys::loadavg();
     let mut rows = Vec::new();
     for (i, p) in plan.iter().enumerate() {
-        let got = if args.in_process {
-            run_here(p)
-        } else {
-            run_child(p)
-        };
+        let runs = (0..args.repeat)
+            .map(|_| {
+                if args.in_process {
+                    run_here(p)
+                } else {
+                    run_child(p)
+                }
+            })
+            .collect();
+        let got = median_of(runs);
         let load1 = sys::loadavg()
             .split_whitespace()
             .next()
@@ -562,9 +646,44 @@ mod tests {
         assert!(args("--workload nope").is_err());
         assert!(args("--concurrency 0").is_err());
         assert!(args("--duration").is_err());
+        assert_eq!(args("").unwrap().repeat, 1);
+        assert_eq!(args("--repeat 3").unwrap().repeat, 3);
         // A child's arguments give back the same measurement.
         let (again, _) = plan(&parse_args(item_args(&p[1]).into_iter()).unwrap());
         assert_eq!(again.len(), 1);
         assert_eq!(format!("{:?}", again[0]), format!("{:?}", p[1]));
+    }
+
+    #[test]
+    fn median_of_runs() {
+        let row = |figure: f64, errors: u64| Row {
+            workload: "single".into(),
+            subject: "tokio".into(),
+            concurrency: 1,
+            figure,
+            errors,
+            note: if errors > 0 {
+                "boom".into()
+            } else {
+                String::new()
+            },
+            ..Row::default()
+        };
+        let m = median_of(vec![
+            vec![row(300.0, 0)],
+            vec![row(100.0, 0)],
+            vec![row(200.0, 0)],
+        ]);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].figure, 200.0);
+        assert_eq!(m[0].note, "median of 3: 100..300 (spread 100%)");
+        let m = median_of(vec![vec![row(f64::NAN, 1)], vec![row(100.0, 0)]]);
+        assert_eq!(m[0].figure, 100.0);
+        assert_eq!(m[0].errors, 1);
+        assert!(
+            m[0].note.contains("1 of 2 runs FAILED, first: boom"),
+            "{}",
+            m[0].note
+        );
     }
 }
