@@ -1,6 +1,6 @@
 //! Three grid nodes on loopback, all on smol, calling each other.
 //!
-//! Run with `cargo run -p grid-smol --example cluster`. Every node serves
+//! Run with `cargo run -p grid-smol --example smol-cluster`. Every node serves
 //! the handler table of the shared transcripts plus `whoami`; every node
 //! sends single requests and opens streams to every other node, over the one
 //! connection each pair shares (the dial rule picks which node of a pair
