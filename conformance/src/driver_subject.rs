@@ -327,7 +327,8 @@ impl DriverSubject {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || (!self.pull(left) && self.closed.is_some()) {
+            let over = self.peer.is_none() || self.closed.is_some();
+            if left.is_zero() || (!self.pull(left) && over) {
                 return done(self);
             }
         }

@@ -135,3 +135,21 @@ fn a_driver_missing_a_recorded_message_is_caught_in_bounded_time() {
     assert!(f.what.contains("did not send this message"), "{f}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+#[test]
+fn a_driver_may_ping_more_often_than_recorded_with_a_shortened_interval() {
+    // idle-ping with a 30 ms interval: the driver pings many times while
+    // the replay runs; the recorded ping is compared, the others are not.
+    let options = ReplayOptions {
+        ping_interval: std::time::Duration::from_millis(30),
+        settle: std::time::Duration::from_millis(200),
+        ..ReplayOptions::default()
+    };
+    let t = shared_one("idle-ping");
+    for role in Role::BOTH {
+        match replay(&t, Target::Smol, role, &options) {
+            Outcome::Pass(_) => {}
+            other => panic!("idle-ping smol {role}: {other:?}"),
+        }
+    }
+}
