@@ -9,7 +9,7 @@ use bytes::Bytes;
 use grid_proto::driver::{Connection, Manager, Options, RemoteError, Runtime, StreamOptions};
 use grid_proto::{Capacities, HandlerId, Stats};
 
-use crate::load::{self, BoxFut, Exec, Tally, Window};
+use crate::load::{self, BoxFut, Exec, Hang, Tally, Window};
 use crate::plan::{Params, Row, Workload};
 use crate::sys;
 
@@ -170,8 +170,8 @@ where
             })
             .await
         }
-        Workload::Stream => stream(&ex, p, &pair.conn).await,
-        Workload::StreamOut => stream_out(&ex, p, &pair.conn).await,
+        Workload::Stream => stream(&ex, p, &pair).await,
+        Workload::StreamOut => stream_out(&ex, p, &pair).await,
         Workload::Memory => unreachable!("handled above"),
     };
     // Let the connection tasks publish fresh statistics (about 10 a second).
@@ -208,9 +208,31 @@ fn framing(dir: &str, a: Option<&Stats>, b: Option<&Stats>) -> Option<String> {
     ))
 }
 
+/// The stream tables and message counters of both ends, for hang reports.
+fn probe(pair: &Pair) -> String {
+    let show = |who: &str, s: Option<Stats>| match s {
+        Some(s) => format!(
+            "{who}: {:?}, streams out {} in {}, messages sent {} received {}, queued {} B",
+            s.state,
+            s.outgoing_streams,
+            s.incoming_streams,
+            s.messages_sent,
+            s.messages_received,
+            s.queued_bytes
+        ),
+        None => format!("{who}: no statistics"),
+    };
+    format!(
+        "{}; {}",
+        show("node 1", pair.conn.stats()),
+        show("node 2", pair.back.stats())
+    )
+}
+
 /// `p.concurrency` echo streams; each has a sender task and a receiver
 /// task; messages received back count.
-async fn stream<E: Exec>(ex: &E, p: &Params, conn: &Connection) -> Row {
+async fn stream<E: Exec>(ex: &E, p: &Params, pair: &Pair) -> Row {
+    let conn = &pair.conn;
     let payload = Bytes::from(vec![0x5au8; p.payload]);
     let tally = Arc::new(Tally::default());
     let opts = StreamOptions {
@@ -229,25 +251,32 @@ async fn stream<E: Exec>(ex: &E, p: &Params, conn: &Connection) -> Row {
         let len = payload.len();
         let payload = payload.clone();
         let t = Arc::clone(&tally);
+        let sent = tally.slot("sent");
         ex.spawn(async move {
+            let mut total = 0;
             while Instant::now() < w.end {
                 if let Err(e) = tx.send(payload.clone()).await {
                     t.error(format!("send: {e}"));
                     break;
                 }
+                total += 1;
+                sent.set(0, total);
             }
             tx.close();
             t.finished();
         });
         let t = Arc::clone(&tally);
+        let received = tally.slot("received");
         ex.spawn(async move {
-            let mut n = 0u64;
+            let (mut n, mut total) = (0u64, 0u64);
             while let Some(m) = rx.recv().await {
                 match m {
                     Ok(m) => {
+                        total += 1;
                         if w.contains(Instant::now()) {
                             n += 1;
                         }
+                        received.set(n, total);
                         if m.len() != len {
                             t.error(format!("got {} bytes, sent {len}", m.len()));
                             break;
@@ -259,7 +288,6 @@ async fn stream<E: Exec>(ex: &E, p: &Params, conn: &Connection) -> Row {
                     }
                 }
             }
-            t.count.fetch_add(n, Ordering::Relaxed);
             t.finished();
         });
     }
@@ -270,13 +298,17 @@ async fn stream<E: Exec>(ex: &E, p: &Params, conn: &Connection) -> Row {
         &tally,
         2 * p.concurrency,
         "msg/s",
-        "an echo stream did not end after its sender closed (no EOF back)",
+        Hang {
+            meaning: "an echo stream did not end after its sender closed (no EOF back)",
+            probe: &|| probe(pair),
+        },
     )
     .await
 }
 
 /// `p.concurrency` output-only streams; messages received count.
-async fn stream_out<E: Exec>(ex: &E, p: &Params, conn: &Connection) -> Row {
+async fn stream_out<E: Exec>(ex: &E, p: &Params, pair: &Pair) -> Row {
+    let conn = &pair.conn;
     let payload = Bytes::from(vec![0x3cu8; p.payload]);
     let tally = Arc::new(Tally::default());
     let opts = StreamOptions {
@@ -298,14 +330,17 @@ async fn stream_out<E: Exec>(ex: &E, p: &Params, conn: &Connection) -> Row {
     for mut rx in receivers {
         let t = Arc::clone(&tally);
         let len = payload.len();
+        let received = tally.slot("received");
         ex.spawn(async move {
-            let mut n = 0u64;
+            let (mut n, mut total) = (0u64, 0u64);
             while Instant::now() < w.end {
                 match rx.recv().await {
                     Some(Ok(m)) => {
+                        total += 1;
                         if w.contains(Instant::now()) {
                             n += 1;
                         }
+                        received.set(n, total);
                         if m.len() != len {
                             t.error(format!("got {} bytes, expected {len}", m.len()));
                             break;
@@ -323,7 +358,6 @@ async fn stream_out<E: Exec>(ex: &E, p: &Params, conn: &Connection) -> Row {
             }
             // Dropping the receiver cancels the stream.
             drop(rx);
-            t.count.fetch_add(n, Ordering::Relaxed);
             t.finished();
         });
     }
@@ -334,7 +368,10 @@ async fn stream_out<E: Exec>(ex: &E, p: &Params, conn: &Connection) -> Row {
         &tally,
         p.concurrency,
         "msg/s",
-        "a receiver waited for a message that never came",
+        Hang {
+            meaning: "a receiver waited for a message that never came",
+            probe: &|| probe(pair),
+        },
     )
     .await
 }

@@ -92,11 +92,32 @@ impl Window {
     }
 }
 
+/// One load task's progress, on a cache line of its own so that keeping it
+/// up to date after every operation costs about what a local variable does
+/// (and a task that hangs still leaves what it did).
+#[repr(align(64))]
+#[derive(Default)]
+pub(crate) struct Slot {
+    /// Operations counted (completed in the window).
+    counted: AtomicU64,
+    /// Every operation, in the window or not.
+    total: AtomicU64,
+}
+
+impl Slot {
+    pub(crate) fn set(&self, counted: u64, total: u64) {
+        self.counted.store(counted, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+}
+
 /// What the load tasks of one measurement add up, shared so that a hang
 /// still leaves the figures gathered so far.
 #[derive(Default)]
 pub(crate) struct Tally {
+    /// Counted operations reported other than through slots.
     pub(crate) count: AtomicU64,
+    slots: Mutex<Vec<(&'static str, Arc<Slot>)>>,
     pub(crate) errors: AtomicU64,
     first_error: Mutex<Option<String>>,
     hist: Mutex<Option<Hist>>,
@@ -104,6 +125,32 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
+    /// A progress slot for one task; `role` names its operations in a
+    /// hang report ("sent", "received", ...).
+    pub(crate) fn slot(&self, role: &'static str) -> Arc<Slot> {
+        let slot = Arc::new(Slot::default());
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((role, Arc::clone(&slot)));
+        slot
+    }
+
+    /// Counted operations, and every operation by role.
+    fn progress(&self) -> (u64, Vec<(&'static str, u64)>) {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counted = self.count.load(Ordering::Relaxed);
+        let mut roles: Vec<(&'static str, u64)> = Vec::new();
+        for (role, s) in slots.iter() {
+            counted += s.counted.load(Ordering::Relaxed);
+            let total = s.total.load(Ordering::Relaxed);
+            match roles.iter_mut().find(|(r, _)| r == role) {
+                Some((_, t)) => *t += total,
+                None => roles.push((role, total)),
+            }
+        }
+        (counted, roles)
+    }
     pub(crate) fn error(&self, e: impl Into<String>) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
@@ -136,9 +183,16 @@ impl Tally {
 /// reported as hung.
 pub(crate) const DRAIN: Duration = Duration::from_secs(10);
 
+/// What a hang report says: what a task still running after [`DRAIN`]
+/// means, and a probe of the subject's state for it.
+pub(crate) struct Hang<'a> {
+    pub(crate) meaning: &'a str,
+    pub(crate) probe: &'a dyn Fn() -> String,
+}
+
 /// Waits through the window (taking the CPU time at both ends), then for
-/// `tasks` load tasks to finish, and makes the row. `hang` says what a task
-/// still running after [`DRAIN`] means.
+/// `tasks` load tasks to finish, and makes the row.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn observe<E: Exec>(
     ex: &E,
     p: &Params,
@@ -146,7 +200,7 @@ pub(crate) async fn observe<E: Exec>(
     tally: &Tally,
     tasks: usize,
     unit: &str,
-    hang: &str,
+    hang: Hang<'_>,
 ) -> Row {
     ex.sleep_until(w.start).await;
     let cpu0 = sys::cpu_seconds();
@@ -157,7 +211,7 @@ pub(crate) async fn observe<E: Exec>(
         ex.sleep_until(Instant::now() + Duration::from_millis(5))
             .await;
     }
-    let count = tally.count.load(Ordering::Relaxed);
+    let (count, totals) = tally.progress();
     let cpu = match (cpu0, cpu1) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
@@ -171,10 +225,15 @@ pub(crate) async fn observe<E: Exec>(
     let mut notes = Vec::new();
     let done = tally.done.load(Ordering::Acquire);
     if done < tasks {
+        let totals: Vec<String> = totals.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let probe = (hang.probe)();
         notes.push(format!(
-            "HANG: {} of {tasks} load tasks still running {}s after the window: {hang}",
+            "HANG: {} of {tasks} load tasks still running {}s after the window: {}; in all: {}{}{probe}",
             tasks - done,
-            DRAIN.as_secs()
+            DRAIN.as_secs(),
+            hang.meaning,
+            totals.join(", "),
+            if probe.is_empty() { "" } else { "; " },
         ));
     }
     let errors = tally.errors.load(Ordering::Relaxed);
@@ -215,9 +274,10 @@ where
         let call = call.clone();
         let payload = payload.clone();
         let tally = Arc::clone(&tally);
+        let slot = tally.slot("answered");
         ex.spawn(async move {
             let mut hist = Hist::new();
-            let mut n = 0u64;
+            let (mut n, mut total) = (0u64, 0u64);
             loop {
                 let t0 = Instant::now();
                 if t0 >= w.end {
@@ -227,10 +287,12 @@ where
                 let t1 = Instant::now();
                 match r {
                     Ok(answer) if answer.len() == payload.len() => {
+                        total += 1;
                         if w.contains(t1) {
                             n += 1;
                             hist.record((t1 - t0).as_nanos() as u64);
                         }
+                        slot.set(n, total);
                     }
                     Ok(answer) => {
                         tally.error(format!(
@@ -246,7 +308,6 @@ where
                     }
                 }
             }
-            tally.count.fetch_add(n, Ordering::Relaxed);
             tally.merge_hist(&hist);
             tally.finished();
         });
@@ -258,7 +319,10 @@ where
         &tally,
         p.concurrency,
         "req/s",
-        "a request got no answer",
+        Hang {
+            meaning: "a request got no answer",
+            probe: &String::new,
+        },
     )
     .await
 }

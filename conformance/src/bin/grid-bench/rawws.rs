@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{WebSocketStream, accept_async, client_async};
 
-use crate::load::{self, Exec, Tally, TokioExec, Window};
+use crate::load::{self, Exec, Hang, Tally, TokioExec, Window};
 use crate::plan::{Params, Row, Workload};
 use crate::sys;
 
@@ -264,10 +264,12 @@ async fn stream(ex: &TokioExec, p: &Params) -> Row {
         let len = payload.len();
         let payload = payload.clone();
         let t = Arc::clone(&tally);
+        let sent = tally.slot("sent");
         ex.spawn(async move {
             let mut n = 0u64;
             while Instant::now() < w.end {
                 n += 1;
+                sent.set(0, n);
                 let m = Message::Binary(payload.clone());
                 let r = if n.is_multiple_of(64) {
                     sink.send(m).await
@@ -283,14 +285,17 @@ async fn stream(ex: &TokioExec, p: &Params) -> Row {
             t.finished();
         });
         let t = Arc::clone(&tally);
+        let received = tally.slot("received");
         ex.spawn(async move {
-            let mut n = 0u64;
+            let (mut n, mut total) = (0u64, 0u64);
             while let Some(m) = stream.next().await {
                 match m {
                     Ok(Message::Binary(b)) => {
+                        total += 1;
                         if w.contains(Instant::now()) {
                             n += 1;
                         }
+                        received.set(n, total);
                         if b.len() != len {
                             t.error(format!("got {} bytes, sent {len}", b.len()));
                             break;
@@ -306,7 +311,6 @@ async fn stream(ex: &TokioExec, p: &Params) -> Row {
                     }
                 }
             }
-            t.count.fetch_add(n, Ordering::Relaxed);
             t.finished();
         });
     }
@@ -317,7 +321,10 @@ async fn stream(ex: &TokioExec, p: &Params) -> Row {
         &tally,
         2 * p.concurrency,
         "msg/s",
-        "the echo socket did not close",
+        Hang {
+            meaning: "the echo socket did not close",
+            probe: &String::new,
+        },
     )
     .await
 }
@@ -340,14 +347,17 @@ async fn stream_out(ex: &TokioExec, p: &Params) -> Row {
     for mut ws in sockets {
         let t = Arc::clone(&tally);
         let len = payload.len();
+        let received = tally.slot("received");
         ex.spawn(async move {
-            let mut n = 0u64;
+            let (mut n, mut total) = (0u64, 0u64);
             while Instant::now() < w.end {
                 match ws.next().await {
                     Some(Ok(Message::Binary(b))) => {
+                        total += 1;
                         if w.contains(Instant::now()) {
                             n += 1;
                         }
+                        received.set(n, total);
                         if b.len() != len {
                             t.error(format!("got {} bytes, expected {len}", b.len()));
                             break;
@@ -365,7 +375,6 @@ async fn stream_out(ex: &TokioExec, p: &Params) -> Row {
                 }
             }
             drop(ws);
-            t.count.fetch_add(n, Ordering::Relaxed);
             t.finished();
         });
     }
@@ -376,7 +385,10 @@ async fn stream_out(ex: &TokioExec, p: &Params) -> Row {
         &tally,
         p.concurrency,
         "msg/s",
-        "a receiver waited for a message that never came",
+        Hang {
+            meaning: "a receiver waited for a message that never came",
+            probe: &String::new,
+        },
     )
     .await
 }
