@@ -589,6 +589,11 @@ impl Connection {
         Some(frame)
     }
 
+    /// Whether [`poll_transmit`](Self::poll_transmit) has a frame to give.
+    pub fn has_transmit(&self) -> bool {
+        !self.outbox.ready.is_empty() || self.outbox.current.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()

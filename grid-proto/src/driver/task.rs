@@ -56,6 +56,10 @@ pub(crate) struct ConnTask<R: Runtime> {
     /// A frame taken from the core that the socket was not ready for.
     pending_frame: Option<Bytes>,
     needs_flush: bool,
+    /// Output is waiting and the task should yield once before writing it.
+    yield_before_write: bool,
+    /// The task yielded once: the next pass writes.
+    yielded_before_write: bool,
     /// Since when writing has been blocked (write-stall timeout).
     write_blocked_since: Option<Instant>,
     dialing: Option<BoxFuture<Result<R::Socket, String>>>,
@@ -98,6 +102,8 @@ impl<R: Runtime> ConnTask<R> {
             socket: None,
             pending_frame: None,
             needs_flush: false,
+            yield_before_write: false,
+            yielded_before_write: false,
             write_blocked_since: None,
             dialing: None,
             pending_token: None,
@@ -132,6 +138,12 @@ impl<R: Runtime> ConnTask<R> {
                 return Poll::Ready(());
             }
             if !worked {
+                if std::mem::take(&mut self.yield_before_write) {
+                    // Runs again right after the tasks already queued.
+                    self.yielded_before_write = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 self.arm_timer(cx);
                 return Poll::Pending;
             }
@@ -192,7 +204,27 @@ impl<R: Runtime> ConnTask<R> {
             self.on_event(now, event);
         }
 
-        worked |= self.write(cx, now);
+        // Like Go's writer: before flushing new output, let the tasks this
+        // pass woke (handlers, callers) run once, so what they produce next
+        // shares the frame and the syscall. A write already under way (or a
+        // lost transport's leftovers) goes at once.
+        // Only worth it when other work is in flight: alone, a yield just
+        // costs a trip through the scheduler.
+        let more_coming =
+            self.calls.len() > 1 || !self.handlers.is_empty() || !self.streams.is_empty();
+        let fresh_output = more_coming
+            && self.socket.is_some()
+            && self.pending_frame.is_none()
+            && !self.needs_flush
+            && self.core.has_transmit();
+        if fresh_output && !self.yielded_before_write {
+            self.yield_before_write = true;
+        } else {
+            worked |= self.write(cx, now);
+            if fresh_output {
+                self.yielded_before_write = false;
+            }
+        }
 
         self.stats_dirty |= worked;
         self.shared.set_busy(
