@@ -256,10 +256,14 @@ impl<R: Runtime> ConnTask<R> {
             .flatten()
             .min();
         let Some(at) = next else {
-            self.sleep = None;
+            // Nothing due: an armed timer only causes a spurious turn.
             return;
         };
-        if self.sleep.as_ref().is_none_or(|(cur, _)| *cur != at) {
+        // Re-arm only for an earlier deadline. Deadlines move on every call
+        // (each brings its own), and re-registering a timer is not free on
+        // every runtime (async-io notifies its reactor); waking too early is
+        // a harmless spurious `handle_timeout`.
+        if self.sleep.as_ref().is_none_or(|(cur, _)| *cur > at) {
             self.sleep = Some((at, Box::pin(self.rt.sleep_until(at))));
         }
         if let Some((_, sleep)) = self.sleep.as_mut()
