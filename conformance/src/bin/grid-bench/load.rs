@@ -180,10 +180,13 @@ impl Tally {
 }
 
 /// How long the load may take to wind down after the window before it is
-/// reported as hung.
-pub(crate) const DRAIN: Duration = Duration::from_secs(10);
+/// reported as hung: twice the window, between 2 and 10 seconds (winding
+/// down takes milliseconds).
+fn drain(p: &Params) -> Duration {
+    (p.duration * 2).clamp(Duration::from_secs(2), Duration::from_secs(10))
+}
 
-/// What a hang report says: what a task still running after [`DRAIN`]
+/// What a hang report says: what a task still running after [`drain`]
 /// means, and a probe of the subject's state for it.
 pub(crate) struct Hang<'a> {
     pub(crate) meaning: &'a str,
@@ -206,7 +209,8 @@ pub(crate) async fn observe<E: Exec>(
     let cpu0 = sys::cpu_seconds();
     ex.sleep_until(w.end).await;
     let cpu1 = sys::cpu_seconds();
-    let deadline = Instant::now() + DRAIN;
+    let drain = drain(p);
+    let deadline = Instant::now() + drain;
     while tally.done.load(Ordering::Acquire) < tasks && Instant::now() < deadline {
         ex.sleep_until(Instant::now() + Duration::from_millis(5))
             .await;
@@ -230,7 +234,7 @@ pub(crate) async fn observe<E: Exec>(
         notes.push(format!(
             "HANG: {} of {tasks} load tasks still running {}s after the window: {}; in all: {}{}{probe}",
             tasks - done,
-            DRAIN.as_secs(),
+            drain.as_secs(),
             hang.meaning,
             totals.join(", "),
             if probe.is_empty() { "" } else { "; " },
