@@ -134,7 +134,9 @@ pub async fn serve<R: Runtime<Socket = BoxSocket>>(
 
 /// Upgrades an accepted byte stream (plain TCP, or TLS you terminated) to
 /// a grid WebSocket, checking the route, token and clock headers first, and
-/// hands it to the manager.
+/// hands it to the manager. An upgrade not done within
+/// [`Options::handshake_timeout`] fails with [`AcceptError::Timeout`] (and
+/// the stream is closed).
 pub async fn accept_stream<R, S>(
     manager: &grid_proto::driver::Manager<R>,
     stream: S,
@@ -143,12 +145,18 @@ where
     R: Runtime<Socket = BoxSocket>,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ws = async_tungstenite::accept_hdr_async_with_config(
+    let upgrade = async_tungstenite::accept_hdr_async_with_config(
         stream,
         manager.upgrade_check(),
         Some(manager.websocket_config()),
-    )
+    );
+    let timeout = async_io::Timer::after(manager.options().handshake_timeout);
+    let ws = smol::future::or(async { Some(upgrade.await) }, async {
+        timeout.await;
+        None
+    })
     .await
+    .ok_or(AcceptError::Timeout)?
     .map_err(|e| AcceptError::Transport(e.to_string()))?;
     manager.accept(Box::pin(ws)).await
 }

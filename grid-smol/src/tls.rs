@@ -113,10 +113,21 @@ pub async fn serve_tls<R: Runtime<Socket = BoxSocket>>(
         let manager = manager.clone();
         let acceptor = acceptor.clone();
         smol::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(tls) => tls,
-                Err(e) => {
+            let timeout = async_io::Timer::after(manager.options().handshake_timeout);
+            let accept = async { Some(acceptor.accept(tcp).await) };
+            let tls = match smol::future::or(accept, async {
+                timeout.await;
+                None
+            })
+            .await
+            {
+                Some(Ok(tls)) => tls,
+                Some(Err(e)) => {
                     tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                None => {
+                    tracing::debug!(%addr, "TLS handshake timed out");
                     return;
                 }
             };

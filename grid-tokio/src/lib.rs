@@ -102,7 +102,9 @@ pub async fn serve<R: Runtime<Socket = BoxSocket>>(
 
 /// Upgrades an accepted byte stream (plain TCP, or TLS you terminated) to
 /// a grid WebSocket, checking the route, token and clock headers first, and
-/// hands it to the manager.
+/// hands it to the manager. An upgrade not done within
+/// [`Options::handshake_timeout`] fails with [`AcceptError::Timeout`] (and
+/// the stream is closed).
 pub async fn accept_stream<R, S>(
     manager: &grid_proto::driver::Manager<R>,
     stream: S,
@@ -111,12 +113,14 @@ where
     R: Runtime<Socket = BoxSocket>,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         manager.upgrade_check(),
         Some(manager.websocket_config()),
-    )
-    .await
-    .map_err(|e| AcceptError::Transport(e.to_string()))?;
+    );
+    let ws = tokio::time::timeout(manager.options().handshake_timeout, upgrade)
+        .await
+        .map_err(|_| AcceptError::Timeout)?
+        .map_err(|e| AcceptError::Transport(e.to_string()))?;
     manager.accept(Box::pin(ws)).await
 }

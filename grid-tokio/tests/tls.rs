@@ -103,3 +103,32 @@ async fn an_untrusted_certificate_never_connects() {
     m1.shutdown(None).await;
     m2.shutdown(None).await;
 }
+
+/// A client that connects and never starts the TLS handshake is dropped
+/// after `handshake_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_handshake_is_dropped() {
+    let (server, _) = configs();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = format!("https://{addr}");
+    let options = Options {
+        handshake_timeout: Duration::from_millis(300),
+        ..Options::default()
+    };
+    let m = TlsManager::new(TokioTls::new(configs().1), &h, &[&h], options).unwrap();
+    tokio::spawn(serve_tls(m.clone(), l, Arc::new(server)));
+    let took = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let start = std::time::Instant::now();
+        // EOF (or a reset), not the 5 s read timeout.
+        assert!(matches!(tcp.read(&mut [0u8; 64]), Ok(0) | Err(_)));
+        start.elapsed()
+    })
+    .await
+    .unwrap();
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+}

@@ -93,7 +93,8 @@ pub struct Options {
     pub dial_timeout: Duration,
     /// A write blocked this long drops the connection (Go: about 4 s).
     pub write_timeout: Duration,
-    /// How long an acceptor waits for `Connect`, and a dialer for the answer.
+    /// How long an acceptor waits for the HTTP upgrade and then for
+    /// `Connect`, and a dialer for the answer.
     pub handshake_timeout: Duration,
     /// Largest message accepted.
     pub max_message_size: usize,
@@ -215,7 +216,8 @@ impl std::error::Error for UpgradeError {}
 pub enum AcceptError {
     /// The handshake was refused (the peer was told why).
     Handshake(HandshakeError),
-    /// The peer sent no `Connect` in time.
+    /// The peer did not finish the upgrade, or send `Connect`, in time
+    /// ([`Options::handshake_timeout`] each).
     Timeout,
     /// The transport failed or closed during the handshake.
     Transport(String),
@@ -227,7 +229,7 @@ impl fmt::Display for AcceptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AcceptError::Handshake(e) => write!(f, "handshake refused: {e}"),
-            AcceptError::Timeout => f.write_str("no connect message in time"),
+            AcceptError::Timeout => f.write_str("handshake timed out"),
             AcceptError::Transport(e) => write!(f, "transport: {e}"),
             AcceptError::Shutdown => f.write_str("manager shut down"),
         }
