@@ -542,7 +542,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    if !args.machine {
+    if args.machine {
+        for s in &skipped {
+            eprintln!("grid-bench: skipped: {s}");
+        }
+    } else {
         header(&args, &plan, &skipped);
     }
     let load_start = sys::loadavg();
