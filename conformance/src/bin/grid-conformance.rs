@@ -49,6 +49,10 @@ const USAGE: &str = "usage:
   grid-conformance serve --local URL --hosts URL,URL [--token T] [--runtime tokio|smol] [--record DIR]
   grid-conformance call --local URL --hosts URL,URL [--remote URL] [--token T] [--runtime tokio|smol]
                         [--scenario all|NAME,...] [--record DIR]
+  grid-conformance record --out DIR [--runtime tokio|smol] [--scenario all|NAME,...]
+(record runs the scenarios between two local nodes and writes both sides'
+transcripts under DIR/serve and DIR/call; without --scenario, all but the
+11-second idle-ping)
 (replay also reads the directories in GRID_TRANSCRIPTS, colon-separated)";
 
 /// How long `call` waits for the connection to the remote.
@@ -76,6 +80,7 @@ fn known_options(command: &str) -> &'static [&'static str] {
             "--scenario",
             "--record",
         ],
+        "record" => &["--out", "--runtime", "--scenario"],
         _ => &[],
     }
 }
@@ -112,11 +117,14 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_default();
     let result = match command.as_str() {
-        "replay" | "serve" | "call" => parse(&command, args).and_then(|p| match command.as_str() {
-            "replay" => replay(p),
-            "serve" => serve(p),
-            _ => call(p),
-        }),
+        "replay" | "serve" | "call" | "record" => {
+            parse(&command, args).and_then(|p| match command.as_str() {
+                "replay" => replay(p),
+                "serve" => serve(p),
+                "record" => record(p),
+                _ => call(p),
+            })
+        }
         "-h" | "--help" => Err(String::new()),
         "" => Err("missing command".into()),
         other => Err(format!("unknown command {other:?}")),
@@ -230,14 +238,24 @@ fn start_peer(p: &Parsed) -> Result<Peer, String> {
         .get("--token")
         .cloned()
         .unwrap_or_else(|| "debug".to_owned());
+    let options = token_options(&token, p.options.get("--record").map(Recorder::to_dir));
+    let listener = listen(&local)?;
+    let node = Node::start(kind, &local, &hosts, options, Some(listener))?;
+    eprintln!("grid-conformance: {local} ({kind}) listening");
+    Ok(Peer { node, local, hosts })
+}
+
+/// Options presenting and accepting `token`, recording if asked.
+fn token_options(token: &str, recorder: Option<Recorder>) -> Options {
     let mut options = Options {
-        recorder: p.options.get("--record").map(Recorder::to_dir),
+        recorder,
         ..Options::default()
     };
     options.auth_token = Arc::new({
-        let token = token.clone();
+        let token = token.to_owned();
         move |_| token.clone()
     });
+    let token = token.to_owned();
     options.validate_token = Arc::new(move |t| {
         if t == token {
             Ok(())
@@ -245,10 +263,7 @@ fn start_peer(p: &Parsed) -> Result<Peer, String> {
             Err("invalid token".into())
         }
     });
-    let listener = listen(&local)?;
-    let node = Node::start(kind, &local, &hosts, options, Some(listener))?;
-    eprintln!("grid-conformance: {local} ({kind}) listening");
-    Ok(Peer { node, local, hosts })
+    options
 }
 
 /// A listener on the address of a host name such as `http://127.0.0.1:9001`.
@@ -323,6 +338,68 @@ fn call(p: Parsed) -> Result<ExitCode, String> {
     }
     eprintln!("{} passed, {failed} failed", names.len() - failed);
     exit(if failed > 0 { 1 } else { 0 })
+}
+
+/// `record`: two nodes of one runtime on loopback ports, both recording,
+/// the caller running the scenarios; the transcripts replay with `replay`.
+fn record(p: Parsed) -> Result<ExitCode, String> {
+    if !p.positional.is_empty() {
+        return Err(format!("unexpected argument {:?}", p.positional[0]));
+    }
+    let out = std::path::PathBuf::from(required(&p, "--out")?);
+    let kind: RuntimeKind = p
+        .options
+        .get("--runtime")
+        .map_or(Ok(RuntimeKind::Tokio), |r| r.parse())?;
+    let names: Vec<String> = match p.options.get("--scenario").map(String::as_str) {
+        None => scenarios::ALL
+            .iter()
+            .filter(|s| **s != "idle-ping")
+            .map(|s| (*s).to_owned())
+            .collect(),
+        Some("all") => scenarios::ALL.iter().map(|s| (*s).to_owned()).collect(),
+        Some(list) => list.split(',').map(str::to_owned).collect(),
+    };
+    if let Some(bad) = names.iter().find(|n| !scenarios::ALL.contains(&n.as_str())) {
+        return Err(format!("unknown scenario {bad:?}"));
+    }
+    let bind = || TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot listen: {e}"));
+    let (l_serve, l_call) = (bind()?, bind()?);
+    let host = |l: &TcpListener| {
+        l.local_addr()
+            .map(|a| format!("http://{a}"))
+            .map_err(|e| e.to_string())
+    };
+    let (serve_host, call_host) = (host(&l_serve)?, host(&l_call)?);
+    let hosts = vec![serve_host.clone(), call_host.clone()];
+    // The transcripts' token, as `serve` and `call` use by default.
+    let options = |dir: &str| token_options("debug", Some(Recorder::to_dir(out.join(dir))));
+    let server = Node::start(kind, &serve_host, &hosts, options("serve"), Some(l_serve))?;
+    let caller = Node::start(kind, &call_host, &hosts, options("call"), Some(l_call))?;
+    let conn = caller
+        .connection(&serve_host)
+        .ok_or("the serving node is not a peer")?;
+    caller
+        .block_on(conn.wait_for_connect(CONNECT_WAIT))
+        .map_err(|e| format!("no connection between the two nodes: {e}"))?;
+    let mut failed = 0;
+    for name in &names {
+        match caller.block_on(scenarios::run(name, &conn)) {
+            Ok(()) => println!("PASS {name}"),
+            Err(why) => {
+                failed += 1;
+                println!("FAIL {name}: {why}");
+            }
+        }
+    }
+    caller.shutdown();
+    server.shutdown();
+    println!("transcripts written under {}", out.display());
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Ends the process at once: the listener and the connection close
