@@ -132,6 +132,9 @@ pub enum Event {
         id: IncomingId,
     },
     /// An incoming stream that ran out of output credit may send again.
+    /// Reported even after the caller's EOF (the output still waits); one
+    /// queued before [`crate::Connection::incoming_finish`] may be read after
+    /// it and is then to be ignored.
     IncomingCredit {
         /// The stream.
         id: IncomingId,

@@ -499,8 +499,8 @@ impl Connection {
             return self.incoming_protocol_error(id, "did not expect inbound message".into());
         }
         if eof {
+            // Only the input ends: an output waiting for credit still waits.
             s.input_open = false;
-            s.waiting_credit = false;
             self.events
                 .push_back(Event::IncomingInputEnd { id: IncomingId(id) });
             return;

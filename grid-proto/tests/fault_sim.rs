@@ -646,6 +646,12 @@ impl App for Callee {
             (Event::IncomingCredit { .. } | Event::IncomingStalled { .. }, Some(InState::Open)) => {
                 self.run(conn, now, id);
             }
+            // Queued before the handler finished (a frame carried the
+            // caller's EOF and a credit): true then, nothing to do now.
+            (
+                Event::IncomingCredit { .. } | Event::IncomingStalled { .. },
+                Some(InState::Finishing | InState::Answered),
+            ) => {}
             (e, st) => panic!("{side:?}: {e:?} for {id} in state {st:?}"),
         }
     }
