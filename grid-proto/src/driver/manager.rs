@@ -551,9 +551,15 @@ impl<R: Runtime> Manager<R> {
         if self.inner.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        for peer in self.inner.peers.values() {
+        for (remote, peer) in &self.inner.peers {
             if let Some(task) = peer.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                self.inner.rt.spawn(Box::pin(task.run()));
+                // Everything the connection task logs, and every handler it
+                // spawns, is under this span.
+                let span =
+                    tracing::info_span!("grid", local = %self.inner.shared.local, remote = %remote);
+                self.inner
+                    .rt
+                    .spawn(Box::pin(tracing::Instrument::instrument(task.run(), span)));
             }
         }
     }
