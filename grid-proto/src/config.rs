@@ -162,7 +162,8 @@ pub struct Config {
     pub max_incoming_requests: usize,
     /// Most bytes of queued outgoing frames before new requests, streams and
     /// stream messages are refused with [`crate::CallError::QueueFull`] /
-    /// [`crate::SendError::QueueFull`].
+    /// [`crate::SendError::QueueFull`]. The driver also stops reading from
+    /// the peer while more than this is queued.
     pub max_queued_bytes: usize,
     /// Callee capacities assumed when calling a handler.
     pub capacities: CapacityTable,

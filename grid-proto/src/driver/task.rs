@@ -281,6 +281,13 @@ impl<R: Runtime> ConnTask<R> {
     fn read(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
         let mut worked = false;
         for _ in 0..READ_BUDGET {
+            // Back-pressure: while more than `max_queued_bytes` wait to go
+            // out, read nothing more (what the peer sends would mostly queue
+            // more answers). The write side wakes the task once the queue
+            // drains; a peer that never reads is dropped by the write timeout.
+            if self.core.queued_bytes() > self.mgr.options.core.max_queued_bytes {
+                return worked;
+            }
             let Some(socket) = self.socket.as_mut() else {
                 return worked;
             };
