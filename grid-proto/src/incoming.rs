@@ -393,8 +393,10 @@ impl Connection {
         if !msg.handler.is_valid() {
             return self.send_connect_error(&msg, "Invalid Handler");
         }
-        if self.incoming_requests.contains_key(&msg.mux_id) {
-            // A Go caller never reuses a live id; ignore the duplicate.
+        if self.is_incoming_live(IncomingId(msg.mux_id)) {
+            // A Go caller never reuses a live id (requests and streams share
+            // its one table): ignore the duplicate, so an `IncomingId` always
+            // names one call.
             self.counters.ignored_messages += 1;
             return;
         }
@@ -429,9 +431,10 @@ impl Connection {
         if msg.subroute.is_none() && !msg.handler.is_valid() {
             return self.send_connect_error(&msg, "Invalid Handler");
         }
-        if self.incoming_streams.contains_key(&msg.mux_id) {
+        if self.is_incoming_live(IncomingId(msg.mux_id)) {
+            // No second ack; and a live request's id is not reused either.
             self.counters.ignored_messages += 1;
-            return; // no second ack
+            return;
         }
         if self.incoming_streams.len() >= self.config.max_incoming_streams {
             return self.send_connect_error(&msg, "too many incoming streams");

@@ -33,3 +33,19 @@ fn random_scripts_keep_every_invariant() {
 fn an_empty_script_connects_and_winds_down() {
     chaos::run(&[]);
 }
+
+/// Inputs the fuzzer once broke the state machine with, kept as
+/// regression cases (`tests/chaos-cases/*.bin`).
+#[test]
+fn past_fuzzer_findings_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chaos-cases");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/chaos-cases exists") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "bin") {
+            chaos::run(&std::fs::read(&path).unwrap());
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no cases in {}", dir.display());
+}
