@@ -794,6 +794,10 @@ impl<R: Runtime> ConnTask<R> {
         let (abort, registration) = AbortHandle::new_pair();
         self.handlers.insert(id, abort);
         let shared = Arc::clone(&self.shared);
+        // A span per served call, under the connection's span (the task is
+        // being polled inside it).
+        let span = tracing::debug_span!("incoming", mux = id);
+        let work = tracing::Instrument::instrument(work, span);
         let task = Abortable::new(work, registration).map(move |done| {
             if let Ok(cmd) = done {
                 let _ = shared.mailbox.push(cmd);
