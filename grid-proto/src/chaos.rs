@@ -60,6 +60,8 @@ struct Call {
     window: Option<u32>,
     /// When the call must have ended at the latest.
     deadline: Option<Instant>,
+    /// Stream messages delivered and not yet consumed by the script.
+    unconsumed: u32,
 }
 
 /// Checks made while the script runs.
@@ -69,6 +71,10 @@ struct Ledger {
     ended: BTreeSet<u64>,
     /// Frames were injected towards the client: its answers may be forged.
     client_tampered: bool,
+    /// Frames were injected towards the server.
+    server_tampered: bool,
+    /// Take every stream message as it arrives (the liveness phase).
+    consume_all: bool,
 }
 
 impl Ledger {
@@ -87,6 +93,7 @@ impl Ledger {
 }
 
 fn check_events(pair: &mut Pair, ledger: &mut Ledger) {
+    let mut consumed = Vec::new();
     for event in pair.client.take_events() {
         match &event {
             Event::Response { id, result } => {
@@ -105,9 +112,18 @@ fn check_events(pair: &mut Pair, ledger: &mut Ledger) {
                     ledger.live.contains_key(&id.0),
                     "a message for {id} which is not live"
                 );
+                if ledger.consume_all {
+                    consumed.push(*id);
+                } else if let Some(call) = ledger.live.get_mut(&id.0) {
+                    call.unconsumed += 1;
+                }
             }
             _ => {}
         }
+    }
+    let now = pair.now;
+    for id in consumed {
+        pair.client.conn.stream_consumed(now, id);
     }
     pair.server.take_events();
 }
@@ -157,6 +173,17 @@ fn forged_message(input: &mut Input<'_>) -> Bytes {
 
 /// Runs the script in `data`; panics on any violated invariant.
 pub fn run(data: &[u8]) {
+    run_script(data, false);
+}
+
+/// Like [`run`] without forged, mutated or replayed frames: honest peers
+/// only, so the liveness check (a stream whose caller ends its input and
+/// takes every message ends) applies to every script.
+pub fn run_honest(data: &[u8]) {
+    run_script(data, true);
+}
+
+fn run_script(data: &[u8], honest: bool) {
     let mut input = Input { data, pos: 0 };
     let mut pair = Pair::new(u64::from(input.byte()));
     pair.latency = Duration::from_micros(u64::from(input.byte()) * 10);
@@ -172,7 +199,11 @@ pub fn run(data: &[u8]) {
             break;
         }
         let now = pair.now;
-        match input.byte() % 16 {
+        let mut action = input.byte() % 16;
+        if honest && (10..=14).contains(&action) {
+            action = 15;
+        }
+        match action {
             0 | 1 => {
                 let handler = HandlerId(76 + input.byte() % 5);
                 let len = usize::from(input.byte() % 24);
@@ -193,6 +224,7 @@ pub fn run(data: &[u8]) {
                             echo,
                             window: None,
                             deadline,
+                            unconsumed: 0,
                         },
                     );
                 }
@@ -222,6 +254,7 @@ pub fn run(data: &[u8]) {
                             echo: None,
                             window: Some(caps.in_capacity),
                             deadline,
+                            unconsumed: 0,
                         },
                     );
                 }
@@ -238,7 +271,12 @@ pub fn run(data: &[u8]) {
                 match input.byte() % 4 {
                     0 => drop(pair.client.conn.stream_send(now, id, input.bytes(5))),
                     1 => drop(pair.client.conn.stream_close(now, id)),
-                    2 => pair.client.conn.stream_consumed(now, id),
+                    2 => {
+                        pair.client.conn.stream_consumed(now, id);
+                        if let Some(call) = ledger.live.get_mut(&id.0) {
+                            call.unconsumed = call.unconsumed.saturating_sub(1);
+                        }
+                    }
                     _ => {
                         if pair.client.conn.cancel(now, id) {
                             ledger.end(id, "a cancel");
@@ -254,7 +292,10 @@ pub fn run(data: &[u8]) {
             }
             7 | 8 => pair.advance(Duration::from_millis(u64::from(input.byte()) * 250)),
             9 => pair.disconnect(),
-            10 => pair.inject_to_server(forged_message(&mut input)),
+            10 => {
+                ledger.server_tampered = true;
+                pair.inject_to_server(forged_message(&mut input));
+            }
             11 => {
                 ledger.client_tampered = true;
                 pair.inject_to_client(forged_message(&mut input));
@@ -271,6 +312,7 @@ pub fn run(data: &[u8]) {
                     *b ^= input.byte() | 1;
                 }
                 if pair.sent[i].from_client {
+                    ledger.server_tampered = true;
                     pair.inject_to_server(frame.into());
                 } else {
                     ledger.client_tampered = true;
@@ -281,6 +323,7 @@ pub fn run(data: &[u8]) {
                 let len = usize::from(input.byte() % 32);
                 let garbage = input.bytes(len);
                 if input.byte().is_multiple_of(2) {
+                    ledger.server_tampered = true;
                     pair.inject_to_server(garbage);
                 } else {
                     ledger.client_tampered = true;
@@ -292,6 +335,7 @@ pub fn run(data: &[u8]) {
                 if let Some(s) = pair.sent.iter().rev().nth(usize::from(input.byte() % 8)) {
                     let frame = s.frame.clone();
                     if s.from_client {
+                        ledger.server_tampered = true;
                         pair.inject_to_server(frame);
                     } else {
                         ledger.client_tampered = true;
@@ -306,6 +350,59 @@ pub fn run(data: &[u8]) {
         }
         check_events(&mut pair, &mut ledger);
         check_bounds(&pair, &ledger);
+    }
+
+    // Liveness: with honest traffic, a stream whose caller ends its input
+    // and takes every message ends (the reference handlers finish when their
+    // input does).
+    if !ledger.client_tampered && !ledger.server_tampered {
+        ledger.consume_all = true;
+        // The caller ends its input first, while the callee may still be
+        // waiting for credit (the order that once lost a credit notice),
+        // then takes what was delivered and never taken.
+        let now = pair.now;
+        for (id, call) in &ledger.live {
+            if call.window.is_some() {
+                let _ = pair.client.conn.stream_close(now, CallId(*id));
+            }
+        }
+        pair.drive();
+        check_events(&mut pair, &mut ledger);
+        let now = pair.now;
+        for (id, call) in &mut ledger.live {
+            for _ in 0..std::mem::take(&mut call.unconsumed) {
+                pair.client.conn.stream_consumed(now, CallId(*id));
+            }
+        }
+        for _ in 0..400 {
+            let now = pair.now;
+            let streams: Vec<u64> = ledger
+                .live
+                .iter()
+                .filter(|(_, c)| c.window.is_some())
+                .map(|(id, _)| *id)
+                .collect();
+            if streams.is_empty() {
+                break;
+            }
+            for id in streams {
+                let _ = pair.client.conn.stream_close(now, CallId(id));
+            }
+            pair.drive();
+            check_events(&mut pair, &mut ledger);
+            pair.advance(Duration::from_millis(5));
+            check_events(&mut pair, &mut ledger);
+        }
+        let stuck: Vec<u64> = ledger
+            .live
+            .iter()
+            .filter(|(_, c)| c.window.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        assert!(
+            stuck.is_empty(),
+            "streams closed and drained never ended: {stuck:?}"
+        );
     }
 
     // Wind down: cancel what is left, let every timer run out.

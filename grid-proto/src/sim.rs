@@ -556,6 +556,10 @@ struct RefStream {
     /// made one at a time as credit allows, like a real handler.
     count: Option<(u32, u32, Bytes)>,
     finish: Option<Result<(), String>>,
+    /// A send found no credit: like a real driver, wait for
+    /// `IncomingCredit` before trying again (retrying on any other event
+    /// would hide a lost credit notice).
+    blocked: bool,
 }
 
 /// The subroute of the transcripts' subroute handlers.
@@ -580,6 +584,9 @@ impl RefPeer {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
+        if s.blocked {
+            return;
+        }
         loop {
             if s.outbox.is_empty()
                 && let Some((next, n, data)) = &mut s.count
@@ -590,7 +597,8 @@ impl RefPeer {
             }
             let Some(m) = s.outbox.front() else { break };
             if conn.incoming_send(now, id, m.clone()).is_err() {
-                return; // wait for credit
+                s.blocked = true;
+                return; // wait for IncomingCredit
             }
             s.outbox.pop_front();
         }
@@ -677,6 +685,7 @@ impl App for RefPeer {
                         outbox: VecDeque::new(),
                         count: None,
                         finish: Some(Ok(())),
+                        blocked: false,
                     };
                     if p.len() < 4 {
                         s.finish = Some(Err("refpeer: payload too short".into()));
@@ -698,6 +707,7 @@ impl App for RefPeer {
                         outbox: VecDeque::new(),
                         count: None,
                         finish: None,
+                        blocked: false,
                     },
                 );
             }
@@ -716,7 +726,12 @@ impl App for RefPeer {
                 }
                 self.flush(conn, now, *id);
             }
-            Event::IncomingCredit { id } => self.flush(conn, now, *id),
+            Event::IncomingCredit { id } => {
+                if let Some(s) = self.streams.get_mut(id) {
+                    s.blocked = false;
+                }
+                self.flush(conn, now, *id);
+            }
             Event::IncomingCancelled { id, .. } => {
                 self.streams.remove(id);
             }

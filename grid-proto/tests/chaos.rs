@@ -30,6 +30,23 @@ fn random_scripts_keep_every_invariant() {
 }
 
 #[test]
+fn honest_scripts_keep_every_invariant_and_streams_end() {
+    let config = Config {
+        cases: 1000,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[11; 32]);
+    let mut runner = TestRunner::new_with_rng(config, rng);
+    runner
+        .run(&proptest::collection::vec(any::<u8>(), 0..600), |data| {
+            chaos::run_honest(&data);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
 fn an_empty_script_connects_and_winds_down() {
     chaos::run(&[]);
 }
