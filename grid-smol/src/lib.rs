@@ -78,7 +78,10 @@ impl Runtime for Smol {
         Instant::now()
     }
 
-    fn spawn(&self, task: BoxFuture<()>) {
+    fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         smol::spawn(task).detach();
     }
 

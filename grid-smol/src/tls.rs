@@ -60,7 +60,10 @@ impl Runtime for SmolTls {
         crate::Smol.now()
     }
 
-    fn spawn(&self, task: BoxFuture<()>) {
+    fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         crate::Smol.spawn(task);
     }
 

@@ -61,7 +61,10 @@ impl Runtime for Tokio {
         tokio::time::Instant::now().into_std()
     }
 
-    fn spawn(&self, task: BoxFuture<()>) {
+    fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         tokio::spawn(task);
     }
 

@@ -57,7 +57,10 @@ impl Runtime for TokioTls {
         crate::Tokio.now()
     }
 
-    fn spawn(&self, task: BoxFuture<()>) {
+    fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         crate::Tokio.spawn(task);
     }
 

@@ -559,7 +559,7 @@ impl<R: Runtime> Manager<R> {
                     tracing::info_span!("grid", local = %self.inner.shared.local, remote = %remote);
                 self.inner
                     .rt
-                    .spawn(Box::pin(tracing::Instrument::instrument(task.run(), span)));
+                    .spawn(tracing::Instrument::instrument(task.run(), span));
             }
         }
     }

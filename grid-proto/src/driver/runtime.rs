@@ -52,8 +52,11 @@ pub trait Runtime: Clone + Send + Sync + 'static {
         SystemTime::now()
     }
 
-    /// Runs a task in the background.
-    fn spawn(&self, task: BoxFuture<()>);
+    /// Runs a task in the background. Generic, not boxed: the runtime's own
+    /// task allocation is the only one per spawned handler.
+    fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static;
 
     /// A future that completes at `at`.
     fn sleep_until(&self, at: Instant) -> Self::Sleep;

@@ -790,7 +790,7 @@ impl<R: Runtime> ConnTask<R> {
 
     /// Spawns `work` as the handler task of incoming call `id`; it can be
     /// aborted when the call is cancelled.
-    fn spawn_handler(&mut self, id: u64, work: BoxFuture<Command>) {
+    fn spawn_handler(&mut self, id: u64, work: impl Future<Output = Command> + Send + 'static) {
         let (abort, registration) = AbortHandle::new_pair();
         self.handlers.insert(id, abort);
         let shared = Arc::clone(&self.shared);
@@ -803,7 +803,7 @@ impl<R: Runtime> ConnTask<R> {
                 let _ = shared.mailbox.push(cmd);
             }
         });
-        self.rt.spawn(Box::pin(task));
+        self.rt.spawn(task);
     }
 
     fn start_single_handler(
@@ -818,19 +818,16 @@ impl<R: Runtime> ConnTask<R> {
             return;
         };
         let fut = std::panic::AssertUnwindSafe(handler(payload.unwrap_or_default())).catch_unwind();
-        self.spawn_handler(
-            id.0,
-            Box::pin(async move {
-                let result = match fut.await {
-                    Ok(r) => r.map_err(|e| e.0),
-                    Err(panic) => Err(format!(
-                        "handleMessages: panic recovered: {}",
-                        panic_text(&panic)
-                    )),
-                };
-                Command::Respond { id: id.0, result }
-            }),
-        );
+        self.spawn_handler(id.0, async move {
+            let result = match fut.await {
+                Ok(r) => r.map_err(|e| e.0),
+                Err(panic) => Err(format!(
+                    "handleMessages: panic recovered: {}",
+                    panic_text(&panic)
+                )),
+            };
+            Command::Respond { id: id.0, result }
+        });
     }
 
     fn start_stream_handler(
@@ -863,16 +860,13 @@ impl<R: Runtime> ConnTask<R> {
             deadline,
         };
         let fut = std::panic::AssertUnwindSafe((entry.handler)(call)).catch_unwind();
-        self.spawn_handler(
-            id.0,
-            Box::pin(async move {
-                let result = match fut.await {
-                    Ok(r) => r.map_err(|e| e.0),
-                    Err(panic) => Err(format!("handler panic: {}", panic_text(&panic))),
-                };
-                Command::HandlerDone { id: id.0, result }
-            }),
-        );
+        self.spawn_handler(id.0, async move {
+            let result = match fut.await {
+                Ok(r) => r.map_err(|e| e.0),
+                Err(panic) => Err(format!("handler panic: {}", panic_text(&panic))),
+            };
+            Command::HandlerDone { id: id.0, result }
+        });
         // The core may already hold input for it (EOF-on-connect).
         self.sync_stream(now, key);
     }
