@@ -97,6 +97,11 @@ pub(crate) struct Counters {
     pub(crate) ignored_messages: u64,
 }
 
+/// The buffer a new outgoing frame starts with: room for a full merged
+/// frame (Go's bound is 31 744 bytes). A busy stream fills it, and growing
+/// from 1 KiB reallocated and copied it several times per frame.
+const FRAME_CAPACITY: usize = 32 * 1024;
+
 /// Outgoing frames: full ones waiting, and the one being filled.
 #[derive(Debug, Default)]
 struct Outbox {
@@ -112,7 +117,7 @@ impl Outbox {
         }
         let cur = self
             .current
-            .get_or_insert_with(|| FrameBuilder::with_capacity(1024));
+            .get_or_insert_with(|| FrameBuilder::with_capacity(FRAME_CAPACITY));
         let before = cur.bytes();
         cur.push(msg);
         self.queued_bytes += cur.bytes() - before;
