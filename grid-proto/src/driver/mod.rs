@@ -11,6 +11,7 @@
 //! never blocks the connection.
 
 mod conn;
+mod dispatch;
 mod mailbox;
 mod manager;
 mod minio_auth;

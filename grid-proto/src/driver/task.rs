@@ -2,6 +2,7 @@
 //! [`crate::Connection`], the current WebSocket and the timer, and it runs
 //! the loop of the crate docs: commands in, frames in, timeouts, events out,
 //! frames out (all queued frames in one batch and one flush), one timer.
+//! What it does with each command and event is in `dispatch.rs`.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use futures_util::future::{AbortHandle, Abortable, FutureExt, select};
+use futures_util::future::{AbortHandle, FutureExt, select};
 use futures_util::{Sink, Stream};
 use hashbrown::HashMap;
 use tracing::{debug, info, warn};
@@ -24,11 +25,9 @@ use crate::driver::conn::{Command, ConnShared};
 use crate::driver::mailbox::Mailbox;
 use crate::driver::manager::ManagerShared;
 use crate::driver::recorder::{Dir, Header, Recording};
-use crate::driver::registry::{Route, StreamCall};
 use crate::driver::runtime::{BoxFuture, Runtime};
-use crate::driver::stream::{StreamKey, StreamReceiver, StreamSender, StreamShared};
-use crate::error::{CallError, DisconnectReason, SendError};
-use crate::event::{CallId, Event, IncomingId};
+use crate::driver::stream::{StreamKey, StreamShared};
+use crate::error::CallError;
 use crate::payload::ConnectRequest;
 use crate::time::Timestamp;
 
@@ -47,42 +46,42 @@ pub(crate) type Incoming<S> = (S, ConnectRequest, Bytes);
 type Reply = oneshot::Sender<Result<Option<Bytes>, CallError>>;
 
 pub(crate) struct ConnTask<R: Runtime> {
-    rt: R,
-    core: Core,
-    shared: Arc<ConnShared>,
-    mgr: Arc<ManagerShared>,
-    incoming: Arc<Mailbox<Incoming<R::Socket>>>,
-    socket: Option<R::Socket>,
+    pub(super) rt: R,
+    pub(super) core: Core,
+    pub(super) shared: Arc<ConnShared>,
+    pub(super) mgr: Arc<ManagerShared>,
+    pub(super) incoming: Arc<Mailbox<Incoming<R::Socket>>>,
+    pub(super) socket: Option<R::Socket>,
     /// A frame taken from the core that the socket was not ready for.
-    pending_frame: Option<Bytes>,
-    needs_flush: bool,
+    pub(super) pending_frame: Option<Bytes>,
+    pub(super) needs_flush: bool,
     /// Output is waiting and the task should yield once before writing it.
-    yield_before_write: bool,
+    pub(super) yield_before_write: bool,
     /// The task yielded once: the next pass writes.
-    yielded_before_write: bool,
+    pub(super) yielded_before_write: bool,
     /// Since when writing has been blocked (write-stall timeout).
-    write_blocked_since: Option<Instant>,
-    dialing: Option<BoxFuture<Result<R::Socket, String>>>,
+    pub(super) write_blocked_since: Option<Instant>,
+    pub(super) dialing: Option<BoxFuture<Result<R::Socket, String>>>,
     /// The token sent with the dial in progress (also goes into `Connect`).
-    pending_token: Option<String>,
+    pub(super) pending_token: Option<String>,
     /// The upgrade request of the dial in progress, as text (recording only).
-    pending_upgrade: Option<String>,
+    pub(super) pending_upgrade: Option<String>,
     /// The transport being recorded (`Options::recorder`).
-    recording: Option<Recording>,
-    sleep: Option<(Instant, Pin<Box<R::Sleep>>)>,
-    commands: VecDeque<Command>,
-    accepted: VecDeque<Incoming<R::Socket>>,
+    pub(super) recording: Option<Recording>,
+    pub(super) sleep: Option<(Instant, Pin<Box<R::Sleep>>)>,
+    pub(super) commands: VecDeque<Command>,
+    pub(super) accepted: VecDeque<Incoming<R::Socket>>,
     /// Outstanding requests: call id → (ticket, reply).
-    calls: HashMap<u64, (u64, Reply)>,
+    pub(super) calls: HashMap<u64, (u64, Reply)>,
     /// Ticket of a request future → its call id (for cancel-on-drop).
-    tickets: HashMap<u64, u64>,
-    streams: HashMap<StreamKey, Arc<StreamShared>>,
+    pub(super) tickets: HashMap<u64, u64>,
+    pub(super) streams: HashMap<StreamKey, Arc<StreamShared>>,
     /// Running handler tasks of incoming calls.
-    handlers: HashMap<u64, AbortHandle>,
-    last_stats: Option<Instant>,
+    pub(super) handlers: HashMap<u64, AbortHandle>,
+    pub(super) last_stats: Option<Instant>,
     /// Something happened since the stats were last published.
-    stats_dirty: bool,
-    finished: bool,
+    pub(super) stats_dirty: bool,
+    pub(super) finished: bool,
 }
 
 impl<R: Runtime> ConnTask<R> {
@@ -391,7 +390,7 @@ impl<R: Runtime> ConnTask<R> {
         worked
     }
 
-    fn drop_socket(&mut self) {
+    pub(super) fn drop_socket(&mut self) {
         self.socket = None;
         self.recording = None;
         self.pending_frame = None;
@@ -450,7 +449,7 @@ impl<R: Runtime> ConnTask<R> {
         }
     }
 
-    fn start_dial(&mut self) {
+    pub(super) fn start_dial(&mut self) {
         let token = (self.mgr.options.auth_token)(&self.shared.remote);
         let request = match self
             .mgr
@@ -500,384 +499,5 @@ impl<R: Runtime> ConnTask<R> {
                 self.shared.set_state(self.core.state());
             }
         }
-    }
-}
-
-impl<R: Runtime> ConnTask<R> {
-    // ---- commands from handles and handler tasks ----
-
-    fn apply(&mut self, now: Instant, cmd: Command) {
-        match cmd {
-            Command::Request {
-                ticket,
-                handler,
-                subroute,
-                payload,
-                deadline,
-                reply,
-            } => match self.core.request(now, handler, subroute, payload, deadline) {
-                Ok(id) => {
-                    self.calls.insert(id.0, (ticket, reply));
-                    self.tickets.insert(ticket, id.0);
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
-            Command::CancelRequest { ticket } => {
-                if let Some(id) = self.tickets.remove(&ticket) {
-                    self.calls.remove(&id);
-                    self.core.cancel(now, CallId(id));
-                }
-            }
-            Command::OpenStream {
-                handler,
-                subroute,
-                payload,
-                deadline,
-                capacities,
-                reply,
-            } => {
-                let caps =
-                    capacities.or_else(|| self.mgr.registry.capacities(handler, subroute.as_ref()));
-                match self
-                    .core
-                    .open_stream(now, handler, subroute, payload, deadline, caps)
-                {
-                    Ok(id) => {
-                        let window = caps.map_or(0, |c| c.in_capacity as usize);
-                        let key = StreamKey::Call(id.0);
-                        let shared = StreamShared::new(key, Arc::clone(&self.shared), window);
-                        if reply.send(Ok(Arc::clone(&shared))).is_err() {
-                            // The opener went away before it got the stream.
-                            self.core.cancel(now, id);
-                        } else {
-                            self.streams.insert(key, shared);
-                        }
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
-            Command::Poke(key) => self.sync_stream(now, key),
-            Command::Respond { id, result } => {
-                self.handlers.remove(&id);
-                self.core.respond(now, IncomingId(id), result.map(Some));
-            }
-            Command::HandlerDone { id, result } => {
-                self.handlers.remove(&id);
-                if let Some(s) = self.streams.get(&StreamKey::Incoming(id)) {
-                    s.lock().finish = Some(result);
-                    self.sync_stream(now, StreamKey::Incoming(id));
-                }
-            }
-            Command::Shutdown => self.shutdown(now),
-        }
-    }
-
-    /// Moves a stream's queued messages onto the wire as credit allows, and
-    /// applies its EOF, consumed count, finish and abandonment.
-    fn sync_stream(&mut self, now: Instant, key: StreamKey) {
-        let Some(shared) = self.streams.get(&key).cloned() else {
-            return;
-        };
-        let mut st = shared.lock();
-        st.clear_poke();
-        // Credit first: what the application consumed came before what it
-        // queued since (a handler reads its input, then answers), and Go
-        // sends them in that order (the sequence numbers show it).
-        for _ in 0..std::mem::take(&mut st.consumed) {
-            match key {
-                StreamKey::Call(id) => self.core.stream_consumed(now, CallId(id)),
-                StreamKey::Incoming(id) => self.core.incoming_consumed(now, IncomingId(id)),
-            }
-        }
-        let mut moved = false;
-        while let Some(payload) = st.outq.pop_front() {
-            let sent = match key {
-                StreamKey::Call(id) => self.core.stream_send(now, CallId(id), payload.clone()),
-                StreamKey::Incoming(id) => {
-                    self.core
-                        .incoming_send(now, IncomingId(id), payload.clone())
-                }
-            };
-            match sent {
-                Ok(()) => moved = true,
-                Err(SendError::NoCredit) | Err(SendError::QueueFull) => {
-                    // The core reports credit back with an event.
-                    st.outq.push_front(payload);
-                    break;
-                }
-                Err(e) => {
-                    st.outq.clear();
-                    st.send_error = Some(e);
-                    moved = true;
-                    break;
-                }
-            }
-        }
-        if moved {
-            st.wake_sender();
-        }
-        let mut remove = false;
-        match key {
-            StreamKey::Call(id) => {
-                if st.abandoned && st.end.is_none() {
-                    // Both halves are gone: a cancellation, not the end of
-                    // input the sender's drop asked for.
-                    self.core.cancel(now, CallId(id));
-                    remove = true;
-                } else if st.close_requested && st.outq.is_empty() {
-                    st.close_requested = false;
-                    let _ = self.core.stream_close(now, CallId(id));
-                }
-            }
-            StreamKey::Incoming(id) => {
-                if st.outq.is_empty()
-                    && let Some(result) = st.finish.take()
-                {
-                    st.send_error = Some(SendError::Closed);
-                    self.core.incoming_finish(now, IncomingId(id), result);
-                    remove = true;
-                }
-            }
-        }
-        if remove {
-            self.streams.remove(&key);
-        }
-    }
-
-    fn shutdown(&mut self, now: Instant) {
-        self.core.shutdown(now);
-        // Commands queued behind the shutdown still get their answer.
-        for cmd in self.shared.mailbox.close() {
-            match cmd {
-                Command::Request { reply, .. } => {
-                    let _ = reply.send(Err(CallError::Shutdown));
-                }
-                Command::OpenStream { reply, .. } => {
-                    let _ = reply.send(Err(CallError::Shutdown));
-                }
-                _ => {}
-            }
-        }
-        self.incoming.close();
-        // Without a live session the core emits no `Disconnected`.
-        if self.core.state() == State::Shutdown && self.socket.is_none() {
-            self.finish();
-            self.shared.set_state(State::Shutdown);
-        }
-    }
-
-    // ---- events from the core ----
-
-    fn on_event(&mut self, now: Instant, event: Event) {
-        match event {
-            Event::Connected {
-                remote_id,
-                peer_restarted,
-            } => {
-                info!(remote = %self.shared.remote, %remote_id, peer_restarted, "connected");
-                self.shared.set_state(State::Connected);
-                self.shared.publish_stats(self.core.stats(now));
-            }
-            Event::Disconnected { reason } => {
-                match &reason {
-                    DisconnectReason::Shutdown => info!(remote = %self.shared.remote, "shut down"),
-                    DisconnectReason::Rejected(why) => {
-                        warn!(remote = %self.shared.remote, %why, "connection rejected")
-                    }
-                    other => info!(remote = %self.shared.remote, reason = %other, "disconnected"),
-                }
-                self.drop_socket();
-                let state = self.core.state();
-                // Stats first: whoever waits for the state (as shutdown
-                // does) then reads the final numbers.
-                if state == State::Shutdown {
-                    self.finish();
-                } else {
-                    self.shared.publish_stats(self.core.stats(now));
-                }
-                self.shared.set_state(state);
-            }
-            Event::Dial => self.start_dial(),
-            Event::Response { id, result } => {
-                if let Some((ticket, reply)) = self.calls.remove(&id.0) {
-                    self.tickets.remove(&ticket);
-                    let _ = reply.send(result);
-                }
-            }
-            Event::StreamMessage { id, payload } => {
-                if let Some(s) = self.streams.get(&StreamKey::Call(id.0)) {
-                    let mut st = s.lock();
-                    st.inbox.push_back(payload);
-                    st.wake_receiver();
-                }
-            }
-            Event::StreamCredit { id } => self.sync_stream(now, StreamKey::Call(id.0)),
-            Event::StreamEnd { id, result } => {
-                if let Some(s) = self.streams.remove(&StreamKey::Call(id.0)) {
-                    s.lock().end(result);
-                }
-            }
-            Event::IncomingRequest {
-                id,
-                handler,
-                subroute,
-                payload,
-                ..
-            } => self.start_single_handler(now, id, Route::of(handler, subroute), payload),
-            Event::IncomingStream {
-                id,
-                handler,
-                subroute,
-                payload,
-                deadline,
-            } => {
-                self.start_stream_handler(now, id, Route::of(handler, subroute), payload, deadline)
-            }
-            Event::IncomingMessage { id, payload } => {
-                if let Some(s) = self.streams.get(&StreamKey::Incoming(id.0)) {
-                    let mut st = s.lock();
-                    st.inbox.push_back(payload.unwrap_or_default());
-                    st.wake_receiver();
-                }
-            }
-            Event::IncomingInputEnd { id } => {
-                if let Some(s) = self.streams.get(&StreamKey::Incoming(id.0)) {
-                    let mut st = s.lock();
-                    if st.end.is_none() {
-                        st.end = Some(Ok(()));
-                    }
-                    st.wake_receiver();
-                }
-            }
-            Event::IncomingCredit { id } => self.sync_stream(now, StreamKey::Incoming(id.0)),
-            Event::IncomingCancelled { id, reason } => {
-                debug!(remote = %self.shared.remote, id = id.0, %reason, "incoming call cancelled");
-                if let Some(h) = self.handlers.remove(&id.0) {
-                    h.abort();
-                }
-                if let Some(s) = self.streams.remove(&StreamKey::Incoming(id.0)) {
-                    s.lock().end(Err(CallError::Disconnected));
-                }
-            }
-            Event::StreamStalled { id } => {
-                warn!(remote = %self.shared.remote, call = id.0, "stream may be deadlocked: both sides wait for credit")
-            }
-            Event::IncomingStalled { id } => {
-                warn!(remote = %self.shared.remote, incoming = id.0, "stream may be deadlocked: both sides wait for credit")
-            }
-        }
-    }
-
-    fn finish(&mut self) {
-        self.finished = true;
-        for (_, h) in self.handlers.drain() {
-            h.abort();
-        }
-        for (_, s) in self.streams.drain() {
-            s.lock().end(Err(CallError::Shutdown));
-        }
-        for (_, (_, reply)) in self.calls.drain() {
-            let _ = reply.send(Err(CallError::Shutdown));
-        }
-        self.tickets.clear();
-        // The last snapshot: shut down, nothing in flight.
-        self.shared.publish_stats(self.core.stats(self.rt.now()));
-    }
-
-    /// Spawns `work` as the handler task of incoming call `id`; it can be
-    /// aborted when the call is cancelled.
-    fn spawn_handler(&mut self, id: u64, work: impl Future<Output = Command> + Send + 'static) {
-        let (abort, registration) = AbortHandle::new_pair();
-        self.handlers.insert(id, abort);
-        let shared = Arc::clone(&self.shared);
-        // A span per served call, under the connection's span (the task is
-        // being polled inside it).
-        let span = tracing::debug_span!("incoming", mux = id);
-        let work = tracing::Instrument::instrument(work, span);
-        let task = Abortable::new(work, registration).map(move |done| {
-            if let Ok(cmd) = done {
-                let _ = shared.mailbox.push(cmd);
-            }
-        });
-        self.rt.spawn(task);
-    }
-
-    fn start_single_handler(
-        &mut self,
-        now: Instant,
-        id: IncomingId,
-        route: Route,
-        payload: Option<Bytes>,
-    ) {
-        let Some(handler) = self.mgr.registry.single(route) else {
-            self.core.reject_unknown_handler(now, id);
-            return;
-        };
-        let fut = std::panic::AssertUnwindSafe(handler(payload.unwrap_or_default())).catch_unwind();
-        self.spawn_handler(id.0, async move {
-            let result = match fut.await {
-                Ok(r) => r.map_err(|e| e.0),
-                Err(panic) => Err(format!(
-                    "handleMessages: panic recovered: {}",
-                    panic_text(&panic)
-                )),
-            };
-            Command::Respond { id: id.0, result }
-        });
-    }
-
-    fn start_stream_handler(
-        &mut self,
-        now: Instant,
-        id: IncomingId,
-        route: Route,
-        payload: Option<Bytes>,
-        deadline: Option<Instant>,
-    ) {
-        let Some(entry) = self.mgr.registry.stream(route) else {
-            self.core.reject_unknown_handler(now, id);
-            return;
-        };
-        if !self.core.accept_stream(now, id, entry.capacities) {
-            return;
-        }
-        let key = StreamKey::Incoming(id.0);
-        let out_cap = entry.capacities.effective_out() as usize;
-        let shared = StreamShared::new(key, Arc::clone(&self.shared), out_cap);
-        self.streams.insert(key, Arc::clone(&shared));
-        let input = StreamReceiver::new(Arc::clone(&shared));
-        let input = (entry.capacities.in_capacity > 0).then_some(input);
-        let call = StreamCall {
-            payload,
-            input,
-            output: StreamSender::new(shared),
-            caller: Arc::clone(&self.shared.remote),
-            subroute: entry.subroute.clone(),
-            deadline,
-        };
-        let fut = std::panic::AssertUnwindSafe((entry.handler)(call)).catch_unwind();
-        self.spawn_handler(id.0, async move {
-            let result = match fut.await {
-                Ok(r) => r.map_err(|e| e.0),
-                Err(panic) => Err(format!("handler panic: {}", panic_text(&panic))),
-            };
-            Command::HandlerDone { id: id.0, result }
-        });
-        // The core may already hold input for it (EOF-on-connect).
-        self.sync_stream(now, key);
-    }
-}
-
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_owned()
     }
 }
