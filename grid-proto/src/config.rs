@@ -9,8 +9,9 @@ use crate::handler::HandlerId;
 use crate::merge::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::subroute::SubrouteId;
 
-/// The two window sizes of a stream handler (PROTOCOL.md §7.1). They are
-/// not on the wire: caller and callee must agree out of band.
+/// The two window sizes of a stream handler
+/// (docs/protocol.md#streams-capacities). They are not on the wire: caller
+/// and callee must agree out of band.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capacities {
     /// Caller → callee messages in flight; 0 means the stream has no input.
@@ -33,7 +34,8 @@ impl Capacities {
 }
 
 /// The callee capacities a caller assumes per handler (and subroute), so it
-/// sizes its windows like the remote handler (PROTOCOL.md §7.1, Appendix B).
+/// sizes its windows like the remote handler (docs/protocol.md#streams-capacities,
+/// docs/protocol.md#appendix-capacities).
 #[derive(Debug, Clone)]
 pub struct CapacityTable {
     by_handler: HashMap<HandlerId, Capacities>,
@@ -170,7 +172,8 @@ pub struct Config {
     /// Retry spacing of the dialer.
     pub backoff: Backoff,
     /// Send `DisconnectServerMux` where Go sends `DisconnectClientMux` for an
-    /// unknown caller-side mux (PROTOCOL.md [Q2], the recommended deviation).
+    /// unknown caller-side mux (docs/protocol.md#quirk-q2-unknown-mux-reply, a
+    /// deliberate deviation).
     pub fix_q2: bool,
 }
 

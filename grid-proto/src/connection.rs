@@ -24,7 +24,8 @@ use crate::stats::Stats;
 use crate::time::Timestamp;
 use crate::timer::{ConnTimer, MuxTimer, Timers};
 
-/// Where a connection is in its life (Go's states, PROTOCOL.md §8.3).
+/// Where a connection is in its life (Go's states,
+/// docs/protocol.md#lifecycle-states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Never connected; an acceptor waits here for its peer.
@@ -212,7 +213,7 @@ impl Connection {
         self.state
     }
 
-    /// Whether this side dials the pair (PROTOCOL.md §1.2).
+    /// Whether this side dials the pair (docs/protocol.md#transport-dial-rule).
     pub fn is_dialer(&self) -> bool {
         self.dialer
     }
@@ -577,7 +578,8 @@ impl Connection {
             t: self.wall_clock(now),
         }
         .to_bytes();
-        // Never a CRC on the connection ping ([Q9]).
+        // Never a CRC on the connection ping
+        // (docs/protocol.md#quirk-q9-crc-exceptions).
         self.send(&ping);
         self.timers
             .set(ConnTimer::Ping, now + self.config.ping_interval);
@@ -628,7 +630,8 @@ impl Connection {
     }
 
     /// A reply built from the message that triggered it, as Go builds
-    /// `MuxConnectError` and `Pong` ([Q8]): same mux id, seq, deadline and
+    /// `MuxConnectError` and `Pong` (docs/protocol.md#quirk-q8-replies-echo-trigger):
+    /// same mux id, seq, deadline and
     /// handler; trigger flags plus base flags, no subroute.
     pub(crate) fn send_reply(&mut self, trigger: &Message, op: Op, payload: Bytes) {
         let reply = Message {
@@ -653,7 +656,7 @@ impl Connection {
     }
 
     /// The next free outgoing mux id: counts from 1, skips 0 and live ids,
-    /// never resets (PROTOCOL.md §6.1).
+    /// never resets (docs/protocol.md#requests-mux-ids).
     pub(crate) fn allocate_mux_id(&mut self) -> u64 {
         loop {
             self.next_mux_id = self.next_mux_id.wrapping_add(1);

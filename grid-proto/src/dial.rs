@@ -1,5 +1,5 @@
 //! Which side of a pair dials, and whether messages carry a CRC
-//! (PROTOCOL.md §1.2, §2.5).
+//! (docs/protocol.md#transport-dial-rule, docs/protocol.md#crc-when).
 
 use xxhash_rust::xxh3::xxh3_64;
 

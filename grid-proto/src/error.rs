@@ -6,7 +6,7 @@ use std::fmt;
 /// Why a received frame (or a payload inside it) could not be decoded.
 ///
 /// Every variant except [`DecodeError::UnknownOp`] is fatal to the connection
-/// that received it, as in Go (PROTOCOL.md §2.1, §8.4). See
+/// that received it, as in Go (docs/protocol.md#envelope-errors). See
 /// [`DecodeError::is_fatal`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

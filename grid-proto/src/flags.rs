@@ -1,4 +1,4 @@
-//! Flag bits of a message (PROTOCOL.md §2.3).
+//! Flag bits of a message (docs/protocol.md#envelope-flags).
 
 use std::fmt;
 use std::ops::{BitAnd, BitOr, BitOrAssign};

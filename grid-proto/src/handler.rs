@@ -1,4 +1,4 @@
-//! Handler ids (PROTOCOL.md Appendix A).
+//! Handler ids (docs/protocol.md#appendix-handlers).
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The handshake (PROTOCOL.md §5): the dialer's `Connect`, the acceptor's
+//! The handshake (docs/protocol.md#handshake): the dialer's `Connect`, the acceptor's
 //! checks and its `ConnectResponse`.
 //!
 //! An acceptor does not know which peer a new transport belongs to until it

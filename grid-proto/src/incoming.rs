@@ -1,5 +1,6 @@
 //! The callee side: requests and streams the peer started, served by this
-//! node's handlers (the "incoming table", PROTOCOL.md §6.2, §7).
+//! node's handlers (the "incoming table", docs/protocol.md#requests-callee,
+//! docs/protocol.md#streams).
 //!
 //! Beyond Go, single requests are tabled too, so that a caller's
 //! cancellation and the request's deadline reach the handler.
@@ -26,7 +27,8 @@ pub const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(15);
 /// A callee ends a stream whose caller has not pinged for longer than this.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The fields of an opening message that a `MuxConnectError` echoes ([Q8]).
+/// The fields of an opening message that a `MuxConnectError` echoes
+/// (docs/protocol.md#quirk-q8-replies-echo-trigger).
 #[derive(Debug, Clone)]
 struct Trigger {
     seq: u32,
@@ -173,7 +175,8 @@ impl Connection {
         s.in_capacity = capacities.in_capacity;
         s.input_open = capacities.in_capacity > 0;
         s.last_ping = now;
-        // Beyond Go ([Q13]): honour EOF-on-connect by closing the input.
+        // Beyond Go (docs/protocol.md#quirk-q13-eof-on-connect): honour
+        // EOF-on-connect by closing the input.
         let close_input = s.input_open && (s.early_eof || s.trigger.flags.contains(Flags::EOF));
         let dl = s.trigger.deadline_ms;
         let idle_at = (dl == 0 || dl > 60_000).then(|| now + IDLE_CHECK_INTERVAL);
@@ -313,7 +316,7 @@ impl Connection {
         });
     }
 
-    /// The callee protocol-error path (PROTOCOL.md §7.7).
+    /// The callee protocol-error path (docs/protocol.md#streams-protocol-errors).
     fn incoming_protocol_error(&mut self, id: u64, text: String) {
         let Some(s) = self.incoming_streams.get_mut(&id) else {
             return;
@@ -362,12 +365,14 @@ impl Connection {
         msg.flags |= Flags::EOF;
         if let Err(text) = result {
             msg.flags |= Flags::PAYLOAD_IS_ERR;
-            // An empty error text also gets PAYLOAD_IS_ZERO, as in Go ([Q16]).
+            // An empty error text also gets PAYLOAD_IS_ZERO, as in Go
+            // (docs/protocol.md#quirk-q16-empty-error-zero).
             msg.set_payload(Some(Bytes::from(text)));
         }
         self.send(&msg);
         self.remove_incoming_stream(id);
-        // Go's callee always follows its final message with this ([Q4]).
+        // Go's callee always follows its final message with this
+        // (docs/protocol.md#quirk-q4-disconnect-after-eof).
         self.send_control(Op::DisconnectClientMux, id, 0);
     }
 
@@ -449,7 +454,7 @@ impl Connection {
             InStream {
                 trigger: Trigger::of(&msg),
                 accepted: false,
-                // Counters start at creation, as in Go (PROTOCOL.md §7.2):
+                // Counters start at creation, as in Go (docs/protocol.md#streams-open):
                 // a mux ping may arrive before the application accepts.
                 send_seq: msg.seq,
                 recv_seq: msg.seq.wrapping_add(1),
@@ -573,7 +578,7 @@ impl Connection {
                 reason: CancelReason::CallerCancelled,
             });
         }
-        // Unknown or duplicate ([Q3]): ignored.
+        // Unknown or duplicate (docs/protocol.md#quirk-q3-double-cancel): ignored.
     }
 
     // ---- timers ----

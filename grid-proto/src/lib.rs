@@ -51,7 +51,7 @@
 //! use bytes::Bytes;
 //! use grid_proto::{FrameDecoder, Op, DEFAULT_MAX_MESSAGE_SIZE};
 //!
-//! // A response to mux 1 carrying "world", with a CRC (PROTOCOL.md C.4).
+//! // A response to mux 1 carrying "world", with a CRC (docs/protocol.md#crc).
 //! let frame = Bytes::from_static(&[
 //!     0x97, 0x01, 0x00, 0x00, 0x00, 0x0f, 0x03, 0xc4, 0x05, b'w', b'o', b'r', b'l', b'd',
 //!     0x37, 0x6d, 0xfa, 0x0c,

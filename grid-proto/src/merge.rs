@@ -1,4 +1,4 @@
-//! OpMerged: several messages in one WebSocket frame (PROTOCOL.md §3).
+//! OpMerged: several messages in one WebSocket frame (docs/protocol.md#merged).
 //!
 //! [`FrameDecoder`] splits a received frame into its messages;
 //! [`FrameBuilder`] packs outgoing messages into frames within Go's limits,
@@ -13,12 +13,13 @@ use crate::message::{Message, decode_envelope};
 use crate::msgpack::{self, Reader};
 use crate::op::Op;
 
-/// Most messages Go puts in one merged frame (50 held back + 1, [Q1]).
+/// Most messages Go puts in one merged frame (50 held back + 1,
+/// docs/protocol.md#quirk-q1-merged-51).
 pub const MAX_MERGED_MESSAGES: usize = 51;
 /// A frame takes no further message once it holds this many bytes (Go's
 /// 32 KiB − 1 KiB bound on held-back bytes); the last message may exceed it.
 pub const MERGE_BYTE_LIMIT: usize = 31_744;
-/// The default maximum size of a received frame (PROTOCOL.md Appendix E.3).
+/// The default maximum size of a received frame (docs/protocol.md#limits).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 
 /// Splits one received WebSocket binary message into grid messages.

@@ -1,5 +1,5 @@
 //! The message envelope: a 7-element msgpack tuple, then an optional
-//! subroute trailer, then an optional CRC (PROTOCOL.md §2).
+//! subroute trailer, then an optional CRC (docs/protocol.md#envelope).
 
 use std::fmt;
 use std::ops::Range;
@@ -30,7 +30,8 @@ pub struct Message {
     /// The mux (request or stream) this message belongs to; 0 for the
     /// connection itself.
     pub mux_id: u64,
-    /// Per-mux sequence number (PROTOCOL.md §7.3); the count for `Merged`.
+    /// Per-mux sequence number (docs/protocol.md#streams-sequence-numbers);
+    /// the count for `Merged`.
     pub seq: u32,
     /// Remaining time of the call in milliseconds; 0 for none.
     pub deadline_ms: u32,
@@ -62,7 +63,7 @@ impl Message {
     }
 
     /// The payload as the application sees it: `None` when absent, i.e.
-    /// empty without [`Flags::PAYLOAD_IS_ZERO`] (PROTOCOL.md §2.6).
+    /// empty without [`Flags::PAYLOAD_IS_ZERO`] (docs/protocol.md#payload-presence).
     pub fn payload(&self) -> Option<&Bytes> {
         if self.payload.is_empty() && !self.flags.contains(Flags::PAYLOAD_IS_ZERO) {
             None
@@ -150,7 +151,7 @@ impl Message {
     }
 }
 
-/// The checksum of PROTOCOL.md §2.5: the low 32 bits of XXH3-64.
+/// The checksum of docs/protocol.md#crc: the low 32 bits of XXH3-64.
 pub fn crc(bytes: &[u8]) -> u32 {
     xxhash_rust::xxh3::xxh3_64(bytes) as u32
 }

@@ -1,4 +1,4 @@
-//! Op codes: what a message is (PROTOCOL.md §2.2).
+//! Op codes: what a message is (docs/protocol.md#envelope-ops).
 
 use std::fmt;
 
@@ -38,7 +38,7 @@ pub enum Op {
     Response = 15,
     /// Defined but never sent by Go; ignored on receipt.
     Disconnect = 16,
-    /// A container of several messages (PROTOCOL.md §3).
+    /// A container of several messages (docs/protocol.md#merged).
     Merged = 17,
 }
 

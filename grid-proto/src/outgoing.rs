@@ -1,5 +1,5 @@
 //! The caller side: single requests and streams this node started (the
-//! "outgoing table", PROTOCOL.md §6.1, §7).
+//! "outgoing table", docs/protocol.md#requests-caller, docs/protocol.md#streams).
 
 use std::time::{Duration, Instant};
 
@@ -62,7 +62,8 @@ enum Cleanup {
     Nothing,
     /// One `DisconnectServerMux` with Seq 0 (Go's cleanup).
     Disconnect,
-    /// A sequenced `DisconnectServerMux`, then Go's Seq 0 duplicate ([Q3]).
+    /// A sequenced `DisconnectServerMux`, then Go's Seq 0 duplicate
+    /// (docs/protocol.md#quirk-q3-double-cancel).
     Cancel,
 }
 
@@ -94,7 +95,8 @@ impl Connection {
         msg.deadline_ms = deadline_ms;
         msg.handler = handler;
         msg.flags |= Flags::EOF;
-        // Go never sets PAYLOAD_IS_ZERO on a request ([Q7]).
+        // Go never sets PAYLOAD_IS_ZERO on a request
+        // (docs/protocol.md#quirk-q7-request-never-zero).
         msg.payload = payload;
         msg.subroute = subroute;
         self.send(&msg);
@@ -347,7 +349,8 @@ impl Connection {
         }
     }
 
-    /// The answer to an unknown caller-side mux ([Q2]).
+    /// The answer to an unknown caller-side mux
+    /// (docs/protocol.md#quirk-q2-unknown-mux-reply).
     fn reply_unknown_call(&mut self, mux_id: u64) {
         let op = if self.config.fix_q2 {
             Op::DisconnectServerMux
@@ -418,7 +421,9 @@ impl Connection {
 
     pub(crate) fn on_disconnect_client(&mut self, now: Instant, msg: &Message) {
         let Some(call) = self.outgoing.get(&msg.mux_id) else {
-            return; // [Q4]: the callee's cleanup after we already finished
+            // The callee's cleanup after we already finished
+            // (docs/protocol.md#quirk-q4-disconnect-after-eof).
+            return;
         };
         // The callee enforces the `DeadlineMS` we sent, truncated to whole
         // milliseconds, so its cut-off can arrive up to 1 ms before our own
@@ -501,7 +506,8 @@ impl Connection {
         }
         let is_err = msg.flags.contains(Flags::PAYLOAD_IS_ERR);
         let payload = msg.payload().cloned();
-        // An EOF without payload is not sequence-checked (PROTOCOL.md §7.3).
+        // An EOF without payload is not sequence-checked
+        // (docs/protocol.md#streams-sequence-numbers).
         if (payload.is_some() || is_err || !eof) && !self.accept_seq(id, msg.seq) {
             return;
         }

@@ -1,4 +1,4 @@
-//! The msgpack payloads of control messages (PROTOCOL.md §4): maps keyed
+//! The msgpack payloads of control messages (docs/protocol.md#payloads): maps keyed
 //! by field name, written in Go's field order with every field present.
 //!
 //! Decoding is as lenient as Go's msgp: keys in any order, `str` or `bin`

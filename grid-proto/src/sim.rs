@@ -653,7 +653,8 @@ impl App for RefPeer {
                 let p = payload.clone().unwrap_or_default();
                 if subroute.is_none() && *handler == HandlerId::TEST {
                     // Go's echo copies the payload into a fresh buffer: an
-                    // absent request (all empty ones, [Q7]) gets a present,
+                    // absent request (all empty ones,
+                    // docs/protocol.md#quirk-q7-request-never-zero) gets a present,
                     // empty response (transcripts echo-nil, echo-empty).
                     conn.respond(now, *id, Ok(Some(p)));
                 } else if subroute.is_none() && *handler == HandlerId::TEST2 {

@@ -1,5 +1,5 @@
 //! Subroute ids: the 32-byte trailer that addresses a handler on a
-//! subroute such as a drive path (PROTOCOL.md §2.4).
+//! subroute such as a drive path (docs/protocol.md#subroute).
 
 use std::fmt;
 

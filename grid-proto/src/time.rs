@@ -1,4 +1,4 @@
-//! Wall-clock timestamps as msgp encodes them (PROTOCOL.md §4.6).
+//! Wall-clock timestamps as msgp encodes them (docs/protocol.md#payloads-time).
 //!
 //! The core never reads a clock: timestamps are derived from the wall time
 //! the driver passes in.

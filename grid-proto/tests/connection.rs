@@ -1,5 +1,6 @@
 //! The connection as a whole: what a lost transport does to every call,
-//! the memory limits, the unknown-mux quirks ([Q2], [Q4]), unknown ops,
+//! the memory limits, the unknown-mux quirks (docs/protocol.md#quirk-q2-unknown-mux-reply,
+//! docs/protocol.md#quirk-q4-disconnect-after-eof), unknown ops,
 //! corrupt frames, stats, and determinism.
 
 mod common;
@@ -160,7 +161,8 @@ fn losing_the_transport_ends_every_call_exactly_once() {
 
 #[test]
 fn frames_of_a_lost_session_meet_the_unknown_mux_rules() {
-    // [Q10]: a Go peer may send stale messages first on a new connection.
+    // A Go peer may send stale messages first on a new connection
+    // (docs/protocol.md#quirk-q10-queue-survives-reconnect).
     let mut pair = with_ref_peer(2);
     let now = pair.now;
     let old = pair
@@ -180,7 +182,8 @@ fn frames_of_a_lost_session_meet_the_unknown_mux_rules() {
     pair.inject_to_client(eof.to_bytes());
     pair.drive();
     assert!(pair.client.take_events().is_empty());
-    // Only the data message is answered, with the [Q2] fix.
+    // Only the data message is answered, with the fix of
+    // docs/protocol.md#quirk-q2-unknown-mux-reply.
     assert_eq!(
         script(&from_client(&pair), old.0),
         vec![(Op::DisconnectServerMux, 0)]
@@ -454,7 +457,8 @@ fn q2_fix_cleans_up_the_go_callees_orphan() {
 #[test]
 fn disconnects_and_stray_messages_for_unknown_muxes_are_ignored() {
     let mut pair = scripted(10);
-    // [Q4] at the caller, and the rest of §2.7's "ignore" column.
+    // docs/protocol.md#quirk-q4-disconnect-after-eof at the caller, and the
+    // rest of the "ignore" entries of docs/protocol.md#envelope-routing.
     for m in [
         forge(Op::DisconnectClientMux, 70, 0),
         forge(Op::UnblockClMux, 71, 1),

@@ -1,4 +1,5 @@
-//! Handshake and session lifecycle (PROTOCOL.md §5, §8.3–§8.5): accept,
+//! Handshake and session lifecycle (docs/protocol.md#handshake,
+//! docs/protocol.md#lifecycle): accept,
 //! rejections with Go's texts, the dialer's retry spacing, handshake
 //! timeout, reconnects and peer restarts, shutdown.
 
@@ -44,7 +45,8 @@ fn dialer_sends_connect_and_acceptor_accepts() {
     assert_eq!(pair.client.conn.remote_id(), Some(sid));
     assert_eq!(pair.server.conn.remote_id(), Some(cid));
 
-    // Exactly two frames, each alone and without CRC (PROTOCOL.md §5.2, [Q9]).
+    // Exactly two frames, each alone and without CRC
+    // (docs/protocol.md#handshake-sequence, docs/protocol.md#quirk-q9-crc-exceptions).
     let w = wire(&pair);
     assert_eq!(w.len(), 2);
     assert_eq!(pair.sent.len(), 2);
@@ -200,7 +202,7 @@ fn handshake_without_answer_times_out_and_is_retried() {
         vec![t0 + timeout]
     );
     // The attempt took longer than the retry spacing: the next one starts
-    // at once (PROTOCOL.md §5.4).
+    // at once (docs/protocol.md#handshake-redial).
     assert_eq!(log.times(is_dial), vec![t0, t0 + timeout]);
     // Every Connect went into the blackhole; the acceptor never heard a thing.
     let w = wire(&pair);
@@ -257,7 +259,7 @@ fn lost_session_is_redialled_at_once_and_calls_work_again() {
     assert_eq!(pair.client.conn.stats(pair.now).reconnects, 1);
     assert_eq!(pair.server.conn.stats(pair.now).reconnects, 1);
 
-    // Mux ids keep counting across sessions (PROTOCOL.md §6.1).
+    // Mux ids keep counting across sessions (docs/protocol.md#requests-mux-ids).
     let now = pair.now;
     let first = pair
         .client

@@ -1,5 +1,6 @@
 //! Malformed input: a corpus of broken frames and payloads, each with the
-//! exact [`DecodeError`] the codec must report (PROTOCOL.md §2, §3, §4), and
+//! exact [`DecodeError`] the codec must report (docs/protocol.md#envelope,
+//! docs/protocol.md#merged, docs/protocol.md#payloads), and
 //! a check that nothing in it (or cut or bit-flipped from it) makes any
 //! decoder panic.
 

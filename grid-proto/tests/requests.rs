@@ -1,4 +1,4 @@
-//! Single requests (PROTOCOL.md §6): echo, payload presence, remote errors,
+//! Single requests (docs/protocol.md#requests): echo, payload presence, remote errors,
 //! unknown and invalid handlers, deadlines on the wire and locally, late
 //! responses, cancellation. Where the Go transcripts recorded the same
 //! exchange, the frames must match them byte for byte.
@@ -60,7 +60,8 @@ fn echo_request_matches_go() {
 
 #[test]
 fn empty_request_travels_absent_and_echo_answers_present_empty() {
-    // [Q7]: no PAYLOAD_IS_ZERO on a request (flags CRC|EOF only), so the
+    // docs/protocol.md#quirk-q7-request-never-zero: no PAYLOAD_IS_ZERO on a
+    // request (flags CRC|EOF only), so the
     // handler sees no payload; Go's echo answers with a present, empty one.
     let result = assert_like_go(
         HandlerId::TEST,
@@ -151,7 +152,8 @@ fn remote_error_matches_go() {
 
 #[test]
 fn unknown_handler_is_refused_with_gos_text() {
-    // The MuxConnectError echoes the request's deadline, handler and flags ([Q8]).
+    // The MuxConnectError echoes the request's deadline, handler and flags
+    // (docs/protocol.md#quirk-q8-replies-echo-trigger).
     let result = assert_like_go(
         HandlerId(77),
         None,

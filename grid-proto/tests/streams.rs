@@ -1,4 +1,4 @@
-//! Streams (PROTOCOL.md §7): opening and ack, sequence numbers per
+//! Streams (docs/protocol.md#streams): opening and ack, sequence numbers per
 //! direction, credit flow control, EOF each way, errors, cancellation each
 //! way, sequence and window violations, stall detection.
 //!
@@ -139,7 +139,8 @@ fn open_stream_payload_may_be_absent_empty_or_present() {
     );
 }
 
-/// PROTOCOL.md §9.3, row by row: InCapacity 2, OutCapacity 1.
+/// A two-way stream with InCapacity 2, OutCapacity 1, step by step
+/// (docs/protocol.md#streams-flow-control).
 #[test]
 fn sequence_numbers_count_per_direction() {
     let mut pair = scripted(3);
@@ -456,7 +457,8 @@ fn stream_without_input_sends_eof_on_connect() {
         .accept_stream(pair.now, IncomingId(id.0), caps(0, 1));
     pair.drive();
     assert_eq!(pair.client.conn.stream_credit(id), Some(0));
-    // Beyond Go ([Q13]): a callee that has input honours EOF-on-connect.
+    // Beyond Go (docs/protocol.md#quirk-q13-eof-on-connect): a callee that has
+    // input honours EOF-on-connect.
     let now = pair.now;
     let other = pair
         .client
@@ -720,7 +722,8 @@ fn caller_cancel_sends_a_sequenced_then_a_seq_0_disconnect() {
         script(&from_client(&pair), id.0),
         vec![(Op::DisconnectServerMux, 3), (Op::DisconnectServerMux, 0)]
     );
-    // The callee tears down once and says so; the caller ignores it ([Q4]).
+    // The callee tears down once and says so; the caller ignores it
+    // (docs/protocol.md#quirk-q4-disconnect-after-eof).
     assert_eq!(
         script(&from_server(&pair), id.0),
         vec![(Op::DisconnectClientMux, 0)]

@@ -1,4 +1,6 @@
-//! Timers on the virtual clock (PROTOCOL.md §7.8, §7.9, §8.1, §8.6):
+//! Timers on the virtual clock (docs/protocol.md#streams-ping,
+//! docs/protocol.md#streams-deadlines, docs/protocol.md#lifecycle-ping,
+//! docs/protocol.md#timers):
 //! connection pings and RTT, pong timeout, stream pings and pongs, the
 //! caller's liveness check, the callee's idle reaping, stream deadlines on
 //! both sides, and which timers each call arms.
@@ -74,7 +76,8 @@ fn connection_pings_every_10s_and_measures_rtt() {
             if from_client { "client" } else { "server" }
         );
         for p in &pings {
-            // Never a CRC on a connection ping ([Q9]); DeadlineMS 10000.
+            // Never a CRC on a connection ping
+            // (docs/protocol.md#quirk-q9-crc-exceptions); DeadlineMS 10000.
             assert_eq!((p.msg.mux_id, p.msg.seq, p.msg.deadline_ms), (0, 0, 10_000));
             assert_eq!(p.msg.flags, Flags::NONE);
             let t = PingPayload::decode(&p.msg.payload).unwrap().t;
@@ -89,7 +92,7 @@ fn connection_pings_every_10s_and_measures_rtt() {
         for (ping, pong) in pings.iter().zip(&pongs) {
             assert_eq!(pong.at - ping.at, ms(50));
             assert_eq!(pong.msg.flags, Flags::CRC);
-            assert_eq!(pong.msg.deadline_ms, 10_000, "echoed ([Q8])");
+            assert_eq!(pong.msg.deadline_ms, 10_000, "echoed (quirk Q8)");
             let p = PongPayload::decode(&pong.msg.payload).unwrap();
             assert!(!p.not_found && p.error.is_none());
             assert_eq!(p.t, PingPayload::decode(&ping.msg.payload).unwrap().t);
@@ -313,7 +316,8 @@ fn callee_reaps_a_stream_whose_caller_stopped_pinging() {
     assert!(wire(&pair).iter().any(|w| w.dropped));
 
     // Idle checks every 15 s from acceptance; at 60 s the last ping is
-    // exactly 60 s old (fine), at 75 s it is too old ([Q17]).
+    // exactly 60 s old (fine), at 75 s it is too old
+    // (docs/protocol.md#quirk-q17-idle-resolution).
     let reaped = accepted + secs(75);
     pair.advance(reaped - pair.now - NS);
     assert!(pair.server.conn.is_incoming_live(inc));
@@ -477,7 +481,8 @@ fn callee_stream_deadline_ends_the_handler_by_itself() {
             }
         )]
     );
-    // Abnormal end: a teardown without any EOF message (PROTOCOL.md §7.6).
+    // Abnormal end: a teardown without any EOF message
+    // (docs/protocol.md#streams-cancellation).
     assert_eq!(
         script(&from_server(&pair), id.0),
         vec![(Op::AckMux, 0), (Op::DisconnectClientMux, 0)]

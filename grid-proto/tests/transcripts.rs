@@ -1,6 +1,7 @@
 //! Replays every binary frame recorded from the Go implementation through the
 //! codec: each frame must decode, and re-encoding what was decoded must give
-//! the recorded bytes back exactly (PROTOCOL.md §2–§4).
+//! the recorded bytes back exactly (docs/protocol.md#envelope to
+//! docs/protocol.md#payloads).
 //!
 //! Sources: the transcripts in `shared/transcripts` (a sibling of the
 //! repository checkout; the test fails if it is missing) and every `*.jsonl`

@@ -2,7 +2,7 @@
 //!
 //! Dialing uses [`SmolTls`], a smol runtime that carries the rustls client
 //! configuration; accepting uses [`serve_tls`] with a rustls server
-//! configuration. As in Go, no ALPN is offered (PROTOCOL.md §1.3: the
+//! configuration. As in Go, no ALPN is offered (docs/protocol.md#transport-upgrade: the
 //! exchange is HTTP/1.1), and when both host strings are TLS URLs messages
 //! carry no CRC (§2.5; the core decides this from the host strings).
 

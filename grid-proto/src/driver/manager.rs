@@ -519,7 +519,7 @@ impl<R: Runtime> Manager<R> {
     }
 
     /// Declares the capacities of a remote stream handler this node calls
-    /// but does not serve (PROTOCOL.md §7.1).
+    /// but does not serve (docs/protocol.md#streams-capacities).
     pub fn set_capacities(
         &self,
         handler: HandlerId,

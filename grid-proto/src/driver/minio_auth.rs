@@ -1,4 +1,5 @@
-//! MinIO's inter-node token (PROTOCOL.md §1.5), so a Rust node can join a
+//! MinIO's inter-node token (docs/protocol.md#transport-minio-token), so a
+//! Rust node can join a
 //! real MinIO grid: an HS512 JWT signed with the root secret key, carried in
 //! `Authorization: Bearer` and in the `Connect` message.
 

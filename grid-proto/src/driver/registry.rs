@@ -88,7 +88,7 @@ pub(crate) type StreamFn =
     Arc<dyn Fn(StreamCall) -> BoxFuture<Result<(), RemoteError>> + Send + Sync>;
 
 /// How a message addresses a handler: by id among handlers without a
-/// subroute, or by the 32-byte subroute id (PROTOCOL.md §2.4).
+/// subroute, or by the 32-byte subroute id (docs/protocol.md#subroute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Route {
     Id(HandlerId),
