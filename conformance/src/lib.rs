@@ -1,5 +1,5 @@
 //! Conformance suite for `grid`: replays the connections recorded between
-//! two Go peers (`shared/transcripts`) against our implementation, in both
+//! two Go peers (`conformance/transcripts`) against our implementation, in both
 //! roles: the sans-IO core on a virtual clock, and the tokio and smol
 //! drivers on real time over loopback TCP.
 //!
@@ -23,7 +23,7 @@
 //! use std::path::Path;
 //! use conformance::{Outcome, ReplayOptions, Role, Target, load_path, replay};
 //!
-//! for t in load_path(Path::new("../shared/transcripts"))? {
+//! for t in load_path(Path::new("conformance/transcripts"))? {
 //!     for role in Role::BOTH {
 //!         match replay(&t, Target::Core, role, &ReplayOptions::default()) {
 //!             Outcome::Pass(_) => println!("PASS {} core {role}", t.name()),

@@ -1,7 +1,8 @@
-//! Recording a manager's connections in the transcript format of
-//! `shared/transcripts` (JSON Lines: a header, the HTTP upgrade request,
-//! every WebSocket frame each way with its time), so a real exchange can be
-//! captured and replayed later by the conformance suite.
+//! Recording a manager's connections in the transcript format of the
+//! repository's `conformance/transcripts` (JSON Lines: a header, the HTTP
+//! upgrade request, every WebSocket frame each way with its time), so a
+//! real exchange can be captured and replayed later by the conformance
+//! suite.
 //!
 //! Off unless [`Options::recorder`](crate::driver::Options::recorder) is
 //! set; when it is, every transport of every connection gets a transcript
