@@ -14,8 +14,10 @@
 //!   trait ([`CoreSubject`] for the sans-IO core, [`DriverSubject`] for a
 //!   driver's manager, whose peer is a plain WebSocket endpoint);
 //! - [`replay`](mod@replay): the replay itself;
-//! - [`node`]: a driver's manager with the transcripts' handler table, as
-//!   the CLI's interop peer (`serve`, `call`) runs it;
+//! - [`register_reference_handlers`]: the transcripts' handler table on a
+//!   driver's manager;
+//! - [`node`]: a driver's manager with that table, as the CLI's interop
+//!   peer (`serve`, `call`) runs it;
 //! - [`scenarios`]: the README's scenarios, run by a caller against such a
 //!   peer (Go's or ours).
 //!
@@ -43,6 +45,7 @@ mod failure;
 pub mod frame;
 mod msgpack;
 pub mod node;
+mod reference;
 pub mod replay;
 pub mod scenarios;
 pub mod subject;
@@ -52,6 +55,7 @@ mod ws_peer;
 pub use core_subject::CoreSubject;
 pub use driver_subject::DriverSubject;
 pub use failure::Failure;
+pub use reference::register_reference_handlers;
 pub use replay::{Outcome, ReplayOptions, Role, Stats, replay, replay_subject};
 pub use subject::{AppCall, Subject, SubjectSetup, Target};
 pub use transcript::{LoadError, Transcript, env_dirs, load_path};

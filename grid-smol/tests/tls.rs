@@ -1,13 +1,15 @@
 //! Two nodes on `https://` hosts over rustls.
 #![cfg(feature = "tls")]
 
+mod common;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use grid_smol::Options;
 use grid_smol::tls::{SmolTls, TlsManager, rustls, serve_tls};
-use grid_smol::{HandlerId, Options};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 fn configs() -> (rustls::ServerConfig, rustls::ClientConfig) {
@@ -54,7 +56,7 @@ fn requests_and_streams_over_tls() {
         let m1 = TlsManager::new(rt.clone(), &h1, &hosts, Options::default()).unwrap();
         let m2 = TlsManager::new(rt, &h2, &hosts, Options::default()).unwrap();
         for m in [&m1, &m2] {
-            grid_proto::driver::register_reference_handlers(m).unwrap();
+            common::register(m).unwrap();
         }
         smol::spawn(serve_tls(m1.clone(), l1, server.clone())).detach();
         smol::spawn(serve_tls(m2.clone(), l2, server)).detach();
@@ -64,14 +66,13 @@ fn requests_and_streams_over_tls() {
         bounded(c.wait_for_connect(Duration::from_secs(10)))
             .await
             .unwrap();
-        let answer = bounded(c.request(HandlerId(78), Bytes::from_static(b"secret")))
+        let answer = bounded(c.request(common::ECHO, Bytes::from_static(b"secret")))
             .await
             .unwrap();
         assert_eq!(answer, "secret");
-        let (mut tx, mut rx) =
-            bounded(c.open_stream(HandlerId(78), Some(Bytes::from_static(b">"))))
-                .await
-                .unwrap();
+        let (mut tx, mut rx) = bounded(c.open_stream(common::ECHO, Some(Bytes::from_static(b">"))))
+            .await
+            .unwrap();
         bounded(tx.send(Bytes::from_static(b"x"))).await.unwrap();
         assert_eq!(bounded(rx.recv()).await.unwrap().unwrap(), ">x");
         m1.shutdown(None).await;
