@@ -32,7 +32,7 @@ const DISK: &str = "disk-1";
 type Error = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Error> {
-    smol::block_on(run())
+    async_io::block_on(run())
 }
 
 async fn run() -> Result<(), Error> {
@@ -50,7 +50,7 @@ async fn run() -> Result<(), Error> {
     for (listener, host) in listeners.into_iter().zip(&hosts) {
         let manager = Manager::new(Smol, host, &hosts, Options::default())?;
         register_handlers(&manager, host)?;
-        smol::spawn(grid_smol::serve(manager.clone(), listener)).detach();
+        grid_smol::spawn(grid_smol::serve(manager.clone(), listener)).detach();
         manager.start();
         nodes.push(manager);
     }

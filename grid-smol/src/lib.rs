@@ -1,23 +1,24 @@
 //! `grid` on smol: fast, multiplexed server-to-server RPC over one
 //! WebSocket per pair of servers, wire-compatible with MinIO's Go grid.
 //!
-//! This crate only plugs smol (async-io timers, async-net sockets) and
-//! async-tungstenite into the runtime-neutral driver of
-//! [`grid_proto::driver`]; the API is the same as `grid-tokio`'s.
+//! This crate only plugs smol's pieces (async-io timers, async-net sockets,
+//! an async-executor executor) and async-tungstenite into the
+//! runtime-neutral driver of [`grid_proto::driver`]; the API is the same as
+//! `grid-tokio`'s.
 //!
 //! ```no_run
 //! use bytes::Bytes;
 //! use grid_smol::{HandlerId, Manager, Options, RemoteError};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! smol::block_on(async {
+//! async_io::block_on(async {
 //!     let hosts = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
 //!     let manager = Manager::new(grid_smol::Smol, hosts[0], &hosts, Options::default())?;
 //!     manager.register_single(HandlerId(78), |payload: Bytes| async move {
 //!         Ok::<_, RemoteError>(payload)
 //!     })?;
 //!     let listener = async_net::TcpListener::bind("127.0.0.1:9001").await?;
-//!     smol::spawn(grid_smol::serve(manager.clone(), listener)).detach();
+//!     grid_smol::spawn(grid_smol::serve(manager.clone(), listener)).detach();
 //!     manager.start();
 //!
 //!     let peer = manager.connection(hosts[1]).expect("a known host");
@@ -33,11 +34,11 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_net::{TcpListener, TcpStream};
 use async_tungstenite::tungstenite;
-use futures_util::{AsyncRead, AsyncWrite};
+use futures_lite::{AsyncRead, AsyncWrite};
 use tungstenite::handshake::client::Request;
 use tungstenite::protocol::WebSocketConfig;
 
@@ -48,10 +49,14 @@ pub use grid_proto::driver::{
 };
 pub use grid_proto::{self as proto, CallError, Capacities, HandlerId, SendError, State, Stats};
 
+mod executor;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-/// The smol runtime (its global executor), for [`grid_proto::driver::Manager`].
+pub use executor::spawn;
+
+/// The smol runtime (tasks on [`spawn`]'s executor, async-io timers), for
+/// [`grid_proto::driver::Manager`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Smol;
 
@@ -82,7 +87,7 @@ impl Runtime for Smol {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        smol::spawn(task).detach();
+        spawn(task).detach();
     }
 
     fn sleep_until(&self, at: Instant) -> Self::Sleep {
@@ -126,7 +131,7 @@ pub async fn serve<R: Runtime<Socket = BoxSocket>>(
         let (tcp, addr) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
         let manager = manager.clone();
-        smol::spawn(async move {
+        spawn(async move {
             if let Err(e) = accept_stream(&manager, tcp).await {
                 tracing::debug!(%addr, error = %e, "incoming grid connection refused");
             }
@@ -153,13 +158,18 @@ where
         manager.upgrade_check(),
         Some(manager.websocket_config()),
     );
-    let timeout = async_io::Timer::after(manager.options().handshake_timeout);
-    let ws = smol::future::or(async { Some(upgrade.await) }, async {
-        timeout.await;
-        None
-    })
-    .await
-    .ok_or(AcceptError::Timeout)?
-    .map_err(|e| AcceptError::Transport(e.to_string()))?;
+    let ws = within(manager.options().handshake_timeout, upgrade)
+        .await
+        .ok_or(AcceptError::Timeout)?
+        .map_err(|e| AcceptError::Transport(e.to_string()))?;
     manager.accept(Box::pin(ws)).await
+}
+
+/// `future`'s output, or `None` if `limit` passes first.
+pub(crate) async fn within<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
+    let timeout = async {
+        async_io::Timer::after(limit).await;
+        None
+    };
+    futures_lite::future::or(async { Some(future.await) }, timeout).await
 }

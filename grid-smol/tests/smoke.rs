@@ -8,7 +8,7 @@ use grid_smol::{Manager, Options};
 
 #[test]
 fn two_nodes_echo() {
-    smol::block_on(async {
+    async_io::block_on(async {
         let l1 = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let l2 = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let h1 = format!("http://{}", l1.local_addr().unwrap());
@@ -18,8 +18,8 @@ fn two_nodes_echo() {
         let m2 = Manager::new(grid_smol::Smol, &h2, &hosts, Options::default()).unwrap();
         common::register(&m1).unwrap();
         common::register(&m2).unwrap();
-        smol::spawn(grid_smol::serve(m1.clone(), l1)).detach();
-        smol::spawn(grid_smol::serve(m2.clone(), l2)).detach();
+        grid_smol::spawn(grid_smol::serve(m1.clone(), l1)).detach();
+        grid_smol::spawn(grid_smol::serve(m2.clone(), l2)).detach();
         m1.start();
         m2.start();
         let c = m1.connection(&h2).unwrap();
