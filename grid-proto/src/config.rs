@@ -159,7 +159,7 @@ pub struct Config {
     /// Retry spacing of the dialer.
     pub backoff: Backoff,
     /// Send `DisconnectServerMux` where Go sends `DisconnectClientMux` for an
-    /// unknown caller-side mux (PROTOCOL.md [Q2], the recommended deviation).
+    /// unknown caller-side mux (PROTOCOL.md \[Q2\], the recommended deviation).
     pub fix_q2: bool,
 }
 

@@ -13,7 +13,7 @@ use crate::message::{Message, decode_envelope};
 use crate::msgpack::{self, Reader};
 use crate::op::Op;
 
-/// Most messages Go puts in one merged frame (50 held back + 1, [Q1]).
+/// Most messages Go puts in one merged frame (50 held back + 1, \[Q1\]).
 pub const MAX_MERGED_MESSAGES: usize = 51;
 /// A frame takes no further message once it holds this many bytes (Go's
 /// 32 KiB − 1 KiB bound on held-back bytes); the last message may exceed it.

@@ -37,17 +37,18 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_net::{TcpListener, TcpStream};
-use async_tungstenite::tungstenite;
 use futures_lite::{AsyncRead, AsyncWrite};
 use tungstenite::handshake::client::Request;
 use tungstenite::protocol::WebSocketConfig;
 
-pub use grid_proto::driver::{
-    AcceptError, BoxFuture, BoxSocket, ConfigError, Connection, DEFAULT_ROUTE, LOCK_ROUTE, Options,
-    RegisterError, RemoteError, RequestFuture, Runtime, StreamCall, StreamOptions, StreamReceiver,
-    StreamSender, UpgradeError,
+// The whole user-facing API of the runtime-neutral driver (handles,
+// registry, typed calls, MinIO token helper, recorder with its feature),
+// and the core types it speaks in. `Manager` below shadows the generic one.
+pub use grid_proto::driver::*;
+pub use grid_proto::{
+    self as proto, Backoff, CallError, CancelReason, Capacities, CapacityTable, Config,
+    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, SubrouteId,
 };
-pub use grid_proto::{self as proto, CallError, Capacities, HandlerId, SendError, State, Stats};
 
 mod executor;
 #[cfg(feature = "tls")]
@@ -60,8 +61,13 @@ pub use executor::spawn;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Smol;
 
-/// A grid manager running on smol.
-pub type Manager = grid_proto::driver::Manager<Smol>;
+/// A grid manager running on smol: one per grid per node, owning a
+/// connection to every other host. Its methods are those of
+/// [`grid_proto::driver::Manager`] (listed below too): `new`, the
+/// `register_*` handler registrations, `start`, `connection`, `stats`,
+/// `accept` and `shutdown`. Another runtime (for example the `tls`
+/// feature's) is named as `Manager<ThatRuntime>`.
+pub type Manager<R = Smol> = grid_proto::driver::Manager<R>;
 
 /// An async-io timer that resolves to `()`.
 #[derive(Debug)]
