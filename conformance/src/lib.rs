@@ -1,5 +1,5 @@
 //! Conformance suite for `grid`: replays the connections recorded between
-//! two Go peers (`shared/transcripts`) against our implementation, in both
+//! two Go peers (`conformance/transcripts`) against our implementation, in both
 //! roles: the sans-IO core on a virtual clock, and the tokio and smol
 //! drivers on real time over loopback TCP.
 //!
@@ -14,8 +14,10 @@
 //!   trait ([`CoreSubject`] for the sans-IO core, [`DriverSubject`] for a
 //!   driver's manager, whose peer is a plain WebSocket endpoint);
 //! - [`replay`](mod@replay): the replay itself;
-//! - [`node`]: a driver's manager with the transcripts' handler table, as
-//!   the CLI's interop peer (`serve`, `call`) runs it;
+//! - [`register_reference_handlers`]: the transcripts' handler table on a
+//!   driver's manager;
+//! - [`node`]: a driver's manager with that table, as the CLI's interop
+//!   peer (`serve`, `call`) runs it;
 //! - [`scenarios`]: the README's scenarios, run by a caller against such a
 //!   peer (Go's or ours).
 //!
@@ -23,7 +25,7 @@
 //! use std::path::Path;
 //! use conformance::{Outcome, ReplayOptions, Role, Target, load_path, replay};
 //!
-//! for t in load_path(Path::new("../shared/transcripts"))? {
+//! for t in load_path(Path::new("conformance/transcripts"))? {
 //!     for role in Role::BOTH {
 //!         match replay(&t, Target::Core, role, &ReplayOptions::default()) {
 //!             Outcome::Pass(_) => println!("PASS {} core {role}", t.name()),
@@ -43,6 +45,7 @@ mod failure;
 pub mod frame;
 mod msgpack;
 pub mod node;
+mod reference;
 pub mod replay;
 pub mod scenarios;
 pub mod subject;
@@ -52,6 +55,7 @@ mod ws_peer;
 pub use core_subject::CoreSubject;
 pub use driver_subject::DriverSubject;
 pub use failure::Failure;
+pub use reference::register_reference_handlers;
 pub use replay::{Outcome, ReplayOptions, Role, Stats, replay, replay_subject};
 pub use subject::{AppCall, Subject, SubjectSetup, Target};
 pub use transcript::{LoadError, Transcript, env_dirs, load_path};

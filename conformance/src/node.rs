@@ -11,7 +11,9 @@ use std::net::TcpListener;
 use std::str::FromStr;
 use std::time::Duration;
 
-use grid_proto::driver::{Connection, Options, register_reference_handlers};
+use grid_proto::driver::{Connection, Options};
+
+use crate::reference::register_reference_handlers;
 
 /// The runtime a node runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

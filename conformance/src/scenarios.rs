@@ -1,4 +1,4 @@
-//! The scenarios of `shared/transcripts/README.md`, run by a caller
+//! The scenarios of `conformance/transcripts/README.md`, run by a caller
 //! against a remote node serving the transcripts' handler table (Go's or
 //! ours): the interop half of the conformance suite (`grid-conformance
 //! call`). Each checks real results: the payloads and error texts the

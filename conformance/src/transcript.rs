@@ -1,4 +1,4 @@
-//! The recorded-transcript format (`shared/transcripts/README.md`): JSON
+//! The recorded-transcript format (`conformance/transcripts/README.md`): JSON
 //! Lines with a header, HTTP upgrade records, WebSocket frames and scenario
 //! markers, read from `.jsonl` or `.jsonl.gz` files and directories of them.
 

@@ -43,8 +43,11 @@ pub struct CapacityTable {
 }
 
 impl Default for CapacityTable {
-    /// MinIO's streaming handlers (Appendix B) plus the test handlers of the
-    /// shared transcripts (78: 1/1, 79: 0/1).
+    /// MinIO's streaming handlers (docs/protocol.md#appendix-capacities): WalkDir (7),
+    /// NSScanner (10), Trace (22), Listen (23), ConsoleLog (63), ListDir
+    /// (64) and CheckParts3 (77), none of which take input. Any other stream
+    /// handler a node calls needs its capacities set here, or given per
+    /// call.
     fn default() -> Self {
         let mut t = CapacityTable::empty();
         for (id, out) in [
@@ -64,20 +67,6 @@ impl Default for CapacityTable {
                 },
             );
         }
-        t.set(
-            HandlerId::TEST,
-            Capacities {
-                in_capacity: 1,
-                out_capacity: 1,
-            },
-        );
-        t.set(
-            HandlerId::TEST2,
-            Capacities {
-                in_capacity: 0,
-                out_capacity: 1,
-            },
-        );
         t
     }
 }

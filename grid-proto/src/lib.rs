@@ -41,9 +41,17 @@
 //! [`handshake`] checks; the connection with its caller side (requests and
 //! streams it started) and callee side (calls it serves); timers; errors per
 //! layer ([`DecodeError`], [`CallError`], [`SendError`], [`CancelReason`],
-//! [`DisconnectReason`]). [`sim`] joins two cores on a virtual clock for
-//! tests. With the default `driver` feature, [`driver`] adds the
-//! runtime-neutral handles and task that `grid-tokio` and `grid-smol` run.
+//! [`DisconnectReason`]).
+//!
+//! Features (none is on by default, so the core comes alone):
+//! - `driver`: the `driver` module, the runtime-neutral handles, registry,
+//!   typed handlers and connection task that `grid-tokio` and `grid-smol`
+//!   run;
+//! - `recorder` (implies `driver`): `driver::Recorder`, which writes a
+//!   manager's connections as transcripts;
+//! - `sim`: the `sim` module (two cores joined on a virtual clock, and the
+//!   reference handler table of the recorded transcripts) and `chaos` (the
+//!   invariant-checking script runner behind the fuzz target): test tooling.
 //!
 //! Decoding a received frame by hand:
 //!
@@ -64,6 +72,7 @@
 //! # Ok::<(), grid_proto::DecodeError>(())
 //! ```
 
+#[cfg(feature = "sim")]
 pub mod chaos;
 mod config;
 mod connection;
@@ -83,6 +92,7 @@ mod op;
 mod outgoing;
 mod payload;
 mod rng;
+#[cfg(feature = "sim")]
 pub mod sim;
 mod stats;
 mod subroute;

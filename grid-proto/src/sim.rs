@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use hashbrown::HashMap;
 
-use crate::config::{Capacities, Config};
+use crate::config::{Capacities, CapacityTable, Config};
 use crate::connection::{Connection, State};
 use crate::error::DisconnectReason;
 use crate::event::{Event, IncomingId};
@@ -160,12 +160,15 @@ pub struct Pair {
 const MAX_STEPS: usize = 1_000_000;
 
 impl Pair {
-    /// A pair with the transcript hosts, default configs and `seed`.
+    /// A pair with the transcript hosts, default configs and `seed`; both
+    /// sides know the capacities of the [`RefPeer`] handlers.
     pub fn new(seed: u64) -> Pair {
         let mut c = Config::new(CLIENT_HOST, SERVER_HOST);
         c.seed = seed;
+        RefPeer::declare_capacities(&mut c.capacities);
         let mut s = Config::new(SERVER_HOST, CLIENT_HOST);
         s.seed = seed.wrapping_add(1);
+        RefPeer::declare_capacities(&mut s.capacities);
         Pair::with_configs(c, s)
     }
 
@@ -540,8 +543,9 @@ impl Pair {
     }
 }
 
-/// The handler table of the shared transcripts (`shared/transcripts/README.md`):
-/// what both recording peers had registered.
+/// The handler table of the recorded transcripts
+/// (`conformance/transcripts/README.md` in the repository): what both
+/// recording peers had registered.
 #[derive(Debug, Default)]
 pub struct RefPeer {
     streams: HashMap<IncomingId, RefStream>,
@@ -577,6 +581,15 @@ impl RefPeer {
             }
         } else {
             Capacities::DEFAULT
+        }
+    }
+
+    /// Declares the reference stream handlers (78: 1/1, 79: 0/1) in a
+    /// caller's table: capacities are not on the wire, and MinIO's defaults
+    /// do not list the test ids.
+    pub fn declare_capacities(table: &mut CapacityTable) {
+        for handler in [HandlerId::TEST, HandlerId::TEST2] {
+            table.set(handler, RefPeer::capacities(handler));
         }
     }
 
@@ -616,9 +629,10 @@ fn concat(a: &[u8], b: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// The typed handler: a msgpack map str→str in, the same plus
-/// `"refpeer":"ok"` out.
-pub(crate) fn mss_reply(payload: &Bytes) -> Result<Bytes, String> {
+/// The reference table's typed handler (79 on [`REF_MSS`]): a msgpack map
+/// string→string in, the same map plus `"refpeer": "ok"` out; an error
+/// text if the payload is no such map.
+pub fn mss_reply(payload: &Bytes) -> Result<Bytes, String> {
     let mut r = Reader::new(payload);
     let n = r.map_len("mss").map_err(|e| e.to_string())?;
     let mut pairs = Vec::with_capacity(n as usize + 1);

@@ -31,6 +31,9 @@ fn configured(
     client(&mut c);
     let mut s = Config::new(SERVER_HOST, CLIENT_HOST);
     s.seed = seed + 1;
+    // The test handlers' stream capacities, as `Pair::new` declares them.
+    RefPeer::declare_capacities(&mut c.capacities);
+    RefPeer::declare_capacities(&mut s.capacities);
     server(&mut s);
     let mut pair = Pair::with_configs(c, s);
     settle(&mut pair);

@@ -9,7 +9,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use grid_proto::sim::{CLIENT_HOST, Pair, SERVER_HOST};
+use grid_proto::sim::{CLIENT_HOST, Pair, RefPeer, SERVER_HOST};
 use grid_proto::{
     CallError, CallId, CancelReason, Config, DisconnectReason, Event, Flags, HandlerId, IncomingId,
     Op, PingPayload, PongPayload, STREAM_LIVENESS_TIMEOUT, STREAM_PING_INTERVAL, State, Timestamp,
@@ -41,6 +41,9 @@ fn patient(seed: u64, client: bool, server: bool) -> Pair {
     c.seed = seed;
     let mut s = Config::new(SERVER_HOST, CLIENT_HOST);
     s.seed = seed + 1;
+    // The test handlers' stream capacities, as `Pair::new` declares them.
+    RefPeer::declare_capacities(&mut c.capacities);
+    RefPeer::declare_capacities(&mut s.capacities);
     for (config, patient) in [(&mut c, client), (&mut s, server)] {
         if patient {
             config.pong_timeout = secs(3600);

@@ -1,23 +1,24 @@
 //! `grid` on smol: fast, multiplexed server-to-server RPC over one
 //! WebSocket per pair of servers, wire-compatible with MinIO's Go grid.
 //!
-//! This crate only plugs smol (async-io timers, async-net sockets) and
-//! async-tungstenite into the runtime-neutral driver of
-//! [`grid_proto::driver`]; the API is the same as `grid-tokio`'s.
+//! This crate only plugs smol's pieces (async-io timers, async-net sockets,
+//! an async-executor executor) and async-tungstenite into the
+//! runtime-neutral driver of [`grid_proto::driver`]; the API is the same as
+//! `grid-tokio`'s.
 //!
 //! ```no_run
 //! use bytes::Bytes;
 //! use grid_smol::{HandlerId, Manager, Options, RemoteError};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! smol::block_on(async {
+//! async_io::block_on(async {
 //!     let hosts = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
 //!     let manager = Manager::new(grid_smol::Smol, hosts[0], &hosts, Options::default())?;
 //!     manager.register_single(HandlerId(78), |payload: Bytes| async move {
 //!         Ok::<_, RemoteError>(payload)
 //!     })?;
 //!     let listener = async_net::TcpListener::bind("127.0.0.1:9001").await?;
-//!     smol::spawn(grid_smol::serve(manager.clone(), listener)).detach();
+//!     grid_smol::spawn(grid_smol::serve(manager.clone(), listener)).detach();
 //!     manager.start();
 //!
 //!     let peer = manager.connection(hosts[1]).expect("a known host");
@@ -33,30 +34,40 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_net::{TcpListener, TcpStream};
-use async_tungstenite::tungstenite;
-use futures_util::{AsyncRead, AsyncWrite};
+use futures_lite::{AsyncRead, AsyncWrite};
 use tungstenite::handshake::client::Request;
 use tungstenite::protocol::WebSocketConfig;
 
-pub use grid_proto::driver::{
-    AcceptError, BoxFuture, BoxSocket, ConfigError, Connection, DEFAULT_ROUTE, LOCK_ROUTE, Options,
-    RegisterError, RemoteError, RequestFuture, Runtime, StreamCall, StreamOptions, StreamReceiver,
-    StreamSender, UpgradeError,
+// The whole user-facing API of the runtime-neutral driver (handles,
+// registry, typed calls, MinIO token helper, recorder with its feature),
+// and the core types it speaks in. `Manager` below shadows the generic one.
+pub use grid_proto::driver::*;
+pub use grid_proto::{
+    self as proto, Backoff, CallError, CancelReason, Capacities, CapacityTable, Config,
+    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, SubrouteId,
 };
-pub use grid_proto::{self as proto, CallError, Capacities, HandlerId, SendError, State, Stats};
 
+mod executor;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-/// The smol runtime (its global executor), for [`grid_proto::driver::Manager`].
+pub use executor::spawn;
+
+/// The smol runtime (tasks on [`spawn`]'s executor, async-io timers), for
+/// [`grid_proto::driver::Manager`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Smol;
 
-/// A grid manager running on smol.
-pub type Manager = grid_proto::driver::Manager<Smol>;
+/// A grid manager running on smol: one per grid per node, owning a
+/// connection to every other host. Its methods are those of
+/// [`grid_proto::driver::Manager`] (listed below too): `new`, the
+/// `register_*` handler registrations, `start`, `connection`, `stats`,
+/// `accept` and `shutdown`. Another runtime (for example the `tls`
+/// feature's) is named as `Manager<ThatRuntime>`.
+pub type Manager<R = Smol> = grid_proto::driver::Manager<R>;
 
 /// An async-io timer that resolves to `()`.
 #[derive(Debug)]
@@ -82,7 +93,7 @@ impl Runtime for Smol {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        smol::spawn(task).detach();
+        spawn(task).detach();
     }
 
     fn sleep_until(&self, at: Instant) -> Self::Sleep {
@@ -126,7 +137,7 @@ pub async fn serve<R: Runtime<Socket = BoxSocket>>(
         let (tcp, addr) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
         let manager = manager.clone();
-        smol::spawn(async move {
+        spawn(async move {
             if let Err(e) = accept_stream(&manager, tcp).await {
                 tracing::debug!(%addr, error = %e, "incoming grid connection refused");
             }
@@ -153,13 +164,18 @@ where
         manager.upgrade_check(),
         Some(manager.websocket_config()),
     );
-    let timeout = async_io::Timer::after(manager.options().handshake_timeout);
-    let ws = smol::future::or(async { Some(upgrade.await) }, async {
-        timeout.await;
-        None
-    })
-    .await
-    .ok_or(AcceptError::Timeout)?
-    .map_err(|e| AcceptError::Transport(e.to_string()))?;
+    let ws = within(manager.options().handshake_timeout, upgrade)
+        .await
+        .ok_or(AcceptError::Timeout)?
+        .map_err(|e| AcceptError::Transport(e.to_string()))?;
     manager.accept(Box::pin(ws)).await
+}
+
+/// `future`'s output, or `None` if `limit` passes first.
+pub(crate) async fn within<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
+    let timeout = async {
+        async_io::Timer::after(limit).await;
+        None
+    };
+    futures_lite::future::or(async { Some(future.await) }, timeout).await
 }

@@ -115,15 +115,9 @@ pub async fn serve_tls<R: Runtime<Socket = BoxSocket>>(
         let _ = tcp.set_nodelay(true);
         let manager = manager.clone();
         let acceptor = acceptor.clone();
-        smol::spawn(async move {
-            let timeout = async_io::Timer::after(manager.options().handshake_timeout);
-            let accept = async { Some(acceptor.accept(tcp).await) };
-            let tls = match smol::future::or(accept, async {
-                timeout.await;
-                None
-            })
-            .await
-            {
+        crate::spawn(async move {
+            let limit = manager.options().handshake_timeout;
+            let tls = match crate::within(limit, acceptor.accept(tcp)).await {
                 Some(Ok(tls)) => tls,
                 Some(Err(e)) => {
                     tracing::debug!(%addr, error = %e, "TLS handshake failed");

@@ -1,13 +1,15 @@
 //! Two nodes on `https://` hosts over rustls.
 #![cfg(feature = "tls")]
 
+mod common;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use grid_smol::Options;
 use grid_smol::tls::{SmolTls, TlsManager, rustls, serve_tls};
-use grid_smol::{HandlerId, Options};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 fn configs() -> (rustls::ServerConfig, rustls::ClientConfig) {
@@ -33,8 +35,8 @@ fn configs() -> (rustls::ServerConfig, rustls::ClientConfig) {
 
 /// Fails the test instead of hanging.
 async fn bounded<T>(f: impl Future<Output = T>) -> T {
-    smol::future::or(f, async {
-        smol::Timer::after(Duration::from_secs(10)).await;
+    futures_lite::future::or(f, async {
+        async_io::Timer::after(Duration::from_secs(10)).await;
         panic!("timed out")
     })
     .await
@@ -42,7 +44,7 @@ async fn bounded<T>(f: impl Future<Output = T>) -> T {
 
 #[test]
 fn requests_and_streams_over_tls() {
-    smol::block_on(async {
+    async_io::block_on(async {
         let (server, client) = configs();
         let server = Arc::new(server);
         let l1 = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -54,24 +56,23 @@ fn requests_and_streams_over_tls() {
         let m1 = TlsManager::new(rt.clone(), &h1, &hosts, Options::default()).unwrap();
         let m2 = TlsManager::new(rt, &h2, &hosts, Options::default()).unwrap();
         for m in [&m1, &m2] {
-            grid_proto::driver::register_reference_handlers(m).unwrap();
+            common::register(m).unwrap();
         }
-        smol::spawn(serve_tls(m1.clone(), l1, server.clone())).detach();
-        smol::spawn(serve_tls(m2.clone(), l2, server)).detach();
+        grid_smol::spawn(serve_tls(m1.clone(), l1, server.clone())).detach();
+        grid_smol::spawn(serve_tls(m2.clone(), l2, server)).detach();
         m1.start();
         m2.start();
         let c = m1.connection(&h2).unwrap();
         bounded(c.wait_for_connect(Duration::from_secs(10)))
             .await
             .unwrap();
-        let answer = bounded(c.request(HandlerId(78), Bytes::from_static(b"secret")))
+        let answer = bounded(c.request(common::ECHO, Bytes::from_static(b"secret")))
             .await
             .unwrap();
         assert_eq!(answer, "secret");
-        let (mut tx, mut rx) =
-            bounded(c.open_stream(HandlerId(78), Some(Bytes::from_static(b">"))))
-                .await
-                .unwrap();
+        let (mut tx, mut rx) = bounded(c.open_stream(common::ECHO, Some(Bytes::from_static(b">"))))
+            .await
+            .unwrap();
         bounded(tx.send(Bytes::from_static(b"x"))).await.unwrap();
         assert_eq!(bounded(rx.recv()).await.unwrap().unwrap(), ">x");
         m1.shutdown(None).await;
@@ -81,7 +82,7 @@ fn requests_and_streams_over_tls() {
 
 #[test]
 fn an_untrusted_certificate_never_connects() {
-    smol::block_on(async {
+    async_io::block_on(async {
         let (server, _) = configs();
         let (_, other_client) = configs();
         let l1 = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -93,8 +94,8 @@ fn an_untrusted_certificate_never_connects() {
         let m1 = TlsManager::new(rt.clone(), &h1, &hosts, Options::default()).unwrap();
         let m2 = TlsManager::new(rt, &h2, &hosts, Options::default()).unwrap();
         let server = Arc::new(server);
-        smol::spawn(serve_tls(m1.clone(), l1, server.clone())).detach();
-        smol::spawn(serve_tls(m2.clone(), l2, server)).detach();
+        grid_smol::spawn(serve_tls(m1.clone(), l1, server.clone())).detach();
+        grid_smol::spawn(serve_tls(m2.clone(), l2, server)).detach();
         m1.start();
         m2.start();
         let c = m1.connection(&h2).unwrap();
@@ -109,7 +110,7 @@ fn an_untrusted_certificate_never_connects() {
 /// after `handshake_timeout`.
 #[test]
 fn a_stalled_tls_handshake_is_dropped() {
-    smol::block_on(async {
+    async_io::block_on(async {
         let (server, client) = configs();
         let l = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -119,8 +120,10 @@ fn a_stalled_tls_handshake_is_dropped() {
             ..Options::default()
         };
         let m = TlsManager::new(SmolTls::new(client), &h, &[&h], options).unwrap();
-        smol::spawn(serve_tls(m.clone(), l, Arc::new(server))).detach();
-        let took = bounded(smol::unblock(move || {
+        grid_smol::spawn(serve_tls(m.clone(), l, Arc::new(server))).detach();
+        // A blocking client on its own thread; the read's own timeout
+        // bounds the wait.
+        let took = std::thread::spawn(move || {
             use std::io::Read;
             let mut tcp = std::net::TcpStream::connect(addr).unwrap();
             tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -128,8 +131,9 @@ fn a_stalled_tls_handshake_is_dropped() {
             // EOF (or a reset), not the 5 s read timeout.
             assert!(matches!(tcp.read(&mut [0u8; 64]), Ok(0) | Err(_)));
             start.elapsed()
-        }))
-        .await;
+        })
+        .join()
+        .unwrap();
         assert!(took >= Duration::from_millis(250), "{took:?}");
         assert!(took < Duration::from_secs(4), "{took:?}");
     });

@@ -1,7 +1,8 @@
 //! Three grid nodes on loopback, all on tokio, calling each other.
 //!
 //! Run with `cargo run -p grid-tokio --example cluster`. Every node serves
-//! the handler table of the shared transcripts plus `whoami`; every node
+//! a few handlers of its own (echo, an error, a subroute, two streams and
+//! `whoami`); every node
 //! sends single requests and opens streams to every other node, over the one
 //! connection each pair shares (the dial rule picks which node of a pair
 //! dials). Then the cluster shuts down and prints each connection's stats.
@@ -10,16 +11,23 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use grid_tokio::proto::driver::register_reference_handlers;
-use grid_tokio::proto::sim::REF_SUB;
-use grid_tokio::{CallError, Connection, HandlerId, Manager, Options, RemoteError, Tokio};
+use grid_tokio::{
+    CallError, Capacities, Connection, HandlerId, Manager, Options, RegisterError, RemoteError,
+    StreamCall, Tokio,
+};
 
-/// A handler of our own: answers with the serving node's host string.
+// Handler ids are MinIO's (1..=79); an application on its own grid picks
+// any. These are MinIO's two test ids and one more.
+/// Answers with the serving node's host string.
 const WHOAMI: HandlerId = HandlerId(40);
-/// The reference handlers: single echo / bidirectional stream echo.
+/// Single: echo. Stream: each message comes back behind the initial payload.
 const ECHO: HandlerId = HandlerId::TEST;
-/// The reference handlers: single remote error / counting stream.
+/// Single: fails with the payload as error text. Stream: `u32be N ++ data`
+/// gives N numbered messages.
 const FAIL_OR_COUNT: HandlerId = HandlerId::TEST2;
+/// A subroute: the same handler id on a named route (MinIO uses a drive's
+/// path).
+const DISK: &str = "disk-1";
 
 type Error = Box<dyn std::error::Error>;
 
@@ -38,12 +46,7 @@ async fn main() -> Result<(), Error> {
     let mut nodes = Vec::new();
     for (listener, host) in listeners.into_iter().zip(&hosts) {
         let manager = Manager::new(Tokio, host, &hosts, Options::default())?;
-        register_reference_handlers(&manager)?;
-        let me = Bytes::from(host.clone());
-        manager.register_single(WHOAMI, move |_| {
-            let me = me.clone();
-            async move { Ok::<_, RemoteError>(me) }
-        })?;
+        register_handlers(&manager, host)?;
         tokio::spawn(grid_tokio::serve(manager.clone(), listener));
         manager.start();
         nodes.push(manager);
@@ -80,6 +83,67 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
+fn register_handlers(manager: &Manager, host: &str) -> Result<(), RegisterError> {
+    let me = Bytes::from(host.to_owned());
+    manager.register_single(WHOAMI, move |_| {
+        let me = me.clone();
+        async move { Ok::<_, RemoteError>(me) }
+    })?;
+    manager.register_single(ECHO, |payload| async move { Ok(payload) })?;
+    manager.register_single(FAIL_OR_COUNT, |payload| async move {
+        Err(RemoteError(String::from_utf8_lossy(&payload).into_owned()))
+    })?;
+    manager.register_single_subroute(ECHO, DISK, |payload| async move {
+        Ok(Bytes::from(format!(
+            "{DISK} has {}",
+            String::from_utf8_lossy(&payload)
+        )))
+    })?;
+    manager.register_stream(ECHO, Capacities::DEFAULT, echo_stream)?;
+    // No input (InCapacity 0): the caller only receives.
+    let one_way = Capacities {
+        in_capacity: 0,
+        out_capacity: 1,
+    };
+    manager.register_stream(FAIL_OR_COUNT, one_way, count_stream)
+}
+
+/// Stream `ECHO`: answers every message with the initial payload ++ it.
+async fn echo_stream(call: StreamCall) -> Result<(), RemoteError> {
+    let prefix = call.payload.unwrap_or_default();
+    let mut output = call.output;
+    let Some(mut input) = call.input else {
+        return Ok(());
+    };
+    while let Some(message) = input.recv().await {
+        let message = message.map_err(|e| RemoteError(e.to_string()))?;
+        let reply = [&prefix[..], &message[..]].concat();
+        output
+            .send(reply.into())
+            .await
+            .map_err(|e| RemoteError(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Stream `FAIL_OR_COUNT`: payload `u32be N ++ data` → N messages
+/// `u32be(i) ++ data`, then the end of the stream.
+async fn count_stream(call: StreamCall) -> Result<(), RemoteError> {
+    let payload = call.payload.unwrap_or_default();
+    let Some((n, data)) = payload.split_first_chunk::<4>() else {
+        return Err(RemoteError("payload too short".into()));
+    };
+    let mut output = call.output;
+    for i in 0..u32::from_be_bytes(*n) {
+        let message = [&i.to_be_bytes()[..], data].concat();
+        output
+            .send(message.into())
+            .await
+            .map_err(|e| RemoteError(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// Calls from one node to another: single requests (one failing, one on a
 /// subroute) and two streams.
 async fn exchange(conn: &Connection) -> Result<(), Error> {
@@ -96,12 +160,9 @@ async fn exchange(conn: &Connection) -> Result<(), Error> {
         Err(CallError::Remote(text)) => println!("{route}: remote error = {text}"),
         other => return Err(format!("expected a remote error, got {other:?}").into()),
     }
-    let sub = conn.subroute(REF_SUB);
-    let answer = sub.request(ECHO, Bytes::from("disk-1")).await?;
-    println!(
-        "{route}: {REF_SUB} echo = {}",
-        String::from_utf8_lossy(&answer)
-    );
+    let disk = conn.subroute(DISK);
+    let answer = disk.request(ECHO, Bytes::from("hello")).await?;
+    println!("{route}: {DISK} = {}", String::from_utf8_lossy(&answer));
 
     // Both ways: every message comes back behind the initial payload.
     let (mut tx, mut rx) = conn.open_stream(ECHO, Some(Bytes::from("re:"))).await?;

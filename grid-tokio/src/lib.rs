@@ -32,16 +32,17 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite;
 use tungstenite::handshake::client::Request;
 use tungstenite::protocol::WebSocketConfig;
 
-pub use grid_proto::driver::{
-    AcceptError, BoxFuture, BoxSocket, ConfigError, Connection, DEFAULT_ROUTE, LOCK_ROUTE, Options,
-    RegisterError, RemoteError, RequestFuture, Runtime, StreamCall, StreamOptions, StreamReceiver,
-    StreamSender, UpgradeError,
+// The whole user-facing API of the runtime-neutral driver (handles,
+// registry, typed calls, MinIO token helper, recorder with its feature),
+// and the core types it speaks in. `Manager` below shadows the generic one.
+pub use grid_proto::driver::*;
+pub use grid_proto::{
+    self as proto, Backoff, CallError, CancelReason, Capacities, CapacityTable, Config,
+    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, SubrouteId,
 };
-pub use grid_proto::{self as proto, CallError, Capacities, HandlerId, SendError, State, Stats};
 
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -50,8 +51,13 @@ pub mod tls;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tokio;
 
-/// A grid manager running on tokio.
-pub type Manager = grid_proto::driver::Manager<Tokio>;
+/// A grid manager running on tokio: one per grid per node, owning a
+/// connection to every other host. Its methods are those of
+/// [`grid_proto::driver::Manager`] (listed below too): `new`, the
+/// `register_*` handler registrations, `start`, `connection`, `stats`,
+/// `accept` and `shutdown`. Another runtime (for example the `tls`
+/// feature's) is named as `Manager<ThatRuntime>`.
+pub type Manager<R = Tokio> = grid_proto::driver::Manager<R>;
 
 impl Runtime for Tokio {
     type Socket = BoxSocket;

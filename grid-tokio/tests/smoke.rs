@@ -1,8 +1,10 @@
 //! Loopback smoke test.
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use grid_tokio::{HandlerId, Manager, Options};
+use grid_tokio::{Manager, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_echo() {
@@ -13,8 +15,8 @@ async fn two_nodes_echo() {
     let hosts = [h1.clone(), h2.clone()];
     let m1 = Manager::new(grid_tokio::Tokio, &h1, &hosts, Options::default()).unwrap();
     let m2 = Manager::new(grid_tokio::Tokio, &h2, &hosts, Options::default()).unwrap();
-    grid_proto::driver::register_reference_handlers(&m1).unwrap();
-    grid_proto::driver::register_reference_handlers(&m2).unwrap();
+    common::register(&m1).unwrap();
+    common::register(&m2).unwrap();
     tokio::spawn(grid_tokio::serve(m1.clone(), l1));
     tokio::spawn(grid_tokio::serve(m2.clone(), l2));
     m1.start();
@@ -22,16 +24,18 @@ async fn two_nodes_echo() {
     let c = m1.connection(&h2).unwrap();
     c.wait_for_connect(Duration::from_secs(5)).await.unwrap();
     let r = c
-        .request(HandlerId(78), Bytes::from_static(b"hello"))
+        .request(common::ECHO, Bytes::from_static(b"hello"))
         .await
         .unwrap();
     assert_eq!(r, "hello");
     let c2 = m2.connection(&h1).unwrap();
     c2.wait_for_connect(Duration::from_secs(5)).await.unwrap();
-    let r = c2.request(HandlerId(79), Bytes::from_static(b"boom")).await;
+    let r = c2
+        .request(common::FAIL_OR_COUNT, Bytes::from_static(b"boom"))
+        .await;
     assert_eq!(r, Err(grid_tokio::CallError::Remote("boom".into())));
     let (mut tx, mut rx) = c
-        .open_stream(HandlerId(78), Some(Bytes::from_static(b"p:")))
+        .open_stream(common::ECHO, Some(Bytes::from_static(b"p:")))
         .await
         .unwrap();
     for i in 0..10u8 {
@@ -44,7 +48,7 @@ async fn two_nodes_echo() {
     let mut n = 5u32.to_be_bytes().to_vec();
     n.extend_from_slice(b"x");
     let (_tx, mut rx) = c
-        .open_stream(HandlerId(79), Some(Bytes::from(n)))
+        .open_stream(common::FAIL_OR_COUNT, Some(Bytes::from(n)))
         .await
         .unwrap();
     let mut count = 0;

@@ -1,12 +1,14 @@
 //! Two nodes on `https://` hosts over rustls.
 #![cfg(feature = "tls")]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use grid_tokio::Options;
 use grid_tokio::tls::{TlsManager, TokioTls, rustls, serve_tls};
-use grid_tokio::{HandlerId, Options};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 fn configs() -> (rustls::ServerConfig, rustls::ClientConfig) {
@@ -43,7 +45,7 @@ async fn requests_and_streams_over_tls() {
     let m1 = TlsManager::new(rt.clone(), &h1, &hosts, Options::default()).unwrap();
     let m2 = TlsManager::new(rt, &h2, &hosts, Options::default()).unwrap();
     for m in [&m1, &m2] {
-        grid_proto::driver::register_reference_handlers(m).unwrap();
+        common::register(m).unwrap();
     }
     tokio::spawn(serve_tls(m1.clone(), l1, server.clone()));
     tokio::spawn(serve_tls(m2.clone(), l2, server));
@@ -59,14 +61,14 @@ async fn requests_and_streams_over_tls() {
     .unwrap();
     let answer = tokio::time::timeout(
         Duration::from_secs(5),
-        c.request(HandlerId(78), Bytes::from_static(b"secret")),
+        c.request(common::ECHO, Bytes::from_static(b"secret")),
     )
     .await
     .unwrap()
     .unwrap();
     assert_eq!(answer, "secret");
     let (mut tx, mut rx) = c
-        .open_stream(HandlerId(78), Some(Bytes::from_static(b">")))
+        .open_stream(common::ECHO, Some(Bytes::from_static(b">")))
         .await
         .unwrap();
     tx.send(Bytes::from_static(b"x")).await.unwrap();

@@ -15,9 +15,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use grid_proto::driver::{
-    Connection, Manager, Options, RemoteError, Runtime, StreamCall, register_reference_handlers,
-};
+use conformance::register_reference_handlers;
+use grid_proto::driver::{Connection, Manager, Options, RemoteError, Runtime, StreamCall};
 use grid_proto::{Backoff, Capacities, HandlerId, State, Stats, should_dial};
 use smol::channel::{Receiver, Sender};
 

@@ -1,4 +1,4 @@
-//! The scenarios of the shared transcripts (`shared/transcripts/README.md`),
+//! The scenarios of the recorded transcripts (`conformance/transcripts/README.md`),
 //! played between two real nodes, each node calling the other.
 
 use bytes::{BufMut, Bytes, BytesMut};

@@ -26,6 +26,7 @@ use crate::connection::{Connection as Core, State};
 use crate::dial::should_dial;
 use crate::driver::conn::{ConnShared, Connection};
 use crate::driver::mailbox::Mailbox;
+#[cfg(feature = "recorder")]
 use crate::driver::recorder::Recorder;
 use crate::driver::registry::{RegisterError, Registry, RemoteError, StreamCall};
 use crate::driver::runtime::Runtime;
@@ -109,19 +110,21 @@ pub struct Options {
     pub seed: Option<u64>,
     /// Record every connection in the transcript format of the
     /// conformance suite (default: off; see [`Recorder`]).
+    #[cfg(feature = "recorder")]
     pub recorder: Option<Recorder>,
 }
 
 impl fmt::Debug for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Options")
-            .field("route", &self.route)
+        let mut d = f.debug_struct("Options");
+        d.field("route", &self.route)
             .field("dial_timeout", &self.dial_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
-            .field("max_message_size", &self.max_message_size)
-            .field("recorder", &self.recorder.is_some())
-            .finish_non_exhaustive()
+            .field("max_message_size", &self.max_message_size);
+        #[cfg(feature = "recorder")]
+        d.field("recorder", &self.recorder.is_some());
+        d.finish_non_exhaustive()
     }
 }
 
@@ -140,6 +143,7 @@ impl Default for Options {
             core,
             check_upgrade_time: true,
             seed: None,
+            #[cfg(feature = "recorder")]
             recorder: None,
         }
     }

@@ -15,8 +15,9 @@ mod dispatch;
 mod mailbox;
 mod manager;
 mod minio_auth;
+#[cfg(feature = "recorder")]
 mod recorder;
-mod reference;
+mod recording;
 mod registry;
 mod runtime;
 mod stream;
@@ -29,8 +30,8 @@ pub use manager::{
     Options, UpgradeCheck, UpgradeError, ValidateFn, default_capacities, ws_url,
 };
 pub use minio_auth::MinioAuth;
+#[cfg(feature = "recorder")]
 pub use recorder::{OpenFn, Recorder, RecordingInfo};
-pub use reference::register_reference_handlers;
 pub use registry::{RegisterError, RemoteError, StreamCall};
 pub use runtime::{BoxFuture, BoxSocket, Runtime, WebSocket};
 pub use stream::{StreamReceiver, StreamSender};

@@ -1,7 +1,8 @@
-//! Recording a manager's connections in the transcript format of
-//! `shared/transcripts` (JSON Lines: a header, the HTTP upgrade request,
-//! every WebSocket frame each way with its time), so a real exchange can be
-//! captured and replayed later by the conformance suite.
+//! Recording a manager's connections in the transcript format of the
+//! repository's `conformance/transcripts` (JSON Lines: a header, the HTTP
+//! upgrade request, every WebSocket frame each way with its time), so a
+//! real exchange can be captured and replayed later by the conformance
+//! suite.
 //!
 //! Off unless [`Options::recorder`](crate::driver::Options::recorder) is
 //! set; when it is, every transport of every connection gets a transcript
@@ -32,6 +33,8 @@ use serde::Serialize;
 use tracing::warn;
 use tungstenite::Message as WsMessage;
 
+use crate::driver::manager::Options;
+use crate::driver::recording::{Dir, Header};
 use crate::merge::FrameDecoder;
 use crate::message::Message;
 use crate::op::Op;
@@ -90,22 +93,6 @@ impl Recorder {
     }
 }
 
-/// The fields of a recording's header line.
-pub(crate) struct Header<'a> {
-    pub(crate) local: &'a str,
-    pub(crate) remote: &'a str,
-    pub(crate) dialer: bool,
-    pub(crate) token: &'a str,
-    pub(crate) route: &'a str,
-}
-
-/// Which way a recorded frame went, from this node's side.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Dir {
-    In,
-    Out,
-}
-
 impl Dir {
     fn as_str(self) -> &'static str {
         match self {
@@ -130,6 +117,17 @@ fn file_safe(host: &str) -> String {
 }
 
 impl Recording {
+    /// Starts recording a new transport if [`Options::recorder`] asks for
+    /// it.
+    pub(crate) fn start(options: &Options, header: &Header<'_>, now: Instant) -> Option<Recording> {
+        Recording::open(options.recorder.as_ref()?, header, now)
+    }
+
+    /// Whether new transports get recorded.
+    pub(crate) fn enabled(options: &Options) -> bool {
+        options.recorder.is_some()
+    }
+
     /// Starts a recording and writes its header; `None` if the recorder
     /// could not open an output.
     pub(crate) fn open(

@@ -47,8 +47,7 @@ pub enum RegisterError {
     /// The id is not a valid handler id (1..=79).
     InvalidHandler(HandlerId),
     /// A handler of the same kind is registered for this id and subroute
-    /// (Go: "mux handler already exists"). The test ids 78 and 79 may be
-    /// registered again.
+    /// (Go: "mux handler already exists").
     AlreadyExists(HandlerId),
 }
 
@@ -146,10 +145,6 @@ impl Registry {
         }
     }
 
-    fn may_replace(handler: HandlerId) -> bool {
-        handler == HandlerId::TEST || handler == HandlerId::TEST2
-    }
-
     pub(crate) fn add_single<F, Fut>(
         &self,
         handler: HandlerId,
@@ -163,7 +158,7 @@ impl Registry {
         Self::check(handler)?;
         let route = Route::of(handler, subroute.map(|s| SubrouteId::new(handler, s)));
         let mut t = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        if t.singles.contains_key(&route) && !Self::may_replace(handler) {
+        if t.singles.contains_key(&route) {
             return Err(RegisterError::AlreadyExists(handler));
         }
         let f: SingleFn = Arc::new(move |p| Box::pin(f(p)));
@@ -190,7 +185,7 @@ impl Registry {
         let sub = subroute.map(|s| SubrouteId::new(handler, s));
         let route = Route::of(handler, sub);
         let mut t = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        if t.streams.contains_key(&route) && !Self::may_replace(handler) {
+        if t.streams.contains_key(&route) {
             return Err(RegisterError::AlreadyExists(handler));
         }
         let entry = StreamEntry {

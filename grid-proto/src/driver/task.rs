@@ -24,7 +24,7 @@ use crate::connection::{Connection as Core, State};
 use crate::driver::conn::{Command, ConnShared};
 use crate::driver::mailbox::Mailbox;
 use crate::driver::manager::ManagerShared;
-use crate::driver::recorder::{Dir, Header, Recording};
+use crate::driver::recording::{Dir, Header, Recording};
 use crate::driver::runtime::{BoxFuture, Runtime};
 use crate::driver::stream::{StreamKey, StreamShared};
 use crate::error::CallError;
@@ -430,9 +430,6 @@ impl<R: Runtime> ConnTask<R> {
 
     /// With a recorder configured, starts recording the new transport.
     fn start_recording(&mut self, now: Instant, dialer: bool, token: &str) {
-        let Some(recorder) = self.mgr.options.recorder.as_ref() else {
-            return;
-        };
         let header = Header {
             local: &self.shared.local,
             remote: &self.shared.remote,
@@ -440,7 +437,7 @@ impl<R: Runtime> ConnTask<R> {
             token,
             route: &self.mgr.options.route,
         };
-        self.recording = Recording::open(recorder, &header, now);
+        self.recording = Recording::start(&self.mgr.options, &header, now);
         let upgrade = self.pending_upgrade.take().filter(|_| dialer);
         if let (Some(rec), Some(text)) = (self.recording.as_mut(), upgrade)
             && !rec.http(now, Dir::Out, &text)
@@ -463,7 +460,7 @@ impl<R: Runtime> ConnTask<R> {
                 return;
             }
         };
-        if self.mgr.options.recorder.is_some() {
+        if Recording::enabled(&self.mgr.options) {
             self.pending_upgrade = generate_request(request.clone())
                 .ok()
                 .map(|(bytes, _key)| String::from_utf8_lossy(&bytes).into_owned());

@@ -1,9 +1,10 @@
 //! `grid-bench`: throughput, latency and memory of grid-tokio and
 //! grid-smol, next to a bare WebSocket (`raw-ws`, the practical limit) and
-//! tarpc (a mainstream Rust RPC), measured in the same run.
+//! tarpc (a mainstream Rust RPC; with the `bench-tarpc` feature), measured
+//! in the same run.
 //!
 //! ```text
-//! cargo run --release -p conformance --bin grid-bench -- [options]
+//! cargo run --release -p conformance --features bench-tarpc --bin grid-bench -- [options]
 //!   --workload single|stream|stream-out|memory|all   (comma list; default all)
 //!   --subject tokio|smol|raw-ws|tarpc|all            (comma list; default all)
 //!   --concurrency N[,N...]  callers (single; default 1,32,64,256) or
@@ -35,6 +36,7 @@ mod load;
 mod plan;
 mod rawws;
 mod sys;
+#[cfg(feature = "bench-tarpc")]
 mod tarpc_ref;
 
 use std::io::{Read, Write};
@@ -145,7 +147,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 /// Every measurement the arguments ask for, in run order; and the
-/// combinations skipped (tarpc has no streams).
+/// combinations skipped, with the reason.
 fn plan(a: &Args) -> (Vec<Params>, Vec<String>) {
     let duration = a.duration.unwrap_or(if a.quick { 1.0 } else { 3.0 });
     let warmup = a.warmup.unwrap_or(if a.quick { 0.25 } else { 0.5 });
@@ -166,8 +168,8 @@ fn plan(a: &Args) -> (Vec<Params>, Vec<String>) {
             Workload::Memory => vec![1],
         };
         for &s in &a.subjects {
-            if !s.supports(w) {
-                skipped.push(format!("{} {} (tarpc has no streams)", w.name(), s.name()));
+            if let Some(why) = s.skip_reason(w) {
+                skipped.push(format!("{} {} ({why})", w.name(), s.name()));
             }
         }
         for &c in &concurrency {
@@ -233,7 +235,10 @@ fn run_here(p: &Params) -> Vec<Row> {
         match p.subject {
             Subject::Tokio => grid::run(TokioExec, p, || Box::pin(grid::pair_tokio())).await,
             Subject::RawWs => rawws::run(p).await,
+            #[cfg(feature = "bench-tarpc")]
             Subject::Tarpc => tarpc_ref::run(p).await,
+            #[cfg(not(feature = "bench-tarpc"))]
+            Subject::Tarpc => vec![Row::failed(p, "built without the bench-tarpc feature")],
             Subject::Smol => unreachable!("handled above"),
         }
     });
@@ -624,9 +629,11 @@ mod tests {
     #[test]
     fn defaults_and_quick() {
         let (p, skipped) = plan(&args("").unwrap());
-        // single: 4 concurrencies x 4 subjects; streams: 2 x 3; memory: 4.
-        assert_eq!(p.len(), 16 + 6 + 4);
-        assert_eq!(skipped.len(), 2);
+        // single: 4 concurrencies x 4 subjects; streams: 2 x 3; memory: 4;
+        // without bench-tarpc, tarpc's single and memory rows are skipped.
+        let tarpc = usize::from(cfg!(feature = "bench-tarpc"));
+        assert_eq!(p.len(), 4 * (3 + tarpc) + 6 + (3 + tarpc));
+        assert_eq!(skipped.len(), 2 + 2 * (1 - tarpc), "{skipped:?}");
         assert!(p.iter().all(|p| p.duration == Duration::from_secs(3)));
         let (p, _) = plan(&args("--quick --subject tokio --workload single").unwrap());
         assert_eq!(p.len(), 2);
@@ -656,6 +663,15 @@ mod tests {
         let (again, _) = plan(&parse_args(item_args(&p[1]).into_iter()).unwrap());
         assert_eq!(again.len(), 1);
         assert_eq!(format!("{:?}", again[0]), format!("{:?}", p[1]));
+    }
+
+    #[test]
+    fn tarpc_is_planned_only_when_built_in() {
+        let (p, skipped) =
+            plan(&args("--workload single --subject tarpc --concurrency 1").unwrap());
+        let built_in = cfg!(feature = "bench-tarpc");
+        assert_eq!(p.len(), usize::from(built_in));
+        assert_eq!(skipped.len(), usize::from(!built_in), "{skipped:?}");
     }
 
     #[test]

@@ -73,10 +73,22 @@ impl Subject {
         Subject::ALL.into_iter().find(|w| w.name() == s)
     }
 
-    /// Whether this subject has something to run for `w` (tarpc has no
-    /// streams).
+    /// Why this subject has nothing to run for `w`, if so.
+    pub(crate) fn skip_reason(self, w: Workload) -> Option<&'static str> {
+        if self != Subject::Tarpc {
+            None
+        } else if !cfg!(feature = "bench-tarpc") {
+            Some("built without the bench-tarpc feature")
+        } else if matches!(w, Workload::Stream | Workload::StreamOut) {
+            Some("tarpc has no streams")
+        } else {
+            None
+        }
+    }
+
+    /// Whether this subject has something to run for `w`.
     pub(crate) fn supports(self, w: Workload) -> bool {
-        !(self == Subject::Tarpc && matches!(w, Workload::Stream | Workload::StreamOut))
+        self.skip_reason(w).is_none()
     }
 }
 

@@ -1,15 +1,12 @@
-//! The handler table of the shared transcripts (`shared/transcripts/README.md`),
-//! registered on a real manager: what interop tests, the conformance peer
-//! and the examples serve.
+//! The handler table of the recorded transcripts
+//! (`conformance/transcripts/README.md`) registered on a real manager: what
+//! the interop peer (`grid-conformance serve` / `call`) and the driver
+//! tests serve. Test tooling: production code registers its own handlers.
 
 use bytes::{BufMut, Bytes, BytesMut};
-
-use crate::config::Capacities;
-use crate::driver::manager::Manager;
-use crate::driver::registry::{RegisterError, RemoteError, StreamCall};
-use crate::driver::runtime::Runtime;
-use crate::handler::HandlerId;
-use crate::sim::{REF_MSS, REF_SUB, mss_reply};
+use grid_proto::driver::{Manager, RegisterError, RemoteError, Runtime, StreamCall};
+use grid_proto::sim::{REF_MSS, REF_SUB, mss_reply};
+use grid_proto::{Capacities, HandlerId};
 
 fn concat(parts: &[&[u8]]) -> Bytes {
     let mut out = BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum());
@@ -54,7 +51,9 @@ async fn count_stream(call: StreamCall) -> Result<(), RemoteError> {
     Ok(())
 }
 
-/// Registers every handler of the transcripts' table on `manager`.
+/// Registers every handler of the transcripts' table on `manager`. Their
+/// stream capacities come with the registration, so the same manager can
+/// also call these handlers on a peer.
 pub fn register_reference_handlers<R: Runtime>(manager: &Manager<R>) -> Result<(), RegisterError> {
     manager.register_single(HandlerId::TEST, |p| async move { Ok(p) })?;
     manager.register_single(HandlerId::TEST2, |p| async move {

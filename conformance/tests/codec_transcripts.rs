@@ -3,10 +3,9 @@
 //! the recorded bytes back exactly (docs/protocol.md#envelope to
 //! docs/protocol.md#payloads).
 //!
-//! Sources: the transcripts in `shared/transcripts` (a sibling of the
-//! repository checkout; the test fails if it is missing) and every `*.jsonl`
-//! / `*.jsonl.gz` in the directories listed in `GRID_TRANSCRIPTS`
-//! (colon-separated).
+//! Sources: the recordings in `conformance/transcripts` (see the README
+//! there) and every `*.jsonl` / `*.jsonl.gz` in the directories listed in
+//! `GRID_TRANSCRIPTS` (colon-separated).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -20,9 +19,9 @@ use grid_proto::{
 };
 use serde_json::Value;
 
-/// The recorded transcripts that ship with the spec: 128 binary frames when
-/// this test was written. A lower bound, so adding transcripts is fine.
-const MIN_SHARED_FRAMES: usize = 120;
+/// The recordings in the repository: 128 binary frames when this test was
+/// written. A lower bound, so adding transcripts is fine.
+const MIN_RECORDED_FRAMES: usize = 120;
 
 /// What was checked, summed over files.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +43,8 @@ impl Counts {
     }
 }
 
-fn shared_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/transcripts")
+fn recorded_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts")
 }
 
 /// The transcript files of `dir`, sorted: `*.jsonl` and `*.jsonl.gz`.
@@ -297,23 +296,22 @@ fn unwrap_or_panic<T>(r: Result<T, String>) -> T {
 
 #[test]
 fn recorded_go_frames_decode_and_reencode_byte_identically() {
-    let shared = shared_dir();
+    let dir = recorded_dir();
     assert!(
-        shared.is_dir(),
-        "transcript directory {} is missing: check out the `shared` directory beside the \
-         repository (…/main and …/shared are siblings)",
-        shared.display()
+        dir.is_dir(),
+        "transcript directory {} is missing from the checkout",
+        dir.display()
     );
-    let counts = unwrap_or_panic(check_dir(&shared));
+    let counts = unwrap_or_panic(check_dir(&dir));
     println!(
-        "shared transcripts: {} files, {} frames ({} merged), {} messages, {} control payloads",
+        "recorded transcripts: {} files, {} frames ({} merged), {} messages, {} control payloads",
         counts.files, counts.frames, counts.merged_frames, counts.messages, counts.payloads
     );
     assert!(
-        counts.frames >= MIN_SHARED_FRAMES,
-        "only {} frames checked in {}, expected at least {MIN_SHARED_FRAMES}",
+        counts.frames >= MIN_RECORDED_FRAMES,
+        "only {} frames checked in {}, expected at least {MIN_RECORDED_FRAMES}",
         counts.frames,
-        shared.display()
+        dir.display()
     );
     assert!(counts.merged_frames > 0, "no OpMerged frame was checked");
     assert!(
@@ -358,7 +356,7 @@ struct ScratchDir(PathBuf);
 impl ScratchDir {
     fn new(tag: &str) -> ScratchDir {
         let dir = std::env::temp_dir().join(format!(
-            "grid-proto-transcripts-{tag}-{}",
+            "grid-codec-transcripts-{tag}-{}",
             std::process::id()
         ));
         let _ = fs::remove_dir_all(&dir);
@@ -375,7 +373,7 @@ impl Drop for ScratchDir {
 
 #[test]
 fn gzipped_transcripts_are_read() {
-    let plain = shared_dir().join("echo-parallel.jsonl");
+    let plain = recorded_dir().join("echo-parallel.jsonl");
     let text = fs::read(&plain).unwrap_or_else(|e| panic!("{}: {e}", plain.display()));
     let scratch = ScratchDir::new("gz");
     let gz = scratch.0.join("echo-parallel.jsonl.gz");
@@ -393,7 +391,7 @@ fn gzipped_transcripts_are_read() {
 
 #[test]
 fn the_checker_rejects_a_corrupted_frame() {
-    let plain = shared_dir().join("echo.jsonl");
+    let plain = recorded_dir().join("echo.jsonl");
     let text = fs::read_to_string(&plain).unwrap_or_else(|e| panic!("{}: {e}", plain.display()));
     let scratch = ScratchDir::new("corrupt");
 
