@@ -317,6 +317,7 @@ pub(crate) fn test_options() -> Options {
             }
         }),
         backoff: Backoff {
+            retry: Duration::from_millis(40),
             initial: Duration::from_millis(40),
             max: Duration::from_millis(200),
             multiplier: 2.0,

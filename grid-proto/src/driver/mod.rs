@@ -12,11 +12,13 @@
 
 mod conn;
 mod dispatch;
+mod isolate;
 mod mailbox;
 mod manager;
 mod minio_auth;
 mod recorder;
 mod reference;
+mod refusals;
 mod registry;
 mod runtime;
 mod stream;
@@ -31,6 +33,7 @@ pub use manager::{
 pub use minio_auth::MinioAuth;
 pub use recorder::{OpenFn, Recorder, RecordingInfo};
 pub use reference::register_reference_handlers;
+pub use refusals::Refusals;
 pub use registry::{RegisterError, RemoteError, StreamCall};
 pub use runtime::{BoxFuture, BoxSocket, Runtime, WebSocket};
 pub use stream::{StreamReceiver, StreamSender};

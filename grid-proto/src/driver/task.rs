@@ -16,12 +16,13 @@ use futures_channel::oneshot;
 use futures_util::future::{AbortHandle, FutureExt, select};
 use futures_util::{Sink, Stream};
 use hashbrown::HashMap;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use tungstenite::Message as WsMessage;
 use tungstenite::handshake::client::generate_request;
 
 use crate::connection::{Connection as Core, State};
 use crate::driver::conn::{Command, ConnShared};
+use crate::driver::isolate;
 use crate::driver::mailbox::Mailbox;
 use crate::driver::manager::ManagerShared;
 use crate::driver::recorder::{Dir, Header, Recording};
@@ -29,6 +30,7 @@ use crate::driver::runtime::{BoxFuture, Runtime};
 use crate::driver::stream::{StreamKey, StreamShared};
 use crate::error::CallError;
 use crate::payload::ConnectRequest;
+use crate::redial::DialFailure;
 use crate::time::Timestamp;
 
 /// Frames read per wake-up before the task lets writes and other tasks run.
@@ -61,7 +63,10 @@ pub(crate) struct ConnTask<R: Runtime> {
     pub(super) yielded_before_write: bool,
     /// Since when writing has been blocked (write-stall timeout).
     pub(super) write_blocked_since: Option<Instant>,
-    pub(super) dialing: Option<BoxFuture<Result<R::Socket, String>>>,
+    pub(super) dialing: Option<BoxFuture<Result<R::Socket, DialFailure>>>,
+    /// The last dial failure logged at warn level: the next is logged
+    /// again only when the reason changes.
+    pub(super) logged_failure: Option<DialFailure>,
     /// The token sent with the dial in progress (also goes into `Connect`).
     pub(super) pending_token: Option<String>,
     /// The upgrade request of the dial in progress, as text (recording only).
@@ -82,6 +87,9 @@ pub(crate) struct ConnTask<R: Runtime> {
     /// Something happened since the stats were last published.
     pub(super) stats_dirty: bool,
     pub(super) finished: bool,
+    /// Run by [`ConnTask::supervise`], which starts a fresh task if this
+    /// one panics.
+    pub(super) supervised: bool,
 }
 
 impl<R: Runtime> ConnTask<R> {
@@ -105,6 +113,7 @@ impl<R: Runtime> ConnTask<R> {
             yielded_before_write: false,
             write_blocked_since: None,
             dialing: None,
+            logged_failure: None,
             pending_token: None,
             pending_upgrade: None,
             recording: None,
@@ -118,12 +127,51 @@ impl<R: Runtime> ConnTask<R> {
             last_stats: None,
             stats_dirty: true,
             finished: false,
+            supervised: false,
         }
     }
 
     /// Runs until the connection is shut down.
-    pub(crate) async fn run(mut self) {
+    async fn run(mut self) {
         std::future::poll_fn(|cx| self.poll_turns(cx)).await;
+    }
+
+    /// Runs the task until the connection is shut down. User code is
+    /// isolated, so a panic here is a bug of this crate; it must not cut
+    /// this peer off for good: the dead task fails everything it held (its
+    /// `Drop`), and after a pause (so a bug that strikes again does not
+    /// spin) a fresh task with a fresh core takes over the same handles.
+    /// The peer sees the transport close and reconnects.
+    pub(crate) async fn supervise(self) {
+        let rt = self.rt.clone();
+        let config = self.core.config().clone();
+        let instance_id = self.core.instance_id();
+        let shared = Arc::clone(&self.shared);
+        let mgr = Arc::clone(&self.mgr);
+        let incoming = Arc::clone(&self.incoming);
+        let mut task = self;
+        loop {
+            task.supervised = true;
+            let Err(panic) = isolate::run(task.run()).await else {
+                return;
+            };
+            error!(remote = %shared.remote, %panic, "connection task panicked; its calls failed, restarting it");
+            rt.sleep_until(rt.now() + mgr.options.backoff.retry).await;
+            if shared.mailbox.is_closed() {
+                shared.set_state(State::Shutdown);
+                return;
+            }
+            let now = rt.now();
+            let wall = Timestamp::from_system_time(rt.wall());
+            let core = Core::new(config.clone(), instance_id, now, wall);
+            task = ConnTask::new(
+                rt.clone(),
+                core,
+                Arc::clone(&shared),
+                Arc::clone(&mgr),
+                Arc::clone(&incoming),
+            );
+        }
     }
 
     fn wall(&self) -> Timestamp {
@@ -450,18 +498,22 @@ impl<R: Runtime> ConnTask<R> {
     }
 
     pub(super) fn start_dial(&mut self) {
-        let token = (self.mgr.options.auth_token)(&self.shared.remote);
+        let now = self.rt.now();
+        let auth = Arc::clone(&self.mgr.options.auth_token);
+        let token = match isolate::call(|| auth(&self.shared.remote)) {
+            Ok(token) => token,
+            Err(panic) => {
+                error!(remote = %self.shared.remote, %panic, "the auth_token hook panicked; this dial attempt fails");
+                let failure = DialFailure::Local(format!("auth_token panicked: {panic}"));
+                return self.dial_failed(now, failure);
+            }
+        };
         let request = match self
             .mgr
             .dial_request(&self.shared.remote, &token, self.rt.wall())
         {
             Ok(r) => r,
-            Err(e) => {
-                warn!(remote = %self.shared.remote, error = %e, "cannot build the dial request");
-                let now = self.rt.now();
-                self.core.handle_dial_failed(now);
-                return;
-            }
+            Err(e) => return self.dial_failed(now, DialFailure::Local(e)),
         };
         if self.mgr.options.recorder.is_some() {
             self.pending_upgrade = generate_request(request.clone())
@@ -474,14 +526,16 @@ impl<R: Runtime> ConnTask<R> {
             .sleep_until(self.rt.now() + self.mgr.options.dial_timeout);
         let fut = select(dial, Box::pin(timeout)).map(|either| match either {
             futures_util::future::Either::Left((Ok(socket), _)) => Ok(socket),
-            futures_util::future::Either::Left((Err(e), _)) => Err(e.to_string()),
-            futures_util::future::Either::Right(((), _)) => Err("dial timed out".to_owned()),
+            futures_util::future::Either::Left((Err(e), _)) => Err(classify_dial_error(&e)),
+            futures_util::future::Either::Right(((), _)) => {
+                Err(DialFailure::Unreachable("dial timed out".to_owned()))
+            }
         });
         self.dialing = Some(Box::pin(fut));
         self.pending_token = Some(token);
     }
 
-    fn dialed(&mut self, now: Instant, result: Result<R::Socket, String>) {
+    fn dialed(&mut self, now: Instant, result: Result<R::Socket, DialFailure>) {
         let token = self.pending_token.take().unwrap_or_default();
         match result {
             Ok(socket) => {
@@ -492,12 +546,114 @@ impl<R: Runtime> ConnTask<R> {
                 let wall = self.wall();
                 self.core.start_handshake(now, wall, &token);
             }
-            Err(e) => {
+            Err(failure) => {
                 self.pending_upgrade = None;
-                debug!(remote = %self.shared.remote, error = %e, "dial failed");
-                self.core.handle_dial_failed(now);
-                self.shared.set_state(self.core.state());
+                self.dial_failed(now, failure);
             }
         }
+    }
+
+    fn dial_failed(&mut self, now: Instant, failure: DialFailure) {
+        self.core.handle_dial_failed(now, failure);
+        self.report_dial_failure();
+        self.shared.set_state(self.core.state());
+    }
+
+    /// Publishes the core's latest dial failure and logs it: at warn level
+    /// when the reason changed, else at debug level (a peer that stays
+    /// down is not a warning per second).
+    pub(super) fn report_dial_failure(&mut self) {
+        let failure = self.core.last_dial_failure().cloned();
+        if let Some(f) = &failure {
+            if self.logged_failure.as_ref() != Some(f) {
+                warn!(remote = %self.shared.remote, reason = %f, rejected = f.is_rejection(), "cannot connect");
+                self.logged_failure = Some(f.clone());
+            } else {
+                debug!(remote = %self.shared.remote, reason = %f, "cannot connect (unchanged)");
+            }
+        }
+        self.shared.set_dial_failure(failure);
+    }
+}
+
+/// What a failed dial + upgrade says about the peer.
+fn classify_dial_error(e: &tungstenite::Error) -> DialFailure {
+    use tungstenite::Error;
+    use tungstenite::error::{ProtocolError, UrlError};
+    match e {
+        Error::Http(response) => DialFailure::UpgradeRefused(response.status().as_u16()),
+        Error::Url(UrlError::UnableToConnect(_)) => DialFailure::Unreachable(e.to_string()),
+        Error::Url(e) => DialFailure::Local(e.to_string()),
+        Error::Protocol(
+            ProtocolError::HandshakeIncomplete | ProtocolError::ResetWithoutClosingHandshake,
+        ) => DialFailure::Unreachable(e.to_string()),
+        // The peer answered, but not as a WebSocket server does.
+        Error::Protocol(_) | Error::HttpFormat(_) | Error::Utf8(_) => {
+            DialFailure::BadAnswer(e.to_string())
+        }
+        // I/O errors (refused, reset, unreachable, name not resolved),
+        // closed connections, TLS failures and anything new: retry soon.
+        _ => DialFailure::Unreachable(e.to_string()),
+    }
+}
+
+impl<R: Runtime> Drop for ConnTask<R> {
+    /// A task that did not finish (it panicked, or its manager was dropped
+    /// before starting it) answers everything it held at once, so no call
+    /// waits for a task that is gone, and publishes a truthful state:
+    /// `ConnectionError` while its supervisor restarts it, else `Shutdown`.
+    /// Touches only the driver's own tables, never the core (which may be
+    /// half-updated), and nothing here can panic.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        for (_, h) in self.handlers.drain() {
+            h.abort();
+        }
+        for (_, s) in self.streams.drain() {
+            s.lock().end(Err(CallError::Disconnected));
+        }
+        for (_, (_, reply)) in self.calls.drain() {
+            let _ = reply.send(Err(CallError::Disconnected));
+        }
+        self.tickets.clear();
+        let shutting_down = self.shared.mailbox.is_closed();
+        let queued = if shutting_down || !self.supervised {
+            self.shared.mailbox.close()
+        } else {
+            self.shared.mailbox.take_all()
+        };
+        let refusal = if shutting_down || !self.supervised {
+            CallError::Shutdown
+        } else {
+            CallError::NotConnected
+        };
+        for cmd in self.commands.drain(..).chain(queued) {
+            match cmd {
+                Command::Request { reply, .. } => {
+                    let _ = reply.send(Err(refusal.clone()));
+                }
+                Command::OpenStream { reply, .. } => {
+                    let _ = reply.send(Err(refusal.clone()));
+                }
+                _ => {}
+            }
+        }
+        // Transports handed over but not taken: closing them makes their
+        // peers redial.
+        self.accepted.clear();
+        let _ = self.incoming.take_all();
+        self.socket = None;
+        self.dialing = None;
+        let state = if refusal == CallError::Shutdown {
+            self.incoming.close();
+            State::Shutdown
+        } else {
+            State::ConnectionError
+        };
+        self.shared.set_stats_state(state);
+        self.shared.set_busy(false);
+        self.shared.set_state(state);
     }
 }
