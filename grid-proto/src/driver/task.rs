@@ -600,7 +600,7 @@ fn classify_dial_error(e: &tungstenite::Error) -> DialFailure {
 impl<R: Runtime> Drop for ConnTask<R> {
     /// A task that did not finish (it panicked, or its manager was dropped
     /// before starting it) answers everything it held at once, so no call
-    /// waits for a task that is gone, and publishes a truthful state:
+    /// waits for a task that is gone, and publishes a truthful state first:
     /// `ConnectionError` while its supervisor restarts it, else `Shutdown`.
     /// Touches only the driver's own tables, never the core (which may be
     /// half-updated), and nothing here can panic.
@@ -608,6 +608,15 @@ impl<R: Runtime> Drop for ConnTask<R> {
         if self.finished {
             return;
         }
+        let restarting = self.supervised && !self.shared.mailbox.is_closed();
+        let (state, refusal) = if restarting {
+            (State::ConnectionError, CallError::NotConnected)
+        } else {
+            (State::Shutdown, CallError::Shutdown)
+        };
+        self.shared.set_stats_state(state);
+        self.shared.set_busy(false);
+        self.shared.set_state(state);
         for (_, h) in self.handlers.drain() {
             h.abort();
         }
@@ -618,16 +627,10 @@ impl<R: Runtime> Drop for ConnTask<R> {
             let _ = reply.send(Err(CallError::Disconnected));
         }
         self.tickets.clear();
-        let shutting_down = self.shared.mailbox.is_closed();
-        let queued = if shutting_down || !self.supervised {
-            self.shared.mailbox.close()
-        } else {
+        let queued = if restarting {
             self.shared.mailbox.take_all()
-        };
-        let refusal = if shutting_down || !self.supervised {
-            CallError::Shutdown
         } else {
-            CallError::NotConnected
+            self.shared.mailbox.close()
         };
         for cmd in self.commands.drain(..).chain(queued) {
             match cmd {
@@ -643,17 +646,12 @@ impl<R: Runtime> Drop for ConnTask<R> {
         // Transports handed over but not taken: closing them makes their
         // peers redial.
         self.accepted.clear();
-        let _ = self.incoming.take_all();
+        if restarting {
+            let _ = self.incoming.take_all();
+        } else {
+            let _ = self.incoming.close();
+        }
         self.socket = None;
         self.dialing = None;
-        let state = if refusal == CallError::Shutdown {
-            self.incoming.close();
-            State::Shutdown
-        } else {
-            State::ConnectionError
-        };
-        self.shared.set_stats_state(state);
-        self.shared.set_busy(false);
-        self.shared.set_state(state);
     }
 }
