@@ -355,7 +355,7 @@ impl Connection {
     fn on_connected(&mut self, now: Instant, remote_id: InstanceId) {
         let peer_restarted = self.remote_id.is_some_and(|old| old != remote_id);
         if self.was_connected {
-            self.counters.reconnects += 1;
+            self.counters.reconnects = self.counters.reconnects.saturating_add(1);
         }
         self.remote_id = Some(remote_id);
         self.state = State::Connected;
@@ -462,8 +462,11 @@ impl Connection {
         if !matches!(self.state, State::Connecting | State::Connected) {
             return;
         }
-        self.counters.frames_received += 1;
-        self.counters.bytes_received += frame.len() as u64;
+        self.counters.frames_received = self.counters.frames_received.saturating_add(1);
+        self.counters.bytes_received = self
+            .counters
+            .bytes_received
+            .saturating_add(frame.len() as u64);
         let decoder = match FrameDecoder::new(frame, self.config.max_message_size) {
             Ok(d) => d,
             Err(e) => return self.end_session(now, DisconnectReason::Decode(e)),
@@ -471,10 +474,14 @@ impl Connection {
         for item in decoder {
             match item {
                 Ok(msg) => {
-                    self.counters.messages_received += 1;
+                    self.counters.messages_received =
+                        self.counters.messages_received.saturating_add(1);
                     self.handle_message(now, msg);
                 }
-                Err(e) if !e.is_fatal() => self.counters.ignored_messages += 1,
+                Err(e) if !e.is_fatal() => {
+                    self.counters.ignored_messages =
+                        self.counters.ignored_messages.saturating_add(1)
+                }
                 Err(e) => return self.end_session(now, DisconnectReason::Decode(e)),
             }
             if !matches!(self.state, State::Connecting | State::Connected) {
@@ -506,7 +513,7 @@ impl Connection {
             // No handler in the running state: Go logs "unknown message
             // type" and carries on.
             Op::Connect | Op::ConnectResponse | Op::Disconnect | Op::Merged => {
-                self.counters.ignored_messages += 1;
+                self.counters.ignored_messages = self.counters.ignored_messages.saturating_add(1);
             }
         }
     }
@@ -603,8 +610,8 @@ impl Connection {
     /// within Go's limits (at most 51 messages, about 31 KiB).
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         let frame = self.outbox.pop()?;
-        self.counters.frames_sent += 1;
-        self.counters.bytes_sent += frame.len() as u64;
+        self.counters.frames_sent = self.counters.frames_sent.saturating_add(1);
+        self.counters.bytes_sent = self.counters.bytes_sent.saturating_add(frame.len() as u64);
         Some(frame)
     }
 
@@ -627,12 +634,12 @@ impl Connection {
 
     /// Queues a message.
     pub(crate) fn send(&mut self, msg: &Message) {
-        self.counters.messages_sent += 1;
+        self.counters.messages_sent = self.counters.messages_sent.saturating_add(1);
         self.outbox.push(msg);
     }
 
     fn send_alone(&mut self, msg: &Message) {
-        self.counters.messages_sent += 1;
+        self.counters.messages_sent = self.counters.messages_sent.saturating_add(1);
         self.outbox.push_alone(msg);
     }
 
@@ -697,14 +704,14 @@ impl Connection {
     /// Checks an outgoing data message against the size and queue limits.
     pub(crate) fn check_room(&self, payload_len: usize) -> Result<(), CallError> {
         // Envelope + subroute + CRC + merge header stay well under 128 bytes.
-        let size = payload_len + 128;
+        let size = payload_len.saturating_add(128);
         if size > self.config.max_message_size {
             return Err(CallError::TooLarge {
                 size,
                 max: self.config.max_message_size,
             });
         }
-        if self.queued_bytes() + size > self.config.max_queued_bytes {
+        if self.queued_bytes().saturating_add(size) > self.config.max_queued_bytes {
             return Err(CallError::QueueFull);
         }
         Ok(())
