@@ -33,10 +33,19 @@ use crate::payload::ConnectRequest;
 use crate::redial::DialFailure;
 use crate::time::Timestamp;
 
-/// Frames read per wake-up before the task lets writes and other tasks run.
+/// Frames read per turn before the task lets writes and other tasks run.
 const READ_BUDGET: usize = 128;
+/// Bytes read per wake-up before the task yields: the handlers those
+/// frames started get to answer (and so count against `max_queued_bytes`)
+/// before more is read. Without it one wake-up could read 16 turns of 128
+/// large frames before any answer was queued.
+const READ_BYTES_BUDGET: usize = 1 << 20;
 /// Loop turns per poll before the task yields to the executor.
 const TURN_BUDGET: usize = 16;
+/// Most bytes handed to the WebSocket before a flush must complete (see
+/// `write`): twice its write buffer, so a busy connection still flushes in
+/// large batches.
+const UNFLUSHED_LIMIT: usize = 256 * 1024;
 /// How often, at most, the published stats snapshot is refreshed; it is
 /// refreshed at most this long after activity stops.
 const STATS_INTERVAL: Duration = Duration::from_millis(100);
@@ -57,6 +66,10 @@ pub(crate) struct ConnTask<R: Runtime> {
     /// A frame taken from the core that the socket was not ready for.
     pub(super) pending_frame: Option<Bytes>,
     pub(super) needs_flush: bool,
+    /// Bytes handed to the WebSocket since its last completed flush.
+    pub(super) unflushed_bytes: usize,
+    /// Bytes read in this wake-up (see `READ_BYTES_BUDGET`).
+    pub(super) read_bytes: usize,
     /// Output is waiting and the task should yield once before writing it.
     pub(super) yield_before_write: bool,
     /// The task yielded once: the next pass writes.
@@ -109,6 +122,8 @@ impl<R: Runtime> ConnTask<R> {
             socket: None,
             pending_frame: None,
             needs_flush: false,
+            unflushed_bytes: 0,
+            read_bytes: 0,
             yield_before_write: false,
             yielded_before_write: false,
             write_blocked_since: None,
@@ -182,6 +197,7 @@ impl<R: Runtime> ConnTask<R> {
         // One clock read per wake-up: the turns of one poll are microseconds
         // apart, and reading the clock was a visible share of a busy stream.
         let now = self.rt.now();
+        self.read_bytes = 0;
         for _ in 0..TURN_BUDGET {
             let worked = self.turn(cx, now);
             if self.finished {
@@ -335,6 +351,10 @@ impl<R: Runtime> ConnTask<R> {
             if self.core.queued_bytes() > self.mgr.options.core.max_queued_bytes {
                 return worked;
             }
+            if self.read_bytes >= READ_BYTES_BUDGET {
+                cx.waker().wake_by_ref();
+                return worked;
+            }
             let Some(socket) = self.socket.as_mut() else {
                 return worked;
             };
@@ -348,6 +368,7 @@ impl<R: Runtime> ConnTask<R> {
                 Poll::Pending => return worked,
                 Poll::Ready(Some(Ok(WsMessage::Binary(frame)))) => {
                     worked = true;
+                    self.read_bytes += frame.len();
                     self.core.handle_frame(now, frame);
                 }
                 // Go discards text; tungstenite answers pings itself.
@@ -385,6 +406,25 @@ impl<R: Runtime> ConnTask<R> {
             return false;
         };
         loop {
+            // Some WebSocket sinks (async-tungstenite) accept every frame
+            // and buffer without bound; a peer that does not read would
+            // then pull the whole queue out of the core, past the
+            // back-pressure on `queued_bytes`. So at most UNFLUSHED_LIMIT
+            // goes into the sink before a flush has to complete.
+            if self.unflushed_bytes >= UNFLUSHED_LIMIT {
+                match Pin::new(&mut *socket).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.needs_flush = false;
+                        self.unflushed_bytes = 0;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        debug!(remote = %self.shared.remote, error = %e, "transport flush failed");
+                        self.lose_transport(now);
+                        return true;
+                    }
+                    Poll::Pending => break,
+                }
+            }
             let frame = match self.pending_frame.take() {
                 Some(f) => f,
                 None => match self.core.poll_transmit() {
@@ -400,6 +440,7 @@ impl<R: Runtime> ConnTask<R> {
                     {
                         self.recording = None;
                     }
+                    self.unflushed_bytes += frame.len();
                     if let Err(e) = Pin::new(&mut *socket).start_send(WsMessage::Binary(frame)) {
                         debug!(remote = %self.shared.remote, error = %e, "transport write failed");
                         self.lose_transport(now);
@@ -420,7 +461,10 @@ impl<R: Runtime> ConnTask<R> {
         }
         if self.needs_flush {
             match Pin::new(&mut *socket).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Ok(())) => {
+                    self.needs_flush = false;
+                    self.unflushed_bytes = 0;
+                }
                 Poll::Ready(Err(e)) => {
                     debug!(remote = %self.shared.remote, error = %e, "transport flush failed");
                     self.lose_transport(now);
@@ -443,6 +487,7 @@ impl<R: Runtime> ConnTask<R> {
         self.recording = None;
         self.pending_frame = None;
         self.needs_flush = false;
+        self.unflushed_bytes = 0;
         self.write_blocked_since = None;
     }
 
