@@ -45,6 +45,7 @@ mod msgpack;
 pub mod node;
 pub mod replay;
 pub mod scenarios;
+pub mod stderr_log;
 pub mod subject;
 pub mod transcript;
 mod ws_peer;

@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::str::FromStr;
 use std::time::Duration;
 
-use grid_proto::driver::{Connection, Options, register_reference_handlers};
+use grid_proto::driver::{Connection, Options, Refusals, register_reference_handlers};
 
 /// The runtime a node runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,6 +159,14 @@ impl Node {
         match &self.inner {
             Inner::Tokio { manager, .. } => manager.connection(host),
             Inner::Smol { manager, .. } => manager.connection(host),
+        }
+    }
+
+    /// Incoming connections this node refused, and why the latest was.
+    pub fn refusals(&self) -> Refusals {
+        match &self.inner {
+            Inner::Tokio { manager, .. } => manager.refusals(),
+            Inner::Smol { manager, .. } => manager.refusals(),
         }
     }
 
