@@ -79,8 +79,8 @@ impl HandshakeError {
     }
 }
 
-/// The generic text of a refused token.
-const AUTH_FAILED: &str = "authentication failed, check your access credentials";
+/// The generic text of a refused token: MinIO's `errAuthentication`.
+const AUTH_FAILED: &str = "Authentication failed, check your access credentials";
 
 /// `d` as Go's `time.Duration.String()` prints it (`5m59.99995s`, `1h0m0s`,
 /// `1.5ms`), so reject texts read exactly like Go's.

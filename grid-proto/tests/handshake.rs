@@ -139,7 +139,7 @@ fn wrong_token_is_rejected_with_gos_text_and_retried() {
     // token was refused.
     assert_rejected_and_retried(
         pair,
-        "auth token: authentication failed, check your access credentials",
+        "auth token: Authentication failed, check your access credentials",
     );
 }
 
