@@ -45,6 +45,8 @@ pub use grid_proto::{self as proto, CallError, Capacities, HandlerId, SendError,
 
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "turmoil")]
+pub mod turmoil;
 
 /// The tokio runtime, for [`grid_proto::driver::Manager`].
 #[derive(Debug, Clone, Copy, Default)]
