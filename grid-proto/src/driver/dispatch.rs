@@ -208,7 +208,11 @@ impl<R: Runtime> ConnTask<R> {
                     }
                     other => info!(remote = %self.shared.remote, reason = %other, "disconnected"),
                 }
-                self.drop_socket();
+                // A replaced session ends because a new transport just took
+                // its place: that one is already the socket and must stay.
+                if reason != DisconnectReason::Replaced {
+                    self.drop_socket();
+                }
                 let state = self.core.state();
                 // Stats first: whoever waits for the state (as shutdown
                 // does) then reads the final numbers.
