@@ -26,7 +26,13 @@
 //! For runs that repeat exactly, fix every source of chance: turmoil's
 //! (`Builder::rng_seed`, and `Builder::epoch` for the wall clock) and the
 //! manager's ([`Options::seed`](crate::Options::seed), different per host
-//! and per restart).
+//! and per restart). One more is tokio's: a crashed host's tasks are dropped
+//! in an order that depends on process-wide task ids, and every segment its
+//! dying sockets send draws from turmoil's one random generator, so the
+//! rest of the run can differ. Cutting the host off (`Sim::partition`)
+//! before `Sim::crash` or `Sim::bounce`, and repairing after, keeps the run
+//! exact: segments on a cut link draw nothing (the peers then learn of the
+//! crash as of a power loss, from timeouts and new connections).
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
