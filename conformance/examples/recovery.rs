@@ -71,12 +71,7 @@ impl Proxy {
     }
 }
 
-fn link(
-    client: TcpStream,
-    upstream: std::net::SocketAddr,
-    mode: &Arc<AtomicU8>,
-    links: &Links,
-) {
+fn link(client: TcpStream, upstream: std::net::SocketAddr, mode: &Arc<AtomicU8>, links: &Links) {
     let _ = client.set_nodelay(true);
     // A frozen or blackholed peer does not take the connection yet.
     while mode.load(Ordering::SeqCst) != UP {

@@ -215,7 +215,11 @@ impl<R: Runtime> ConnTask<R> {
                 if !established && self.core.is_dialer() {
                     self.report_dial_failure();
                 }
-                self.drop_socket();
+                // A replaced session ends because a new transport just took
+                // its place: that one is already the socket and must stay.
+                if reason != DisconnectReason::Replaced {
+                    self.drop_socket();
+                }
                 let state = self.core.state();
                 // Stats first: whoever waits for the state (as shutdown
                 // does) then reads the final numbers.

@@ -561,7 +561,11 @@ impl<R: Runtime> Manager<R> {
         if self.inner.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        for (remote, peer) in &self.inner.peers {
+        // In host order, not the map's (randomly seeded) order: the spawn
+        // order decides who dials first, and a seeded run must repeat.
+        let mut peers: Vec<_> = self.inner.peers.iter().collect();
+        peers.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (remote, peer) in peers {
             if let Some(task) = peer.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 // Everything the connection task logs, and every handler it
                 // spawns, is under this span.
