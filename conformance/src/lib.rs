@@ -23,7 +23,7 @@
 //! use std::path::Path;
 //! use conformance::{Outcome, ReplayOptions, Role, Target, load_path, replay};
 //!
-//! for t in load_path(Path::new("../shared/transcripts"))? {
+//! for t in load_path(Path::new("conformance/transcripts"))? {
 //!     for role in Role::BOTH {
 //!         match replay(&t, Target::Core, role, &ReplayOptions::default()) {
 //!             Outcome::Pass(_) => println!("PASS {} core {role}", t.name()),

@@ -3,8 +3,8 @@
 //! transcripts with one thing changed must fail, at the right line, saying
 //! what differs.
 //!
-//! Sources: `shared/transcripts` (a sibling of the repository checkout; the
-//! test fails if it is missing) and the directories in `GRID_TRANSCRIPTS`
+//! Sources: `conformance/transcripts` (the Go recordings, copied into the
+//! repository; the test fails if they are missing) and the directories in `GRID_TRANSCRIPTS`
 //! (colon-separated).
 
 use std::fs;
@@ -23,7 +23,7 @@ use grid_proto::{Flags, Message, Op};
 const SHARED_TRANSCRIPTS: usize = 14;
 
 fn shared_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/transcripts")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts")
 }
 
 fn shared() -> Vec<Transcript> {

@@ -4,8 +4,8 @@
 //! endpoint on the other. A changed copy of a transcript must fail, where
 //! and how it should, against a driver too.
 //!
-//! Sources: `shared/transcripts` (a sibling of the repository checkout; the
-//! test fails if it is missing) and the directories in `GRID_TRANSCRIPTS`.
+//! Sources: `conformance/transcripts` (the Go recordings, copied into the
+//! repository; the test fails if they are missing) and the directories in `GRID_TRANSCRIPTS`.
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +19,7 @@ use conformance::{
 const SHARED_TRANSCRIPTS: usize = 14;
 
 fn shared_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/transcripts")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts")
 }
 
 fn shared() -> Vec<Transcript> {
