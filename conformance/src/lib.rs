@@ -14,6 +14,7 @@
 //!   trait ([`CoreSubject`] for the sans-IO core, [`DriverSubject`] for a
 //!   driver's manager, whose peer is a plain WebSocket endpoint);
 //! - [`replay`](mod@replay): the replay itself;
+//! - [`decode`]: transcripts (and live traffic) as one line per message;
 //! - [`node`]: a driver's manager with the transcripts' handler table, as
 //!   the CLI's interop peer (`serve`, `call`) runs it;
 //! - [`scenarios`]: the README's scenarios, run by a caller against such a
@@ -38,6 +39,7 @@
 pub mod chain;
 pub mod compare;
 mod core_subject;
+pub mod decode;
 mod driver_subject;
 mod failure;
 pub mod frame;

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! grid-conformance replay FILE_OR_DIR... [--target core|tokio|smol|all|LIST] [--role client|server|both] [-v]
+//! grid-conformance decode FILE_OR_DIR...
 //! grid-conformance serve --local URL --hosts URL,URL [--token T] [--runtime tokio|smol] [--record DIR]
 //! grid-conformance call  --local URL --hosts URL,URL [--remote URL] [--token T] [--runtime tokio|smol]
 //!                        [--scenario all|NAME,...] [--record DIR]
@@ -15,6 +16,10 @@
 //! transcript × target × role (`PASS`, `SKIP` or `FAIL` with the first
 //! mismatch). The directories in `GRID_TRANSCRIPTS` (colon-separated) are
 //! replayed too.
+//!
+//! `decode`: prints every record of the transcripts, one line per message
+//! (time, direction, op, mux, seq, flags, handler, subroute, deadline,
+//! payload size).
 //!
 //! `serve`: a node with exactly the transcripts' handler table, listening
 //! on its own host's port, until killed.
@@ -46,6 +51,7 @@ use grid_proto::driver::{Options, Recorder};
 
 const USAGE: &str = "usage:
   grid-conformance replay FILE_OR_DIR... [--target core|tokio|smol|all|LIST] [--role client|server|both] [-v]
+  grid-conformance decode FILE_OR_DIR...
   grid-conformance serve --local URL --hosts URL,URL [--token T] [--runtime tokio|smol] [--record DIR]
   grid-conformance call --local URL --hosts URL,URL [--remote URL] [--token T] [--runtime tokio|smol]
                         [--scenario all|NAME,...] [--record DIR]
@@ -117,9 +123,10 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_default();
     let result = match command.as_str() {
-        "replay" | "serve" | "call" | "record" => {
+        "replay" | "serve" | "call" | "record" | "decode" => {
             parse(&command, args).and_then(|p| match command.as_str() {
                 "replay" => replay(p),
+                "decode" => decode(p),
                 "serve" => serve(p),
                 "record" => record(p),
                 _ => call(p),
@@ -202,6 +209,41 @@ fn replay(p: Parsed) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+// ---- decode ----
+
+/// `decode`: every record of each transcript, one line per message.
+fn decode(p: Parsed) -> Result<ExitCode, String> {
+    use std::io::Write;
+    if p.positional.is_empty() {
+        return Err("no transcripts given".into());
+    }
+    let mut out = std::io::stdout().lock();
+    for path in &p.positional {
+        for t in load_path(std::path::Path::new(path)).map_err(|e| e.to_string())? {
+            let h = &t.header;
+            let mut text = format!(
+                "# {} ({}): recorder {} ({}), peer {}\n",
+                t.path.display(),
+                h.name,
+                h.recorder_host,
+                h.recorder_ws_side,
+                h.peer_host
+            );
+            for record in &t.records {
+                for line in conformance::decode::record_lines(record) {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
+            if out.write_all(text.as_bytes()).is_err() {
+                // The reader went away (a pager or `head`): nothing to report.
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 // ---- serve and call ----
