@@ -9,7 +9,9 @@
 //! - [`frame`]: frames to messages (`OpMerged` grouping varies between runs);
 //! - [`chain`]: which messages must keep their relative order;
 //! - [`compare`]: the semantic comparison of one recorded message with one
-//!   the implementation sent;
+//!   the implementation sent (and `expected`: which recorded message that
+//!   is, with the freedoms Go's timing allows);
+//! - [`interleave`]: recordings rewritten as Go may also have sent them;
 //! - [`subject`]: the implementation under test behind the [`Subject`]
 //!   trait ([`CoreSubject`] for the sans-IO core, [`DriverSubject`] for a
 //!   driver's manager, whose peer is a plain WebSocket endpoint);
@@ -41,8 +43,10 @@ pub mod compare;
 mod core_subject;
 pub mod decode;
 mod driver_subject;
+mod expected;
 mod failure;
 pub mod frame;
+pub mod interleave;
 mod msgpack;
 pub mod node;
 pub mod replay;

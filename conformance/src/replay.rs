@@ -14,8 +14,10 @@
 //!   is delivered, mux ids mapped to the subject's.
 //!
 //! Every frame the subject sends is flattened and each message is compared
-//! ([`crate::compare`]) with the next recorded message of its [`Chain`]:
-//! order is checked within a mux, not across muxes. Time only advances to
+//! ([`crate::compare`]) with the recorded message it stands for
+//! ([`crate::expected`]): the next one of its [`Chain`], except that one
+//! sender's credit and data messages of a mux may trade places, as Go's
+//! may; order is checked within a mux, not across muxes. Time only advances to
 //! record times and subject timers: no sleeping, no wall clock.
 //!
 //! A real-time subject (a driver) keeps its own time: the replay does not
@@ -48,6 +50,7 @@ use grid_proto::{
 
 use crate::chain::{Chain, Side, caller_of, chain_of};
 use crate::compare::{Difference, compare, describe};
+use crate::expected::{Expected, ExpectedSet};
 use crate::failure::Failure;
 use crate::frame::{flatten, pack};
 use crate::subject::{AppCall, Subject, SubjectSetup, Target};
@@ -319,10 +322,7 @@ pub fn replay_subject(
         wall: setup.wall,
         now: setup.start,
         line: 1,
-        expected: Vec::new(),
-        chains: HashMap::new(),
-        matched: Vec::new(),
-        cursor: 0,
+        expected: ExpectedSet::default(),
         calls: HashMap::new(),
         calls_back: HashMap::new(),
         unbound_calls: VecDeque::new(),
@@ -346,30 +346,6 @@ pub fn replay_subject(
     Ok(r.stats)
 }
 
-/// A message the subject must send.
-struct Expected {
-    line: usize,
-    /// Position in its frame (0-based) and the frame's message count.
-    index: usize,
-    count: usize,
-    msg: Message,
-    chain: Chain,
-}
-
-impl Expected {
-    fn place(&self) -> String {
-        if self.count > 1 {
-            format!(
-                " (message {} of {} in the frame)",
-                self.index + 1,
-                self.count
-            )
-        } else {
-            String::new()
-        }
-    }
-}
-
 /// Most timer firings in one advance before the subject counts as spinning.
 const MAX_TIMER_STEPS: usize = 100_000;
 
@@ -386,12 +362,7 @@ struct Replay<'a> {
     now: Instant,
     /// The record being replayed (for messages).
     line: usize,
-    expected: Vec<Expected>,
-    /// Per chain, the indices in `expected` not yet matched, in order.
-    chains: HashMap<Chain, VecDeque<usize>>,
-    matched: Vec<bool>,
-    /// Every expected message before this index has been matched.
-    cursor: usize,
+    expected: ExpectedSet,
     /// Calls the subject made: recorded mux id → the subject's, and back.
     calls: HashMap<u64, u64>,
     calls_back: HashMap<u64, u64>,
@@ -496,8 +467,6 @@ impl Replay<'_> {
             let count = flat.messages.len();
             for (index, msg) in flat.messages.into_iter().enumerate() {
                 let chain = chain_of(msg.op, Side::Subject, msg.mux_id);
-                let i = self.expected.len();
-                self.chains.entry(chain).or_default().push_back(i);
                 self.expected.push(Expected {
                     line: record.line,
                     index,
@@ -505,7 +474,6 @@ impl Replay<'_> {
                     msg,
                     chain,
                 });
-                self.matched.push(false);
             }
         }
         Ok(())
@@ -647,15 +615,13 @@ impl Replay<'_> {
     fn require_sent_before(&mut self, line: usize, at: Instant) -> Result<(), Failure> {
         let limit = at + self.options.grace;
         for _ in 0..MAX_TIMER_STEPS {
-            while self.cursor < self.expected.len() && self.matched[self.cursor] {
-                self.cursor += 1;
-            }
-            let Some(missing) = self.expected.get(self.cursor) else {
+            let Some(missing) = self.expected.first_unsent() else {
                 return Ok(());
             };
             if missing.line >= line {
                 return Ok(());
             }
+            let missing = missing.clone();
             match self.subject.poll_timeout() {
                 Some(t) if t <= limit => {
                     self.now = self.now.max(t);
@@ -835,10 +801,10 @@ impl Replay<'_> {
         // the recording did: only the recorded pings are compared.
         let shortened_ping =
             self.ping_deadline_ms.is_some() && msg.op == Op::Ping && msg.mux_id == 0;
-        if shortened_ping && self.chains.get(&chain).is_none_or(VecDeque::is_empty) {
+        if shortened_ping && self.expected.chain_done(&chain) {
             return Ok(());
         }
-        let Some(i) = self.chains.get_mut(&chain).and_then(VecDeque::pop_front) else {
+        let Some((i, want)) = self.expected.take(&chain, msg.op) else {
             return Err(self
                 .fail(
                     Some(self.line),
@@ -849,15 +815,15 @@ impl Replay<'_> {
                 )
                 .got(msg));
         };
-        let e = &self.expected[i];
-        let mut diffs = match self.ping_deadline_ms {
-            Some(ms) if msg.op == Op::Ping && msg.mux_id == 0 => {
-                let mut shortened = e.msg.clone();
-                shortened.deadline_ms = ms;
-                compare(&shortened, msg)
-            }
-            _ => compare(&e.msg, msg),
-        };
+        let e = self.expected.get(i);
+        let mut want = want;
+        if let Some(ms) = self.ping_deadline_ms
+            && msg.op == Op::Ping
+            && msg.mux_id == 0
+        {
+            want.deadline_ms = ms;
+        }
+        let mut diffs = compare(&want, msg);
         if merged && matches!(msg.op, Op::Connect | Op::ConnectResponse) {
             diffs.push(Difference {
                 field: "framing",
@@ -898,10 +864,9 @@ impl Replay<'_> {
                         describe(&diffs)
                     ),
                 )
-                .expected(&e.msg)
+                .expected(&want)
                 .got(msg));
         }
-        self.matched[i] = true;
         self.stats.messages_matched += 1;
         if msg.op == Op::Pong && msg.mux_id == 0 {
             self.pongs_sent += 1;

@@ -221,15 +221,48 @@ fn order_within_a_mux_is_checked_but_not_across_muxes() {
     // echo-parallel.jsonl:9 holds responses on five muxes: any order is fine.
     let t = edit(&shared_one("echo-parallel"), 9, |m| m.reverse());
     run(&t, Role::Server, &ReplayOptions::default()).unwrap();
-    // stream-echo.jsonl:10 holds UnblockClMux seq 1 then MuxServerMsg seq 2
-    // on one mux: swapped, the first one sent no longer matches.
+    // stream-echo.jsonl:10 holds the callee's UnblockClMux seq 1 then its
+    // MuxServerMsg seq 2. Go may send them the other way round, numbered in
+    // that order: that replays, in both roles.
+    let t = edit(&shared_one("stream-echo"), 10, |m| {
+        m.reverse();
+        m[0].seq = 1;
+        m[1].seq = 2;
+    });
+    for role in Role::BOTH {
+        run(&t, role, &ReplayOptions::default()).unwrap();
+    }
+    // Swapped but numbered as before: no peer sends that.
     let t = edit(&shared_one("stream-echo"), 10, |m| m.reverse());
     expect_failure(
         &t,
         Role::Server,
         10,
-        &["op differs: expected MuxServerMsg, got UnblockClMux"],
+        &[
+            "UnblockClMux on the peer's call on recorded mux 1 (message 2 of 2 in the frame)",
+            "seq differs: expected 2, got 1",
+        ],
     );
+    // Data never passes data: a recording whose third response is the
+    // fourth's (as if they had traded places) is caught.
+    let t = edit(&shared_one("stream-count"), 13, |m| {
+        assert_eq!(m[0].op, Op::MuxServerMsg);
+        m[0].payload = Bytes::from_static(b"\0\0\0\x03data");
+    });
+    expect_failure(&t, Role::Server, 13, &["payload differs"]);
+}
+
+#[test]
+fn go_shaped_interleavings_replay_in_both_roles() {
+    let mut swapped = 0;
+    for t in shared() {
+        let (t, n) = conformance::interleave::swap_credit_and_data(&t);
+        swapped += n;
+        if n > 0 {
+            replay_all(std::slice::from_ref(&t), &ReplayOptions::default());
+        }
+    }
+    assert!(swapped >= 10, "only {swapped} credit/data pairs to swap");
 }
 
 #[test]
