@@ -45,10 +45,10 @@ pub(crate) enum Command {
     /// A stream's shared state changed (messages queued or consumed, EOF,
     /// halves dropped, handler finished).
     Poke(StreamKey),
-    /// A single-request handler finished.
+    /// A single-request handler finished (`Ok(None)`: an absent payload).
     Respond {
         id: u64,
-        result: Result<Bytes, String>,
+        result: Result<Option<Bytes>, String>,
     },
     /// A stream handler returned.
     HandlerDone {
@@ -186,6 +186,8 @@ impl ConnShared {
 pub struct Connection {
     shared: Arc<ConnShared>,
     route: Option<Arc<str>>,
+    /// A subroute given by its wire id ([`Connection::subroute_raw`]).
+    raw_subroute: Option<SubrouteId>,
 }
 
 /// Options of [`Connection::open_stream_with`].
@@ -204,6 +206,7 @@ impl Connection {
         Connection {
             shared,
             route: None,
+            raw_subroute: None,
         }
     }
 
@@ -252,6 +255,19 @@ impl Connection {
         Connection {
             shared: Arc::clone(&self.shared),
             route: Some(Arc::from(joined)),
+            raw_subroute: None,
+        }
+    }
+
+    /// This handle scoped to a subroute given by its 32-byte wire id, as a
+    /// capture carries it (only the hash travels, never the route's name):
+    /// every call sends exactly these bytes, whatever its handler.
+    /// [`route`](Self::route) is then `None`.
+    pub fn subroute_raw(&self, id: SubrouteId) -> Connection {
+        Connection {
+            shared: Arc::clone(&self.shared),
+            route: None,
+            raw_subroute: Some(id),
         }
     }
 
@@ -272,7 +288,8 @@ impl Connection {
     }
 
     fn subroute_id(&self, handler: HandlerId) -> Option<SubrouteId> {
-        self.route.as_ref().map(|r| SubrouteId::new(handler, r))
+        self.raw_subroute
+            .or_else(|| self.route.as_ref().map(|r| SubrouteId::new(handler, r)))
     }
 
     /// Waits until the connection is established, at most `timeout`.

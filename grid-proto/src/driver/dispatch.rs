@@ -81,7 +81,7 @@ impl<R: Runtime> ConnTask<R> {
             Command::Poke(key) => self.sync_stream(now, key),
             Command::Respond { id, result } => {
                 self.handlers.remove(&id);
-                self.core.respond(now, IncomingId(id), result.map(Some));
+                self.core.respond(now, IncomingId(id), result);
             }
             Command::HandlerDone { id, result } => {
                 self.handlers.remove(&id);
@@ -335,7 +335,7 @@ impl<R: Runtime> ConnTask<R> {
             self.core.reject_unknown_handler(now, id);
             return;
         };
-        let fut = std::panic::AssertUnwindSafe(handler(payload.unwrap_or_default())).catch_unwind();
+        let fut = std::panic::AssertUnwindSafe(handler(payload)).catch_unwind();
         self.spawn_handler(id.0, async move {
             let result = match fut.await {
                 Ok(r) => r.map_err(|e| e.0),
