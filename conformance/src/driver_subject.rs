@@ -1,5 +1,6 @@
 //! A driver as a [`Subject`]: a real [`Manager`](grid_proto::driver::Manager)
-//! of `grid-tokio` or `grid-smol` with the reference handlers, talking over
+//! of `grid-tokio` or `grid-smol` answering as the recording says
+//! ([`crate::scripted`]), talking over
 //! loopback TCP to the replayed peer ([`WsPeer`], a plain tungstenite
 //! endpoint), on real time.
 //!
@@ -27,13 +28,12 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::future::{AbortHandle, Abortable};
 use grid_proto::driver::{Connection, Options, StreamOptions, StreamReceiver, StreamSender};
-use grid_proto::sim::{REF_MSS, REF_SUB};
 use grid_proto::{
     CallError, ConnectRequest, Flags, HandlerId, Message, Op, SubrouteId, Timestamp, should_dial,
 };
 
 use crate::frame::{flatten, pack};
-use crate::node::{Node, RuntimeKind, with_timeout};
+use crate::node::{Handlers, Node, RuntimeKind, with_timeout};
 use crate::subject::{AppCall, Subject, SubjectSetup};
 use crate::ws_peer::{Received, UpgradeRules, WsPeer};
 
@@ -204,7 +204,15 @@ impl DriverSubject {
             options.core.ping_interval = interval;
         }
         let all = [hosts.local.clone(), hosts.remote.clone()];
-        let node = Node::start(kind, &hosts.local, &all, options, subject_listener)?;
+        let handlers = Handlers::Scripted(Arc::clone(&setup.answers));
+        let node = Node::start_with(
+            kind,
+            &hosts.local,
+            &all,
+            options,
+            subject_listener,
+            &handlers,
+        )?;
         let conn = node
             .connection(&hosts.remote)
             .ok_or("the manager has no connection to the peer")?;
@@ -358,14 +366,11 @@ impl DriverSubject {
         handler: HandlerId,
         subroute: Option<SubrouteId>,
     ) -> Result<Connection, String> {
-        let Some(sub) = subroute else {
-            return Ok(self.conn.clone());
-        };
-        [REF_SUB, REF_MSS]
-            .into_iter()
-            .find(|r| SubrouteId::new(handler, r) == sub)
-            .map(|r| self.conn.subroute(r))
-            .ok_or_else(|| format!("subroute {sub:?} is none of the reference handlers'"))
+        let _ = handler;
+        Ok(match subroute {
+            Some(sub) => self.conn.subroute_raw(sub),
+            None => self.conn.clone(),
+        })
     }
 
     fn connected(&mut self) -> Result<(), String> {
@@ -560,6 +565,7 @@ impl Subject for DriverSubject {
                 payload,
                 deadline_ms,
                 capacities,
+                ..
             } => self.open_stream(
                 *handler,
                 *subroute,

@@ -158,6 +158,16 @@ impl ExpectedSet {
         Some((i, want))
     }
 
+    /// Whether the recorded message `i` has been sent.
+    pub(crate) fn is_sent(&self, i: usize) -> bool {
+        self.matched.get(i).copied().unwrap_or(true)
+    }
+
+    /// Every recorded message with its index, in recorded order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Expected)> {
+        self.list.iter().enumerate()
+    }
+
     /// The first recorded message not sent yet, if any.
     pub(crate) fn first_unsent(&mut self) -> Option<&Expected> {
         while self.cursor < self.list.len() && self.matched[self.cursor] {

@@ -51,6 +51,8 @@ mod msgpack;
 pub mod node;
 pub mod replay;
 pub mod scenarios;
+pub mod script;
+pub mod scripted;
 pub mod subject;
 pub mod transcript;
 mod ws_peer;

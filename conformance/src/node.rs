@@ -11,7 +11,14 @@ use std::net::TcpListener;
 use std::str::FromStr;
 use std::time::Duration;
 
-use grid_proto::driver::{Connection, Options, register_reference_handlers};
+use std::sync::Arc;
+
+use grid_proto::driver::{
+    Connection, Manager, Options, RegisterError, Runtime, register_reference_handlers,
+};
+
+use crate::script::Answers;
+use crate::scripted::register_scripted_handlers;
 
 /// The runtime a node runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,6 +55,24 @@ impl FromStr for RuntimeKind {
             .into_iter()
             .find(|k| k.name() == s)
             .ok_or_else(|| format!("unknown runtime {s:?} (tokio, smol)"))
+    }
+}
+
+/// The handlers a node serves.
+#[derive(Debug, Clone)]
+pub enum Handlers {
+    /// The transcripts' handler table (live interop).
+    Reference,
+    /// Whatever a recording answered (a replay's subject).
+    Scripted(Arc<Answers>),
+}
+
+impl Handlers {
+    fn register<R: Runtime>(&self, manager: &Manager<R>) -> Result<(), RegisterError> {
+        match self {
+            Handlers::Reference => register_reference_handlers(manager),
+            Handlers::Scripted(answers) => register_scripted_handlers(manager, answers),
+        }
     }
 }
 
@@ -91,6 +116,18 @@ impl Node {
         options: Options,
         listener: Option<TcpListener>,
     ) -> Result<Node, String> {
+        Node::start_with(kind, local, hosts, options, listener, &Handlers::Reference)
+    }
+
+    /// [`Node::start`] serving `handlers`.
+    pub fn start_with(
+        kind: RuntimeKind,
+        local: &str,
+        hosts: &[String],
+        options: Options,
+        listener: Option<TcpListener>,
+        handlers: &Handlers,
+    ) -> Result<Node, String> {
         if let Some(l) = &listener {
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
         }
@@ -103,7 +140,7 @@ impl Node {
                     .map_err(|e| format!("cannot start a tokio runtime: {e}"))?;
                 let manager = grid_tokio::Manager::new(grid_tokio::Tokio, local, hosts, options)
                     .map_err(|e| e.to_string())?;
-                register_reference_handlers(&manager).map_err(|e| e.to_string())?;
+                handlers.register(&manager).map_err(|e| e.to_string())?;
                 let _guard = rt.enter();
                 let server = match listener {
                     Some(l) => {
@@ -123,7 +160,7 @@ impl Node {
             RuntimeKind::Smol => {
                 let manager = grid_smol::Manager::new(grid_smol::Smol, local, hosts, options)
                     .map_err(|e| e.to_string())?;
-                register_reference_handlers(&manager).map_err(|e| e.to_string())?;
+                handlers.register(&manager).map_err(|e| e.to_string())?;
                 let server = match listener {
                     Some(l) => {
                         let l = async_net::TcpListener::try_from(l).map_err(|e| e.to_string())?;

@@ -39,10 +39,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use grid_proto::sim::RefPeer;
 use grid_proto::{
     Capacities, ConnectRequest, Flags, Message, Op, PingPayload, PongPayload, Timestamp,
     should_dial,
@@ -53,6 +53,7 @@ use crate::compare::{Difference, compare, describe};
 use crate::expected::{Expected, ExpectedSet};
 use crate::failure::Failure;
 use crate::frame::{flatten, pack};
+use crate::script::{Answers, RecordedCall, Script};
 use crate::subject::{AppCall, Subject, SubjectSetup, Target};
 use crate::transcript::{Dir, Record, RecordKind, Transcript, WsKind, WsSide};
 
@@ -254,6 +255,13 @@ pub fn setup(transcript: &Transcript, role: Role, start: Instant) -> Result<Subj
     } else {
         h.route.clone()
     };
+    let script = Script::infer(transcript);
+    // The subject answers the calls of the side it does not play.
+    let peer_dir = match subject_dir(transcript, role) {
+        Dir::Out => Dir::In,
+        Dir::In => Dir::Out,
+    };
+    let answers = Arc::new(Answers::to_calls_by(&script, peer_dir));
     Ok(SubjectSetup {
         local_host: local.clone(),
         remote_host: remote.clone(),
@@ -263,6 +271,8 @@ pub fn setup(transcript: &Transcript, role: Role, start: Instant) -> Result<Subj
         route,
         ping_interval: None,
         wait: ReplayOptions::default().wait,
+        script: Arc::new(script),
+        answers,
     })
 }
 
@@ -322,6 +332,9 @@ pub fn replay_subject(
         wall: setup.wall,
         now: setup.start,
         line: 1,
+        script: Arc::clone(&setup.script),
+        holds: HashMap::new(),
+        held: VecDeque::new(),
         expected: ExpectedSet::default(),
         calls: HashMap::new(),
         calls_back: HashMap::new(),
@@ -337,6 +350,7 @@ pub fn replay_subject(
         stats: Stats::default(),
     };
     r.load_expected(transcript)?;
+    r.holds = crossings(transcript, subject_dir, &r.expected);
     for record in &transcript.records {
         r.record(record)?;
     }
@@ -362,6 +376,15 @@ struct Replay<'a> {
     now: Instant,
     /// The record being replayed (for messages).
     line: usize,
+    /// What the recorded applications did.
+    script: Arc<Script>,
+    /// Messages of the other side to deliver only once the subject has
+    /// sent the expected message given (see [`crossings`]), by record line
+    /// and position in the frame.
+    holds: HashMap<(usize, usize), usize>,
+    /// Messages of the other side held back, in recorded order: the chain,
+    /// the message (recorded mux id) and the expected message it waits for.
+    held: VecDeque<(Chain, Message, Option<usize>)>,
     expected: ExpectedSet,
     /// Calls the subject made: recorded mux id → the subject's, and back.
     calls: HashMap<u64, u64>,
@@ -582,6 +605,7 @@ impl Replay<'_> {
                 )
             })
         };
+        let recorded = self.script.call_at(self.subject_dir, msg.mux_id, self.line);
         let call = match msg.op {
             Op::Request => AppCall::Request {
                 handler: msg.handler,
@@ -589,13 +613,17 @@ impl Replay<'_> {
                 payload: msg.payload.clone(),
                 deadline_ms: (msg.deadline_ms != 60_000).then_some(msg.deadline_ms),
             },
-            Op::ConnectMux => AppCall::OpenStream {
-                handler: msg.handler,
-                subroute: msg.subroute,
-                payload: msg.payload().cloned(),
-                deadline_ms: (msg.deadline_ms != 0).then_some(msg.deadline_ms),
-                capacities: stream_capacities(msg),
-            },
+            Op::ConnectMux => {
+                let deadline_ms = (msg.deadline_ms != 0).then_some(msg.deadline_ms);
+                AppCall::OpenStream {
+                    handler: msg.handler,
+                    subroute: msg.subroute,
+                    payload: msg.payload().cloned(),
+                    deadline_ms,
+                    deadline_slack: recorded.map_or(Duration::ZERO, deadline_slack),
+                    capacities: recorded.map_or(Capacities::DEFAULT, |c| c.caller_capacities),
+                }
+            }
             Op::MuxClientMsg if msg.flags.contains(Flags::EOF) => {
                 AppCall::CloseInput { mux: mux()? }
             }
@@ -604,7 +632,15 @@ impl Replay<'_> {
                 payload: msg.payload.clone(),
             },
             Op::UnblockSrvMux => AppCall::Consume { mux: mux()? },
-            Op::DisconnectServerMux if msg.seq != 0 => AppCall::Cancel { mux: mux()? },
+            // The application cancelled here; a deadline's cancel, and the
+            // cleanups after either, are the subject's own doing.
+            Op::DisconnectServerMux
+                if recorded
+                    .and_then(|c| c.cancel)
+                    .is_some_and(|c| c.line == self.line && c.seq == msg.seq && !c.by_deadline) =>
+            {
+                AppCall::Cancel { mux: mux()? }
+            }
             _ => return Ok(None),
         };
         Ok(Some(call))
@@ -684,22 +720,64 @@ impl Replay<'_> {
                 format!("recorded frame does not decode: {e}"),
             )
         })?;
-        let mut messages = flat.messages;
+        let mut now_due = Vec::with_capacity(flat.messages.len());
         let mut changed = false;
-        for msg in &mut messages {
+        for (index, msg) in flat.messages.into_iter().enumerate() {
+            let chain = chain_of(msg.op, Side::Peer, msg.mux_id);
+            let until = self.holds.get(&(self.line, index)).copied();
+            let behind = self.held.iter().any(|(c, ..)| *c == chain);
+            if behind || until.is_some_and(|i| !self.expected.is_sent(i)) {
+                self.held.push_back((chain, msg, until));
+                changed = true;
+            } else {
+                now_due.push(msg);
+            }
+        }
+        if now_due.is_empty() {
+            return Ok(());
+        }
+        for msg in &mut now_due {
             changed |= self.map_to_subject(msg);
         }
         let frame = if changed {
-            pack(&messages).unwrap_or_default()
+            pack(&now_due).unwrap_or_default()
         } else {
             frame.clone()
         };
+        self.receive(frame)?;
+        self.drain()
+    }
+
+    fn receive(&mut self, frame: Bytes) -> Result<(), Failure> {
         let now = self.now;
         self.stats.frames_delivered += 1;
         self.subject
             .receive(now, frame)
-            .map_err(|e| self.fail(Some(self.line), e))?;
-        self.drain()
+            .map_err(|e| self.fail(Some(self.line), e))
+    }
+
+    /// Delivers the first held message whose wait is over (and that no
+    /// earlier held message of its chain is ahead of); returns whether
+    /// there was one.
+    fn release_held(&mut self) -> Result<bool, Failure> {
+        let ready = self
+            .held
+            .iter()
+            .enumerate()
+            .position(|(pos, (chain, _, until))| {
+                until.is_none_or(|i| self.expected.is_sent(i))
+                    && !self.held.iter().take(pos).any(|(c, ..)| c == chain)
+            });
+        let Some(pos) = ready else {
+            return Ok(false);
+        };
+        let Some((_, mut msg, _)) = self.held.remove(pos) else {
+            return Ok(false);
+        };
+        self.map_to_subject(&mut msg);
+        let frame = pack(std::slice::from_ref(&msg)).unwrap_or_default();
+        self.receive(frame)?;
+        Ok(true)
     }
 
     /// Rewrites a message of the other side for the subject; returns whether
@@ -754,22 +832,27 @@ impl Replay<'_> {
     }
 
     /// Takes every frame the subject sent and matches its messages.
+    /// (And delivers the held messages whose wait it ends.)
     fn drain(&mut self) -> Result<(), Failure> {
-        while let Some(frame) = self.subject.poll_sent() {
-            let flat = flatten(&frame).map_err(|e| {
-                self.fail(
-                    Some(self.line),
-                    format!(
-                        "the subject sent a bad frame: {e}: 0x{}",
-                        hex::encode(&frame)
-                    ),
-                )
-            })?;
-            for msg in &flat.messages {
-                self.match_sent(msg, flat.merged)?;
+        loop {
+            while let Some(frame) = self.subject.poll_sent() {
+                let flat = flatten(&frame).map_err(|e| {
+                    self.fail(
+                        Some(self.line),
+                        format!(
+                            "the subject sent a bad frame: {e}: 0x{}",
+                            hex::encode(&frame)
+                        ),
+                    )
+                })?;
+                for msg in &flat.messages {
+                    self.match_sent(msg, flat.merged)?;
+                }
+            }
+            if !self.release_held()? {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     /// Matches one message the subject sent with the next one of its chain.
@@ -881,33 +964,98 @@ impl Replay<'_> {
     }
 }
 
-/// The callee capacities for a recorded `ConnectMux`: the reference
-/// handlers' table, with the input side as the message says (EOF on
-/// connect: the callee takes no input).
-fn stream_capacities(msg: &Message) -> Capacities {
-    let mut caps = RefPeer::capacities(msg.handler);
-    if msg.flags.contains(Flags::EOF) {
-        caps.in_capacity = 0;
-    } else if caps.in_capacity == 0 {
-        caps.in_capacity = 1;
+/// How far past its `DeadlineMS` a stream the subject opens should keep
+/// its local deadline (less than 1 ms, so `DeadlineMS` stays as recorded):
+/// where the recorded caller's deadline fired (its cancel), or as late as
+/// possible when the callee's deadline ended the stream first.
+fn deadline_slack(call: &RecordedCall) -> Duration {
+    const MAX: Duration = Duration::from_micros(999);
+    let due = call.t_us + u64::from(call.opening.deadline_ms) * 1000;
+    match call.cancel {
+        Some(c) if c.by_deadline => Duration::from_micros(c.t_us.saturating_sub(due)).min(MAX),
+        _ => MAX,
     }
-    caps
 }
 
-#[cfg(test)]
-mod tests {
-    use grid_proto::HandlerId;
+/// Messages of the other side that the recording has before messages of
+/// the subject which, in the subject's own view, came first.
+///
+/// A recording orders the two directions as one observer saw them: one of
+/// the peers (Go's recorder), or a tap between them. A message from the
+/// other side is recorded before it reaches the subject, so where the two
+/// crossed on the wire the subject sent its message first. That only
+/// matters for a message that ends a call: after a cancellation a callee
+/// sends nothing more but its `DisconnectClientMux`; after the callee's
+/// last word (its end, a refusal, a disconnect or a response) a caller
+/// sends nothing more on the call but a cleanup. So when the subject's side
+/// has more on that call after such a message, the message crossed them:
+/// it is delivered once the subject has sent the last of them. Returns, by
+/// record line and position in the frame, the expected message to wait for.
+fn crossings(
+    t: &Transcript,
+    subject_dir: Dir,
+    expected: &ExpectedSet,
+) -> HashMap<(usize, usize), usize> {
+    let mut holds = HashMap::new();
+    for record in &t.records {
+        let RecordKind::Ws {
+            dir,
+            kind: WsKind::Binary,
+            payload,
+            ..
+        } = &record.kind
+        else {
+            continue;
+        };
+        if *dir == subject_dir {
+            continue;
+        }
+        let Ok(flat) = flatten(payload) else {
+            continue;
+        };
+        for (index, p) in flat.messages.iter().enumerate() {
+            if p.mux_id == 0 || !ends_call(p) {
+                continue;
+            }
+            let chain = chain_of(p.op, Side::Peer, p.mux_id);
+            let last = expected
+                .iter()
+                .skip_while(|(_, e)| e.line <= record.line)
+                .take_while(|(_, e)| !(e.chain == chain && is_opening(&e.msg)))
+                .filter(|(_, e)| e.chain == chain && !answers(&e.msg, p))
+                .map(|(i, _)| i)
+                .last();
+            if let Some(i) = last {
+                holds.insert((record.line, index), i);
+            }
+        }
+    }
+    holds
+}
 
-    use super::*;
+/// Whether a message from the other side ends its call for the subject.
+fn ends_call(m: &Message) -> bool {
+    match m.op {
+        // The caller's cancellation (sequenced for a stream, Seq 0 for a
+        // request or a cleanup).
+        Op::DisconnectServerMux => true,
+        Op::DisconnectClientMux | Op::MuxConnectError | Op::Response => true,
+        Op::MuxServerMsg => m.flags.contains(Flags::EOF) || m.flags.contains(Flags::PAYLOAD_IS_ERR),
+        _ => false,
+    }
+}
 
-    #[test]
-    fn eof_on_connect_means_no_input() {
-        let mut m = Message::new(Op::ConnectMux, 1);
-        m.handler = HandlerId::TEST;
-        assert_eq!(stream_capacities(&m).in_capacity, 1);
-        m.flags = Flags::EOF;
-        assert_eq!(stream_capacities(&m).in_capacity, 0);
-        m.handler = HandlerId::TEST2;
-        assert_eq!(stream_capacities(&m), RefPeer::capacities(HandlerId::TEST2));
+fn is_opening(m: &Message) -> bool {
+    matches!(m.op, Op::Request | Op::ConnectMux)
+}
+
+/// Whether the subject's `e` answers the other side's `p` (and so comes
+/// after it in any view): a callee's disconnect after a cancellation, a
+/// caller's cleanup after a refusal.
+fn answers(e: &Message, p: &Message) -> bool {
+    match p.op {
+        Op::DisconnectServerMux => e.op == Op::DisconnectClientMux,
+        Op::MuxConnectError => e.op == Op::DisconnectServerMux && e.seq == 0,
+        _ => false,
     }
 }
