@@ -40,11 +40,6 @@ use crate::ws_peer::{Received, UpgradeRules, WsPeer};
 /// Seed of the subject's manager (instance id, jitter).
 const SEED: u64 = 0x6772_6964;
 
-/// A deadline sent as `DeadlineMS` is rounded down to the millisecond when
-/// the connection task takes the call; this margin covers the time between
-/// the call and then, so the recorded value goes on the wire.
-const DEADLINE_MARGIN: Duration = Duration::from_micros(900);
-
 /// Recorded host strings and the loopback ones standing in for them.
 #[derive(Debug, Clone)]
 struct Hosts {
@@ -396,10 +391,10 @@ impl DriverSubject {
     ) -> Result<Option<u64>, String> {
         let conn = self.scoped(handler, subroute)?;
         let fut = match deadline_ms {
-            Some(ms) => conn.request_with_deadline(
+            Some(ms) => conn.request_with_timeout(
                 handler,
                 payload.clone(),
-                Instant::now() + Duration::from_millis(u64::from(ms)) + DEADLINE_MARGIN,
+                Duration::from_millis(u64::from(ms)),
             ),
             None => conn.request(handler, payload.clone()),
         };
@@ -427,9 +422,9 @@ impl DriverSubject {
     ) -> Result<Option<u64>, String> {
         let conn = self.scoped(handler, subroute)?;
         let options = StreamOptions {
-            deadline: deadline_ms
-                .map(|ms| Instant::now() + Duration::from_millis(u64::from(ms)) + DEADLINE_MARGIN),
+            timeout: deadline_ms.map(|ms| Duration::from_millis(u64::from(ms))),
             capacities: Some(capacities),
+            ..StreamOptions::default()
         };
         let wait = self.wait;
         let opened = self

@@ -21,6 +21,27 @@ use crate::handler::HandlerId;
 use crate::stats::Stats;
 use crate::subroute::{SubrouteId, join_route};
 
+/// When a call gives up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Deadline {
+    /// At this instant.
+    At(Instant),
+    /// This long after the connection task takes the call, so the callee
+    /// is sent exactly this (`DeadlineMS`, in whole milliseconds) however
+    /// long the call waited in the mailbox.
+    After(Duration),
+}
+
+impl Deadline {
+    /// The instant, for a call the task takes at `now`.
+    pub(crate) fn at(self, now: Instant) -> Instant {
+        match self {
+            Deadline::At(at) => at,
+            Deadline::After(d) => now + d,
+        }
+    }
+}
+
 /// What handles and handler tasks ask of a connection task.
 pub(crate) enum Command {
     Request {
@@ -28,7 +49,7 @@ pub(crate) enum Command {
         handler: HandlerId,
         subroute: Option<SubrouteId>,
         payload: Bytes,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
         reply: oneshot::Sender<Result<Option<Bytes>, CallError>>,
     },
     CancelRequest {
@@ -38,7 +59,7 @@ pub(crate) enum Command {
         handler: HandlerId,
         subroute: Option<SubrouteId>,
         payload: Option<Bytes>,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
         capacities: Option<Capacities>,
         reply: oneshot::Sender<Result<Arc<StreamShared>, CallError>>,
     },
@@ -199,6 +220,10 @@ pub struct StreamOptions {
     /// The callee's capacities; by default from the manager's table (local
     /// registrations and configured values, MinIO's defaults).
     pub capacities: Option<Capacities>,
+    /// Like `deadline`, but counted from when the connection takes the
+    /// stream, so the callee is sent exactly this (in whole milliseconds);
+    /// wins over `deadline`.
+    pub timeout: Option<Duration>,
 }
 
 impl Connection {
@@ -332,14 +357,26 @@ impl Connection {
         payload: impl Into<Bytes>,
         deadline: Instant,
     ) -> RequestFuture {
-        self.request_inner(handler, payload.into(), Some(deadline))
+        self.request_inner(handler, payload.into(), Some(Deadline::At(deadline)))
+    }
+
+    /// [`request`](Self::request) giving up `timeout` after the connection
+    /// takes the call: the callee is sent exactly this (`DeadlineMS`, in
+    /// whole milliseconds), however long the call waited to be taken.
+    pub fn request_with_timeout(
+        &self,
+        handler: HandlerId,
+        payload: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> RequestFuture {
+        self.request_inner(handler, payload.into(), Some(Deadline::After(timeout)))
     }
 
     fn request_inner(
         &self,
         handler: HandlerId,
         payload: Bytes,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     ) -> RequestFuture {
         RequestFuture {
             shared: Arc::clone(&self.shared),
@@ -380,7 +417,10 @@ impl Connection {
             handler,
             subroute: self.subroute_id(handler),
             payload,
-            deadline: options.deadline,
+            deadline: options
+                .timeout
+                .map(Deadline::After)
+                .or(options.deadline.map(Deadline::At)),
             capacities: options.capacities,
             reply: tx,
         };
@@ -401,7 +441,7 @@ enum ReqState {
         handler: HandlerId,
         subroute: Option<SubrouteId>,
         payload: Bytes,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     },
     Waiting {
         ticket: u64,

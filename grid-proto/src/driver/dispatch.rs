@@ -33,7 +33,13 @@ impl<R: Runtime> ConnTask<R> {
                 payload,
                 deadline,
                 reply,
-            } => match self.core.request(now, handler, subroute, payload, deadline) {
+            } => match self.core.request(
+                now,
+                handler,
+                subroute,
+                payload,
+                deadline.map(|d| d.at(now)),
+            ) {
                 Ok(id) => {
                     self.calls.insert(id.0, (ticket, reply));
                     self.tickets.insert(ticket, id.0);
@@ -58,6 +64,7 @@ impl<R: Runtime> ConnTask<R> {
             } => {
                 let caps =
                     capacities.or_else(|| self.mgr.registry.capacities(handler, subroute.as_ref()));
+                let deadline = deadline.map(|d| d.at(now));
                 match self
                     .core
                     .open_stream(now, handler, subroute, payload, deadline, caps)
