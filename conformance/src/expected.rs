@@ -25,6 +25,13 @@
 //!   chain's k-th sequence number. Data messages keep their order among
 //!   themselves, credits among themselves, and nothing moves across any
 //!   other message (an ack, a ping, a cancellation, a cleanup).
+//! - **Racing deadlines**: caller and callee both enforce a stream's
+//!   `DeadlineMS`, each on its own timer. Where the recorded callee ended
+//!   the stream at its deadline (`DisconnectClientMux`) before the recorded
+//!   caller cancelled, the caller's timer may as well have fired first: the
+//!   subject as that caller may send its cancellation (the sequenced
+//!   `DisconnectServerMux` and the cleanup after it) although the recording
+//!   has none ([`crate::replay`]).
 //! - **Mux ids** a caller picks (Go counts from 1, another peer may not):
 //!   the replay maps recorded ids to the subject's.
 //! - **Instance ids and timestamps** (`Connect`, connection ping and pong):

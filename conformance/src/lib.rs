@@ -47,6 +47,7 @@
 pub mod chain;
 pub mod compare;
 mod core_subject;
+mod crossing;
 pub mod decode;
 mod driver_subject;
 mod expected;

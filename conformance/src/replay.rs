@@ -50,6 +50,7 @@ use grid_proto::{
 
 use crate::chain::{Chain, Side, caller_of, chain_of};
 use crate::compare::{Difference, compare, describe};
+use crate::crossing::{Crossings, Place};
 use crate::expected::{Expected, ExpectedSet};
 use crate::failure::Failure;
 use crate::frame::{flatten, pack};
@@ -178,6 +179,7 @@ pub fn replay(
             );
         }
         setup.wait = options.wait;
+        setup.real_time = true;
         if subject_pings(transcript, role) {
             setup.ping_interval = Some(options.ping_interval);
         }
@@ -271,6 +273,7 @@ pub fn setup(transcript: &Transcript, role: Role, start: Instant) -> Result<Subj
         route,
         ping_interval: None,
         wait: ReplayOptions::default().wait,
+        real_time: false,
         script: Arc::new(script),
         answers,
     })
@@ -333,7 +336,17 @@ pub fn replay_subject(
         now: setup.start,
         line: 1,
         script: Arc::clone(&setup.script),
-        holds: HashMap::new(),
+        crossings: Crossings::default(),
+        real_time: setup.real_time,
+        paced: setup
+            .script
+            .calls
+            .iter()
+            .filter(|c| c.opening.deadline_ms != 0 && c.opening.deadline_ms < 60_000)
+            .map(|c| (c.line, c.last_line))
+            .collect(),
+        pace_base: None,
+        bundled: HashMap::new(),
         held: VecDeque::new(),
         expected: ExpectedSet::default(),
         calls: HashMap::new(),
@@ -350,7 +363,7 @@ pub fn replay_subject(
         stats: Stats::default(),
     };
     r.load_expected(transcript)?;
-    r.holds = crossings(transcript, subject_dir, &r.expected);
+    r.crossings = Crossings::find(transcript, subject_dir, &r.expected, &setup.script);
     for record in &transcript.records {
         r.record(record)?;
     }
@@ -378,10 +391,19 @@ struct Replay<'a> {
     line: usize,
     /// What the recorded applications did.
     script: Arc<Script>,
-    /// Messages of the other side to deliver only once the subject has
-    /// sent the expected message given (see [`crossings`]), by record line
-    /// and position in the frame.
-    holds: HashMap<(usize, usize), usize>,
+    /// Where the other side's messages reach the subject later than
+    /// recorded.
+    crossings: Crossings,
+    /// A real-time subject: see [`Replay::pace`].
+    real_time: bool,
+    /// The records (first and last line) during which a call with a
+    /// deadline is live.
+    paced: Vec<(usize, usize)>,
+    /// While pacing: the instant that stands for the recording's start.
+    pace_base: Option<Instant>,
+    /// Messages waiting to be delivered in the frame of the message at the
+    /// given place ([`Crossings::bundles`]).
+    bundled: HashMap<Place, Vec<Message>>,
     /// Messages of the other side held back, in recorded order: the chain,
     /// the message (recorded mux id) and the expected message it waits for.
     held: VecDeque<(Chain, Message, Option<usize>)>,
@@ -422,6 +444,7 @@ impl Replay<'_> {
         self.line = record.line;
         let at = self.start + Duration::from_micros(record.t_us);
         self.advance_to(at)?;
+        self.pace(record)?;
         match &record.kind {
             RecordKind::Marker { .. } => Ok(()),
             RecordKind::Http { dir, text } => {
@@ -500,6 +523,37 @@ impl Replay<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A real-time subject keeps its deadlines on its own clock: while a
+    /// call with a deadline is live, the replay keeps to the recording's
+    /// pace (never ahead of it), so no deadline runs out before the
+    /// recorded call was over, however long the replay waited for something
+    /// else in between. Elsewhere it runs as fast as the subject answers.
+    fn pace(&mut self, record: &Record) -> Result<(), Failure> {
+        if !self.real_time {
+            return Ok(());
+        }
+        let live = self
+            .paced
+            .iter()
+            .any(|&(a, b)| a <= record.line && record.line <= b);
+        if !live {
+            self.pace_base = None;
+            return Ok(());
+        }
+        let t = Duration::from_micros(record.t_us);
+        let base = *self.pace_base.get_or_insert_with(|| Instant::now() - t);
+        let due = base + t;
+        loop {
+            let left = due.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            if self.subject.wait_sent(left) {
+                self.drain()?;
+            }
+        }
     }
 
     /// Runs the subject's timers due up to `at` and moves the clock there.
@@ -692,6 +746,24 @@ impl Replay<'_> {
         ))
     }
 
+    /// Whether `msg` is the subject's cancellation of a stream whose
+    /// recorded callee ended it at its deadline first: which of the two
+    /// deadlines fires first is timing (see [`crate::expected`]).
+    fn deadline_race(&self, chain: &Chain, msg: &Message) -> bool {
+        let Chain::Call {
+            caller: Side::Subject,
+            mux,
+        } = *chain
+        else {
+            return false;
+        };
+        msg.op == Op::DisconnectServerMux
+            && self
+                .script
+                .call_at(self.subject_dir, mux, usize::MAX)
+                .is_some_and(|c| c.deadline_race)
+    }
+
     fn bind(&mut self, recorded: u64, mine: u64) {
         self.calls.insert(recorded, mine);
         self.calls_back.insert(mine, recorded);
@@ -723,14 +795,25 @@ impl Replay<'_> {
         let mut now_due = Vec::with_capacity(flat.messages.len());
         let mut changed = false;
         for (index, msg) in flat.messages.into_iter().enumerate() {
-            let chain = chain_of(msg.op, Side::Peer, msg.mux_id);
-            let until = self.holds.get(&(self.line, index)).copied();
-            let behind = self.held.iter().any(|(c, ..)| *c == chain);
-            if behind || until.is_some_and(|i| !self.expected.is_sent(i)) {
-                self.held.push_back((chain, msg, until));
+            let place = (self.line, index);
+            if let Some(target) = self.crossings.bundles.get(&place) {
+                self.bundled.entry(*target).or_default().push(msg);
                 changed = true;
-            } else {
-                now_due.push(msg);
+                continue;
+            }
+            let mut batch = self.bundled.remove(&place).unwrap_or_default();
+            changed |= !batch.is_empty();
+            let until = self.crossings.holds.get(&place).copied();
+            batch.push(msg);
+            for msg in batch {
+                let chain = chain_of(msg.op, Side::Peer, msg.mux_id);
+                let behind = self.held.iter().any(|(c, ..)| *c == chain);
+                if behind || until.is_some_and(|i| !self.expected.is_sent(i)) {
+                    self.held.push_back((chain, msg, until));
+                    changed = true;
+                } else {
+                    now_due.push(msg);
+                }
             }
         }
         if now_due.is_empty() {
@@ -888,6 +971,9 @@ impl Replay<'_> {
             return Ok(());
         }
         let Some((i, want)) = self.expected.take(&chain, msg.op) else {
+            if self.deadline_race(&chain, msg) {
+                return Ok(());
+            }
             return Err(self
                 .fail(
                     Some(self.line),
@@ -974,88 +1060,5 @@ fn deadline_slack(call: &RecordedCall) -> Duration {
     match call.cancel {
         Some(c) if c.by_deadline => Duration::from_micros(c.t_us.saturating_sub(due)).min(MAX),
         _ => MAX,
-    }
-}
-
-/// Messages of the other side that the recording has before messages of
-/// the subject which, in the subject's own view, came first.
-///
-/// A recording orders the two directions as one observer saw them: one of
-/// the peers (Go's recorder), or a tap between them. A message from the
-/// other side is recorded before it reaches the subject, so where the two
-/// crossed on the wire the subject sent its message first. That only
-/// matters for a message that ends a call: after a cancellation a callee
-/// sends nothing more but its `DisconnectClientMux`; after the callee's
-/// last word (its end, a refusal, a disconnect or a response) a caller
-/// sends nothing more on the call but a cleanup. So when the subject's side
-/// has more on that call after such a message, the message crossed them:
-/// it is delivered once the subject has sent the last of them. Returns, by
-/// record line and position in the frame, the expected message to wait for.
-fn crossings(
-    t: &Transcript,
-    subject_dir: Dir,
-    expected: &ExpectedSet,
-) -> HashMap<(usize, usize), usize> {
-    let mut holds = HashMap::new();
-    for record in &t.records {
-        let RecordKind::Ws {
-            dir,
-            kind: WsKind::Binary,
-            payload,
-            ..
-        } = &record.kind
-        else {
-            continue;
-        };
-        if *dir == subject_dir {
-            continue;
-        }
-        let Ok(flat) = flatten(payload) else {
-            continue;
-        };
-        for (index, p) in flat.messages.iter().enumerate() {
-            if p.mux_id == 0 || !ends_call(p) {
-                continue;
-            }
-            let chain = chain_of(p.op, Side::Peer, p.mux_id);
-            let last = expected
-                .iter()
-                .skip_while(|(_, e)| e.line <= record.line)
-                .take_while(|(_, e)| !(e.chain == chain && is_opening(&e.msg)))
-                .filter(|(_, e)| e.chain == chain && !answers(&e.msg, p))
-                .map(|(i, _)| i)
-                .last();
-            if let Some(i) = last {
-                holds.insert((record.line, index), i);
-            }
-        }
-    }
-    holds
-}
-
-/// Whether a message from the other side ends its call for the subject.
-fn ends_call(m: &Message) -> bool {
-    match m.op {
-        // The caller's cancellation (sequenced for a stream, Seq 0 for a
-        // request or a cleanup).
-        Op::DisconnectServerMux => true,
-        Op::DisconnectClientMux | Op::MuxConnectError | Op::Response => true,
-        Op::MuxServerMsg => m.flags.contains(Flags::EOF) || m.flags.contains(Flags::PAYLOAD_IS_ERR),
-        _ => false,
-    }
-}
-
-fn is_opening(m: &Message) -> bool {
-    matches!(m.op, Op::Request | Op::ConnectMux)
-}
-
-/// Whether the subject's `e` answers the other side's `p` (and so comes
-/// after it in any view): a callee's disconnect after a cancellation, a
-/// caller's cleanup after a refusal.
-fn answers(e: &Message, p: &Message) -> bool {
-    match p.op {
-        Op::DisconnectServerMux => e.op == Op::DisconnectClientMux,
-        Op::MuxConnectError => e.op == Op::DisconnectServerMux && e.seq == 0,
-        _ => false,
     }
 }

@@ -42,6 +42,8 @@ pub struct RecordedCall {
     pub mux: u64,
     /// The record of its opening message.
     pub line: usize,
+    /// The record of its last message.
+    pub last_line: usize,
     /// The time of that record.
     pub t_us: u64,
     /// The `Request` or `ConnectMux` as recorded.
@@ -54,6 +56,10 @@ pub struct RecordedCall {
     pub caller_capacities: Capacities,
     /// Whether, when and why the caller cancelled.
     pub cancel: Option<Cancel>,
+    /// A stream the callee ended at its deadline (`DisconnectClientMux` no
+    /// earlier than the opening plus `DeadlineMS`, less 1 ms) before the
+    /// caller cancelled: the caller's own deadline raced it.
+    pub deadline_race: bool,
 }
 
 /// A caller's cancellation.
@@ -217,10 +223,11 @@ impl Script {
                     continue; // no opening recorded (a stale message)
                 };
                 let r = &mut calls[i];
+                r.call.last_line = record.line;
                 if *dir == caller {
                     r.caller_message(&m, record.line, record.t_us);
                 } else {
-                    r.callee_message(&m);
+                    r.callee_message(&m, record.t_us);
                 }
             }
         }
@@ -246,11 +253,13 @@ impl Reading {
                 caller,
                 mux: opening.mux_id,
                 line,
+                last_line: line,
                 t_us,
                 opening,
                 answer: Answer::Nothing,
                 caller_capacities: Capacities::DEFAULT,
                 cancel: None,
+                deadline_race: false,
             },
             stream: None,
             inputs: 0,
@@ -286,6 +295,7 @@ impl Reading {
             {
                 let o = &self.call.opening;
                 let due = self.call.t_us + u64::from(o.deadline_ms) * 1000;
+                self.call.deadline_race = false;
                 let by_deadline = self.is_stream() && o.deadline_ms != 0 && t_us + 1000 >= due;
                 self.call.cancel = Some(Cancel {
                     line,
@@ -309,8 +319,12 @@ impl Reading {
         }
     }
 
-    fn callee_message(&mut self, m: &Message) {
+    fn callee_message(&mut self, m: &Message, t_us: u64) {
         match m.op {
+            Op::DisconnectClientMux if self.is_stream() && self.call.cancel.is_none() => {
+                let d = u64::from(self.call.opening.deadline_ms) * 1000;
+                self.call.deadline_race |= d != 0 && t_us + 1000 >= self.call.t_us + d;
+            }
             Op::Response if !self.answered => {
                 self.answered = true;
                 self.call.answer = Answer::Response(if m.flags.contains(Flags::PAYLOAD_IS_ERR) {
@@ -403,7 +417,11 @@ impl Answers {
         let mut routes: Vec<(RouteKey, HandlerId, bool)> = Vec::new();
         for c in script.calls.iter().filter(|c| c.caller == caller) {
             let o = &c.opening;
-            if !reaches_application(o) {
+            // A stream cancelled before it was accepted never reaches a
+            // handler (the replay hands the callee both at once).
+            let cancelled_first =
+                o.op == Op::ConnectMux && c.cancel.is_some() && matches!(c.answer, Answer::Nothing);
+            if !reaches_application(o) || cancelled_first {
                 continue;
             }
             let key = RouteKey::of(o.op == Op::ConnectMux, o.handler, o.subroute);

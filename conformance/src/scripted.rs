@@ -107,6 +107,9 @@ impl App for ScriptedApp {
                 // Unanswered: its deadline or its caller ends it.
                 _ => {}
             },
+            // Cancelled in the same frame: a driver's handler would never
+            // run, so no answer is taken.
+            Event::IncomingStream { id, .. } if !conn.is_incoming_live(*id) => {}
             Event::IncomingStream {
                 id,
                 handler,

@@ -37,6 +37,8 @@ pub struct SubjectSetup {
     /// Real-time subjects: how long to wait for anything the subject should
     /// do (dial, answer, put a call on the wire).
     pub wait: Duration,
+    /// The subject runs on real time (a driver), not on the replay's clock.
+    pub real_time: bool,
     /// What the recorded applications did.
     pub script: Arc<Script>,
     /// How the subject's application answers the other side's calls.
