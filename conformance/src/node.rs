@@ -59,19 +59,45 @@ impl FromStr for RuntimeKind {
 }
 
 /// The handlers a node serves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Handlers {
     /// The transcripts' handler table (live interop).
     Reference,
     /// Whatever a recording answered (a replay's subject).
     Scripted(Arc<Answers>),
+    /// Handlers the caller registers itself (a test's workload).
+    Custom(Arc<dyn Registrar>),
+}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Handlers::Reference => "Reference",
+            Handlers::Scripted(_) => "Scripted",
+            Handlers::Custom(_) => "Custom",
+        })
+    }
+}
+
+/// Registers handlers on a manager of either runtime (write one generic
+/// function over [`Runtime`] and call it from both).
+pub trait Registrar: Send + Sync {
+    /// Registers on a `grid-tokio` manager.
+    fn on_tokio(&self, manager: &grid_tokio::Manager) -> Result<(), RegisterError>;
+    /// Registers on a `grid-smol` manager.
+    fn on_smol(&self, manager: &grid_smol::Manager) -> Result<(), RegisterError>;
 }
 
 impl Handlers {
-    fn register<R: Runtime>(&self, manager: &Manager<R>) -> Result<(), RegisterError> {
+    fn register<R: Runtime>(
+        &self,
+        manager: &Manager<R>,
+        custom: impl FnOnce(&dyn Registrar) -> Result<(), RegisterError>,
+    ) -> Result<(), RegisterError> {
         match self {
             Handlers::Reference => register_reference_handlers(manager),
             Handlers::Scripted(answers) => register_scripted_handlers(manager, answers),
+            Handlers::Custom(registrar) => custom(registrar.as_ref()),
         }
     }
 }
@@ -140,7 +166,9 @@ impl Node {
                     .map_err(|e| format!("cannot start a tokio runtime: {e}"))?;
                 let manager = grid_tokio::Manager::new(grid_tokio::Tokio, local, hosts, options)
                     .map_err(|e| e.to_string())?;
-                handlers.register(&manager).map_err(|e| e.to_string())?;
+                handlers
+                    .register(&manager, |r| r.on_tokio(&manager))
+                    .map_err(|e| e.to_string())?;
                 let _guard = rt.enter();
                 let server = match listener {
                     Some(l) => {
@@ -160,7 +188,9 @@ impl Node {
             RuntimeKind::Smol => {
                 let manager = grid_smol::Manager::new(grid_smol::Smol, local, hosts, options)
                     .map_err(|e| e.to_string())?;
-                handlers.register(&manager).map_err(|e| e.to_string())?;
+                handlers
+                    .register(&manager, |r| r.on_smol(&manager))
+                    .map_err(|e| e.to_string())?;
                 let server = match listener {
                     Some(l) => {
                         let l = async_net::TcpListener::try_from(l).map_err(|e| e.to_string())?;

@@ -288,9 +288,9 @@ fn decode(p: Parsed) -> Result<ExitCode, String> {
                 h.peer_host
             );
             for record in &t.records {
+                // Prefixed with the record's line, as replays cite it.
                 for line in conformance::decode::record_lines(record) {
-                    text.push_str(&line);
-                    text.push('\n');
+                    text.push_str(&format!("{:>5} {line}\n", record.line));
                 }
             }
             if out.write_all(text.as_bytes()).is_err() {
