@@ -119,9 +119,11 @@ fn pick_host(
         .rsplit(':')
         .next()
         .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
-        .unwrap_or(19000);
-    (0..1000u16)
-        .map(|i| start.wrapping_add(i).max(10000))
+        .unwrap_or(19000)
+        .max(10000);
+    // Ports 10000..=65535, from the recorded one on (wrapping round).
+    (0..1000u32)
+        .map(|i| (10000 + (u32::from(start) - 10000 + i) % 55536) as u16)
         .filter(|&p| p != taken)
         .map(loopback_host)
         .find(|h| {
@@ -684,6 +686,11 @@ mod tests {
             });
             assert_eq!(should_dial(&h, &remote), dials);
             assert_eq!(h.len(), "http://127.0.0.1:19002".len());
+            // Recorded ports below 10000 and at the top of the range too.
+            for recorded in ["http://127.0.0.1:9001", "http://127.0.0.1:65535"] {
+                let h = pick_host(recorded, 40000, dials, |h| (h.to_owned(), remote.clone()));
+                assert_eq!(should_dial(&h, &remote), dials);
+            }
         }
     }
 

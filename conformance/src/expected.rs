@@ -31,7 +31,7 @@
 //!   caller cancelled, the caller's timer may as well have fired first: the
 //!   subject as that caller may send its cancellation (the sequenced
 //!   `DisconnectServerMux` and the cleanup after it) although the recording
-//!   has none ([`crate::replay`]).
+//!   has none ([`crate::replay`](mod@crate::replay)).
 //! - **Mux ids** a caller picks (Go counts from 1, another peer may not):
 //!   the replay maps recorded ids to the subject's.
 //! - **Instance ids and timestamps** (`Connect`, connection ping and pong):

@@ -47,10 +47,10 @@
 pub mod chain;
 pub mod compare;
 mod core_subject;
-mod crossing;
+pub mod crossing;
 pub mod decode;
 mod driver_subject;
-mod expected;
+pub mod expected;
 mod failure;
 pub mod frame;
 pub mod interleave;

@@ -5,13 +5,19 @@
 //! records in order, at each record's time (`start + t_us`):
 //! - a frame the subject's side sent: if it starts or drives a call the
 //!   subject made (a `Request`, `ConnectMux`, stream message, credit or
-//!   cancellation), the subject's application is told to make that call;
-//!   everything else (answers, pings, pongs, cleanups) the subject must send
-//!   by itself;
+//!   cancellation by the application), the subject's application is told to
+//!   make that call, with what the recording shows ([`crate::script`]: the
+//!   raw handler and subroute, the deadline, the capacities the recorded
+//!   windows needed); everything else (pings, pongs, cleanups, a deadline's
+//!   cancel) the subject must send by itself, and its answers to the other
+//!   side's calls come from its application playing the recorded ones
+//!   ([`crate::scripted`]);
 //! - a frame the other side sent: first, every message the subject's side
 //!   sent before it must have been sent (the subject's timers may run up to
 //!   [`ReplayOptions::grace`] past the record to get there), then the frame
-//!   is delivered, mux ids mapped to the subject's.
+//!   is delivered, mux ids mapped to the subject's; a message that in the
+//!   subject's own view crossed what it sent later waits for that
+//!   ([`crate::crossing`]).
 //!
 //! Every frame the subject sends is flattened and each message is compared
 //! ([`crate::compare`]) with the recorded message it stands for
@@ -21,7 +27,9 @@
 //! record times and subject timers: no sleeping, no wall clock.
 //!
 //! A real-time subject (a driver) keeps its own time: the replay does not
-//! sleep through recorded gaps either, but waits (at most
+//! sleep through recorded gaps (except while a call with a deadline is
+//! live: then it keeps to the recording's pace, so no deadline runs out
+//! early), but waits (at most
 //! [`ReplayOptions::wait`] per message) for what the subject must send,
 //! and at the end listens [`ReplayOptions::settle`] more for messages the
 //! recording does not have. If the subject must ping, its ping interval is

@@ -8,7 +8,7 @@
 //!
 //! The replay drives the subject's application from this instead of from a
 //! handler table: as a caller it makes the recorded calls
-//! ([`crate::replay`]), as a callee it answers as recorded
+//! ([`crate::replay`](mod@crate::replay)), as a callee it answers as recorded
 //! ([`Answers`], played by the subjects).
 //!
 //! Everything is read in recorded order, which is the order the replay
