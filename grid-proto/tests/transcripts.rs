@@ -2,8 +2,8 @@
 //! codec: each frame must decode, and re-encoding what was decoded must give
 //! the recorded bytes back exactly (PROTOCOL.md §2–§4).
 //!
-//! Sources: the transcripts in `shared/transcripts` (a sibling of the
-//! repository checkout; the test fails if it is missing) and every `*.jsonl`
+//! Sources: the Go transcripts copied into the repository
+//! (`conformance/transcripts`; the test fails if they are missing) and every `*.jsonl`
 //! / `*.jsonl.gz` in the directories listed in `GRID_TRANSCRIPTS`
 //! (colon-separated).
 
@@ -44,7 +44,7 @@ impl Counts {
 }
 
 fn shared_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/transcripts")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../conformance/transcripts")
 }
 
 /// The transcript files of `dir`, sorted: `*.jsonl` and `*.jsonl.gz`.
@@ -299,8 +299,7 @@ fn recorded_go_frames_decode_and_reencode_byte_identically() {
     let shared = shared_dir();
     assert!(
         shared.is_dir(),
-        "transcript directory {} is missing: check out the `shared` directory beside the \
-         repository (…/main and …/shared are siblings)",
+        "transcript directory {} is missing",
         shared.display()
     );
     let counts = unwrap_or_panic(check_dir(&shared));
