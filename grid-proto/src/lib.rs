@@ -118,7 +118,7 @@ pub use payload::{
     ConnectRequest, ConnectResponse, InstanceId, MuxConnectError, PingPayload, PongPayload,
 };
 pub use redial::DialFailure;
-pub use stats::Stats;
+pub use stats::{Stats, StatsTotal};
 pub use subroute::{SubrouteId, join_route};
 pub use time::Timestamp;
 
