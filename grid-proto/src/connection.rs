@@ -258,9 +258,7 @@ impl Connection {
             rtt: self.rtt,
             last_pong_age: (self.state == State::Connected)
                 .then(|| now.saturating_duration_since(self.last_pong)),
-            last_pong: self
-                .last_connected
-                .map(|_| self.wall_clock(self.last_pong)),
+            last_pong: self.last_connected.map(|_| self.wall_clock(self.last_pong)),
             last_connected: self.last_connected.map(|at| self.wall_clock(at)),
             connects: self.counters.connects,
             outgoing_requests: requests,

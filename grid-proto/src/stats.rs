@@ -67,7 +67,10 @@ impl Stats {
     /// Calls in flight either way: requests and streams this side made,
     /// and those of the peer it serves.
     pub fn in_flight(&self) -> usize {
-        self.outgoing_requests + self.outgoing_streams + self.incoming_requests + self.incoming_streams
+        self.outgoing_requests
+            + self.outgoing_streams
+            + self.incoming_requests
+            + self.incoming_streams
     }
 }
 
@@ -158,7 +161,10 @@ impl StatsTotal {
 
     /// Calls in flight either way, over all connections.
     pub fn in_flight(&self) -> usize {
-        self.outgoing_requests + self.outgoing_streams + self.incoming_requests + self.incoming_streams
+        self.outgoing_requests
+            + self.outgoing_streams
+            + self.incoming_requests
+            + self.incoming_streams
     }
 }
 

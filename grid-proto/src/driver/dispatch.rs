@@ -19,7 +19,8 @@ use crate::driver::registry::{Route, StreamCall};
 use crate::driver::runtime::Runtime;
 use crate::driver::stream::{StreamKey, StreamReceiver, StreamSender, StreamShared};
 use crate::driver::task::ConnTask;
-use crate::error::{CallError, DisconnectReason, SendError};
+use crate::driver::trace::{CallKind, Outcome};
+use crate::error::{CallError, CancelReason, DisconnectReason, SendError};
 use crate::event::{CallId, Event, IncomingId};
 use crate::handler::HandlerId;
 
@@ -32,33 +33,55 @@ impl<R: Runtime> ConnTask<R> {
                 ticket,
                 handler,
                 subroute,
+                route,
                 payload,
                 deadline,
                 reply,
-            } => match self.core.request(
-                now,
-                handler,
-                subroute,
-                payload,
-                deadline.map(|d| d.at(now)),
-            ) {
-                Ok(id) => {
-                    self.calls.insert(id.0, (ticket, reply));
-                    self.tickets.insert(ticket, id.0);
+            } => {
+                let size = payload.len();
+                match self.core.request(
+                    now,
+                    handler,
+                    subroute,
+                    payload,
+                    deadline.map(|d| d.at(now)),
+                ) {
+                    Ok(id) => {
+                        let key = StreamKey::Call(id.0);
+                        let kind = CallKind::Request;
+                        let route = route.as_ref();
+                        let (sub, len) = (subroute, Some(size));
+                        self.trace.start(key, kind, handler, route, sub, now, len);
+                        self.calls.insert(id.0, (ticket, reply));
+                        self.tickets.insert(ticket, id.0);
+                    }
+                    Err(e) => {
+                        self.trace.refused(
+                            CallKind::Request,
+                            handler,
+                            route.as_ref(),
+                            subroute,
+                            now,
+                            Some(size),
+                            &e,
+                            &self.shared,
+                            &self.core,
+                        );
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            }
             Command::CancelRequest { ticket } => {
                 if let Some(id) = self.tickets.remove(&ticket) {
                     self.calls.remove(&id);
                     self.core.cancel(now, CallId(id));
+                    self.trace_end(StreamKey::Call(id), now, Outcome::Cancelled);
                 }
             }
             Command::OpenStream {
                 handler,
                 subroute,
+                route,
                 payload,
                 deadline,
                 capacities,
@@ -67,6 +90,7 @@ impl<R: Runtime> ConnTask<R> {
                 let caps =
                     capacities.or_else(|| self.mgr.registry.capacities(handler, subroute.as_ref()));
                 let deadline = deadline.map(|d| d.at(now));
+                let size = payload.as_ref().map(Bytes::len);
                 match self
                     .core
                     .open_stream(now, handler, subroute, payload, deadline, caps)
@@ -74,15 +98,31 @@ impl<R: Runtime> ConnTask<R> {
                     Ok(id) => {
                         let window = caps.map_or(0, |c| c.in_capacity as usize);
                         let key = StreamKey::Call(id.0);
+                        let kind = CallKind::Stream;
+                        let route = route.as_ref();
+                        self.trace
+                            .start(key, kind, handler, route, subroute, now, size);
                         let shared = StreamShared::new(key, Arc::clone(&self.shared), window);
                         if reply.send(Ok(Arc::clone(&shared))).is_err() {
                             // The opener went away before it got the stream.
                             self.core.cancel(now, id);
+                            self.trace_end(key, now, Outcome::Cancelled);
                         } else {
                             self.streams.insert(key, shared);
                         }
                     }
                     Err(e) => {
+                        self.trace.refused(
+                            CallKind::Stream,
+                            handler,
+                            route.as_ref(),
+                            subroute,
+                            now,
+                            size,
+                            &e,
+                            &self.shared,
+                            &self.core,
+                        );
                         let _ = reply.send(Err(e));
                     }
                 }
@@ -90,6 +130,15 @@ impl<R: Runtime> ConnTask<R> {
             Command::Poke(key) => self.sync_stream(now, key),
             Command::Respond { id, result } => {
                 self.handlers.remove(&id);
+                let key = StreamKey::Incoming(id);
+                match &result {
+                    Ok(response) => {
+                        self.trace
+                            .sent(key, response.as_ref().map_or(0, Bytes::len));
+                        self.trace_end(key, now, Outcome::Ok);
+                    }
+                    Err(text) => self.trace_end(key, now, Outcome::Handler(text)),
+                }
                 self.core.respond(now, IncomingId(id), result);
             }
             Command::HandlerDone { id, result } => {
@@ -122,6 +171,7 @@ impl<R: Runtime> ConnTask<R> {
         }
         let mut moved = false;
         while let Some(payload) = st.outq.pop_front() {
+            let len = payload.len();
             let sent = match key {
                 StreamKey::Call(id) => self.core.stream_send(now, CallId(id), payload.clone()),
                 StreamKey::Incoming(id) => {
@@ -130,7 +180,10 @@ impl<R: Runtime> ConnTask<R> {
                 }
             };
             match sent {
-                Ok(()) => moved = true,
+                Ok(()) => {
+                    moved = true;
+                    self.trace.sent(key, len);
+                }
                 Err(SendError::NoCredit) | Err(SendError::QueueFull) => {
                     // The core reports credit back with an event.
                     st.outq.push_front(payload);
@@ -154,6 +207,7 @@ impl<R: Runtime> ConnTask<R> {
                     // Both halves are gone: a cancellation, not the end of
                     // input the sender's drop asked for.
                     self.core.cancel(now, CallId(id));
+                    self.trace_end(key, now, Outcome::Cancelled);
                     remove = true;
                 } else if st.close_requested && st.outq.is_empty() {
                     st.close_requested = false;
@@ -165,6 +219,11 @@ impl<R: Runtime> ConnTask<R> {
                     && let Some(result) = st.finish.take()
                 {
                     st.send_error = Some(SendError::Closed);
+                    let outcome = match &result {
+                        Ok(()) => Outcome::Ok,
+                        Err(text) => Outcome::Handler(text),
+                    };
+                    self.trace_end(key, now, outcome);
                     self.core.incoming_finish(now, IncomingId(id), result);
                     remove = true;
                 }
@@ -241,10 +300,20 @@ impl<R: Runtime> ConnTask<R> {
             Event::Response { id, result } => {
                 if let Some((ticket, reply)) = self.calls.remove(&id.0) {
                     self.tickets.remove(&ticket);
+                    let key = StreamKey::Call(id.0);
+                    match &result {
+                        Ok(response) => {
+                            let len = response.as_ref().map_or(0, Bytes::len);
+                            self.trace.received(key, len);
+                            self.trace_end(key, now, Outcome::Ok);
+                        }
+                        Err(e) => self.trace_end(key, now, Outcome::Failed(e)),
+                    }
                     let _ = reply.send(result);
                 }
             }
             Event::StreamMessage { id, payload } => {
+                self.trace.received(StreamKey::Call(id.0), payload.len());
                 if let Some(s) = self.streams.get(&StreamKey::Call(id.0)) {
                     let mut st = s.lock();
                     st.inbox.push_back(payload);
@@ -253,6 +322,11 @@ impl<R: Runtime> ConnTask<R> {
             }
             Event::StreamCredit { id } => self.sync_stream(now, StreamKey::Call(id.0)),
             Event::StreamEnd { id, result } => {
+                let outcome = match &result {
+                    Ok(()) => Outcome::Ok,
+                    Err(e) => Outcome::Failed(e),
+                };
+                self.trace_end(StreamKey::Call(id.0), now, outcome);
                 if let Some(s) = self.streams.remove(&StreamKey::Call(id.0)) {
                     s.lock().end(result);
                 }
@@ -263,7 +337,14 @@ impl<R: Runtime> ConnTask<R> {
                 subroute,
                 payload,
                 ..
-            } => self.start_single_handler(now, id, handler, Route::of(handler, subroute), payload),
+            } => {
+                let key = StreamKey::Incoming(id.0);
+                let size = Some(payload.as_ref().map_or(0, Bytes::len));
+                let kind = CallKind::Request;
+                self.trace
+                    .start(key, kind, handler, None, subroute, now, size);
+                self.start_single_handler(now, id, handler, Route::of(handler, subroute), payload)
+            }
             Event::IncomingStream {
                 id,
                 handler,
@@ -271,10 +352,17 @@ impl<R: Runtime> ConnTask<R> {
                 payload,
                 deadline,
             } => {
+                let key = StreamKey::Incoming(id.0);
+                let size = payload.as_ref().map(Bytes::len);
+                let kind = CallKind::Stream;
+                self.trace
+                    .start(key, kind, handler, None, subroute, now, size);
                 let route = Route::of(handler, subroute);
                 self.start_stream_handler(now, id, handler, route, payload, deadline)
             }
             Event::IncomingMessage { id, payload } => {
+                let len = payload.as_ref().map_or(0, Bytes::len);
+                self.trace.received(StreamKey::Incoming(id.0), len);
                 if let Some(s) = self.streams.get(&StreamKey::Incoming(id.0)) {
                     let mut st = s.lock();
                     st.inbox.push_back(payload.unwrap_or_default());
@@ -293,6 +381,7 @@ impl<R: Runtime> ConnTask<R> {
             Event::IncomingCredit { id } => self.sync_stream(now, StreamKey::Incoming(id.0)),
             Event::IncomingCancelled { id, reason } => {
                 debug!(remote = %self.shared.remote, id = id.0, %reason, "incoming call cancelled");
+                self.trace_end(StreamKey::Incoming(id.0), now, Outcome::Ended(&reason));
                 if let Some(h) = self.handlers.remove(&id.0) {
                     h.abort();
                 }
@@ -321,19 +410,32 @@ impl<R: Runtime> ConnTask<R> {
             let _ = reply.send(Err(CallError::Shutdown));
         }
         self.tickets.clear();
+        let now = self.rt.now();
+        self.trace
+            .end_all(now, ended_by_shutdown, &self.shared, &self.core);
         // The last snapshot: shut down, nothing in flight.
         self.shared.publish_stats(self.core.stats(self.rt.now()));
     }
 
     /// Spawns `work` as the handler task of incoming call `id`; it can be
     /// aborted when the call is cancelled.
-    fn spawn_handler(&mut self, id: u64, work: impl Future<Output = Command> + Send + 'static) {
+    /// Hands a finished call's record to the trace hook, if one is set.
+    fn trace_end(&mut self, key: StreamKey, now: Instant, outcome: Outcome<'_>) {
+        self.trace.end(key, now, outcome, &self.shared, &self.core);
+    }
+
+    fn spawn_handler(
+        &mut self,
+        id: u64,
+        handler: HandlerId,
+        work: impl Future<Output = Command> + Send + 'static,
+    ) {
         let (abort, registration) = AbortHandle::new_pair();
         self.handlers.insert(id, abort);
         let shared = Arc::clone(&self.shared);
         // A span per served call, under the connection's span (the task is
         // being polled inside it).
-        let span = tracing::debug_span!("incoming", mux = id);
+        let span = tracing::debug_span!("incoming", mux = id, %handler);
         let work = tracing::Instrument::instrument(work, span);
         let task = Abortable::new(work, registration).map(move |done| {
             if let Ok(cmd) = done {
@@ -353,13 +455,14 @@ impl<R: Runtime> ConnTask<R> {
     ) {
         let Some(handler_fn) = self.mgr.registry.single(route) else {
             self.core.reject_unknown_handler(now, id);
+            self.trace_end(StreamKey::Incoming(id.0), now, Outcome::NoHandler);
             return;
         };
         // Go's text for a panic in a single-request handler.
         let failed = |text: &str| format!("handleMessages: panic recovered: {text}");
         let remote = Arc::clone(&self.shared.remote);
         match isolate::call(|| handler_fn(payload)) {
-            Ok(fut) => self.spawn_handler(id.0, async move {
+            Ok(fut) => self.spawn_handler(id.0, handler, async move {
                 let result = match isolate::run(fut).await {
                     Ok(r) => r.map_err(|e| e.0),
                     Err(text) => {
@@ -371,7 +474,9 @@ impl<R: Runtime> ConnTask<R> {
             }),
             Err(text) => {
                 log_panic(&remote, handler, &text);
-                self.core.respond(now, id, Err(failed(&text)));
+                let text = failed(&text);
+                self.trace_end(StreamKey::Incoming(id.0), now, Outcome::Handler(&text));
+                self.core.respond(now, id, Err(text));
             }
         }
     }
@@ -387,12 +492,14 @@ impl<R: Runtime> ConnTask<R> {
     ) {
         let Some(entry) = self.mgr.registry.stream(route) else {
             self.core.reject_unknown_handler(now, id);
+            self.trace_end(StreamKey::Incoming(id.0), now, Outcome::NoHandler);
             return;
         };
         if !self.core.accept_stream(now, id, entry.capacities) {
             return;
         }
         let key = StreamKey::Incoming(id.0);
+        self.trace.name_route(key, entry.subroute.as_ref());
         let out_cap = entry.capacities.effective_out() as usize;
         let shared = StreamShared::new(key, Arc::clone(&self.shared), out_cap);
         self.streams.insert(key, Arc::clone(&shared));
@@ -410,7 +517,7 @@ impl<R: Runtime> ConnTask<R> {
         let failed = |text: &str| format!("handler panic: {text}");
         let remote = Arc::clone(&self.shared.remote);
         match isolate::call(|| (entry.handler)(call)) {
-            Ok(fut) => self.spawn_handler(id.0, async move {
+            Ok(fut) => self.spawn_handler(id.0, handler, async move {
                 let result = match isolate::run(fut).await {
                     Ok(r) => r.map_err(|e| e.0),
                     Err(text) => {
@@ -428,6 +535,14 @@ impl<R: Runtime> ConnTask<R> {
         // The core may already hold input for it (EOF-on-connect), or the
         // handler already failed.
         self.sync_stream(now, key);
+    }
+}
+
+/// How a call still traced ends when the connection shuts down.
+fn ended_by_shutdown(key: StreamKey) -> Outcome<'static> {
+    match key {
+        StreamKey::Call(_) => Outcome::Failed(&CallError::Shutdown),
+        StreamKey::Incoming(_) => Outcome::Ended(&CancelReason::Disconnected),
     }
 }
 

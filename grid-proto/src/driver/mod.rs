@@ -24,6 +24,7 @@ mod registry;
 mod runtime;
 mod stream;
 mod task;
+mod trace;
 mod typed;
 
 pub use conn::{Connection, RequestFuture, StreamOptions};
@@ -38,5 +39,8 @@ pub use refusals::Refusals;
 pub use registry::{RegisterError, RemoteError, StreamCall};
 pub use runtime::{BoxFuture, BoxSocket, Runtime, WebSocket};
 pub use stream::{StreamReceiver, StreamSender};
+pub use trace::{
+    CallKind, CallTrace, Direction, TraceError, TraceFn, TraceRoute, Transfer, handler_family,
+};
 pub use tungstenite;
 pub use typed::{Mss, TypedError, TypedReceiver, TypedSender, decode, encode};
