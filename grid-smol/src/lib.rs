@@ -171,6 +171,28 @@ where
     manager.accept(Box::pin(ws)).await
 }
 
+/// Takes a connection your own HTTP server has already upgraded, after
+/// answering with [`Manager::upgrade_response`]: the raw byte stream
+/// becomes a grid WebSocket (with [`Manager::websocket_config`]) and goes
+/// to the manager, which reads the peer's `Connect` as [`Manager::accept`]
+/// does.
+pub async fn accept_upgraded<R, S>(
+    manager: &grid_proto::driver::Manager<R>,
+    stream: S,
+) -> Result<(), AcceptError>
+where
+    R: Runtime<Socket = BoxSocket>,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ws = async_tungstenite::WebSocketStream::from_raw_socket(
+        stream,
+        tungstenite::protocol::Role::Server,
+        Some(manager.websocket_config()),
+    )
+    .await;
+    manager.accept(Box::pin(ws)).await
+}
+
 /// `future`'s output, or `None` if `limit` passes first.
 pub(crate) async fn within<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
     let timeout = async {

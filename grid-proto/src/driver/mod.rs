@@ -26,6 +26,7 @@ mod stream;
 mod task;
 mod trace;
 mod typed;
+mod upgrade;
 
 pub use conn::{Connection, RequestFuture, StreamOptions};
 pub use manager::{
@@ -44,3 +45,4 @@ pub use trace::{
 };
 pub use tungstenite;
 pub use typed::{Mss, TypedError, TypedReceiver, TypedSender, decode, encode};
+pub use upgrade::{HttpUpgradeError, switching_protocols};
