@@ -14,10 +14,10 @@ use crate::connection::Connection;
 use crate::error::{CancelReason, SendError};
 use crate::event::{Event, IncomingId};
 use crate::flags::Flags;
+use crate::flow::Flow;
 use crate::handler::HandlerId;
 use crate::message::Message;
 use crate::op::Op;
-use crate::outgoing::next;
 use crate::payload::{MuxConnectError, PingPayload, PongPayload};
 use crate::subroute::SubrouteId;
 use crate::timer::MuxTimer;
@@ -71,13 +71,11 @@ pub(crate) struct InRequest {
 pub(crate) struct InStream {
     trigger: Trigger,
     accepted: bool,
-    send_seq: u32,
-    recv_seq: u32,
-    out_credits: u32,
-    out_capacity: u32,
-    in_capacity: u32,
-    /// Messages delivered to the handler and not yet consumed.
-    buffered: u32,
+    /// Sequence numbers and credit. Until the accept there is no window;
+    /// then it is the handler's `OutCapacity`, the receive buffer its
+    /// `InCapacity`.
+    flow: Flow,
+    /// Whether the caller may still send messages.
     input_open: bool,
     /// The caller ended its input before the stream was accepted (Go's
     /// caller sends its EOF without waiting for the ack).
@@ -87,8 +85,24 @@ pub(crate) struct InStream {
     last_ping: Instant,
     /// The handler's result, waiting for a credit to be sent.
     pending_finish: Option<Result<(), String>>,
-    waiting_credit: bool,
-    stall_reported: bool,
+}
+
+impl InStream {
+    /// Output credit the handler can use.
+    fn credit(&self) -> u32 {
+        if self.pending_finish.is_some() {
+            0
+        } else {
+            self.flow.credits()
+        }
+    }
+
+    /// Whether a stall is to be reported (see [`Flow::check_stall`]): the
+    /// handler's output is open while it waits for credit, so both
+    /// directions are open while the caller's input is.
+    fn check_stall(&mut self) -> bool {
+        self.flow.check_stall(self.input_open)
+    }
 }
 
 impl Connection {
@@ -170,9 +184,9 @@ impl Connection {
             return false;
         }
         s.accepted = true;
-        s.out_capacity = capacities.effective_out();
-        s.out_credits = s.out_capacity;
-        s.in_capacity = capacities.in_capacity;
+        s.flow
+            .set_limits(capacities.effective_out(), capacities.in_capacity);
+        s.flow.open_window();
         s.input_open = capacities.in_capacity > 0;
         s.last_ping = now;
         // Beyond Go (docs/protocol.md#quirk-q13-eof-on-connect): honour
@@ -181,7 +195,7 @@ impl Connection {
         let dl = s.trigger.deadline_ms;
         let idle_at = (dl == 0 || dl > 60_000).then(|| now + IDLE_CHECK_INTERVAL);
         s.idle_at = idle_at;
-        let seq = next(&mut s.send_seq);
+        let seq = s.flow.next_send_seq();
         if close_input {
             s.input_open = false;
         }
@@ -211,8 +225,7 @@ impl Connection {
         if !s.accepted || s.pending_finish.is_some() {
             return Err(SendError::Closed);
         }
-        if s.out_credits == 0 {
-            s.waiting_credit = true;
+        if !s.flow.has_credit_or_wait() {
             self.check_incoming_stall(id.0);
             return Err(SendError::NoCredit);
         }
@@ -223,8 +236,7 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id.0) else {
             return Err(SendError::UnknownStream);
         };
-        s.out_credits -= 1;
-        let seq = next(&mut s.send_seq);
+        let seq = s.flow.spend_credit();
         let mut msg = self.message(Op::MuxServerMsg, id.0);
         msg.seq = seq;
         msg.set_payload(Some(payload));
@@ -249,7 +261,7 @@ impl Connection {
             return false;
         }
         s.pending_finish = Some(result);
-        s.waiting_credit = false;
+        s.flow.stop_waiting();
         self.try_send_finish(id.0);
         true
     }
@@ -261,24 +273,16 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id.0) else {
             return;
         };
-        if s.buffered == 0 {
+        if !s.flow.consume() {
             return;
         }
-        s.buffered -= 1;
-        s.stall_reported = false;
-        let seq = next(&mut s.send_seq);
+        let seq = s.flow.next_send_seq();
         self.send_control(Op::UnblockClMux, id.0, seq);
     }
 
     /// Output credit left on an incoming stream, `None` if it is not live.
     pub fn incoming_credit(&self, id: IncomingId) -> Option<u32> {
-        self.incoming_streams.get(&id.0).map(|s| {
-            if s.pending_finish.is_some() {
-                0
-            } else {
-                s.out_credits
-            }
-        })
+        self.incoming_streams.get(&id.0).map(InStream::credit)
     }
 
     /// Whether an incoming request or stream is still live.
@@ -321,7 +325,7 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id) else {
             return;
         };
-        let seq = next(&mut s.send_seq);
+        let seq = s.flow.next_send_seq();
         let mut msg = self.message(Op::MuxServerMsg, id);
         msg.seq = seq;
         msg.flags |= Flags::PAYLOAD_IS_ERR | Flags::EOF;
@@ -336,14 +340,10 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id) else {
             return Err("unknown stream".into());
         };
-        if s.recv_seq == seq {
-            s.recv_seq = s.recv_seq.wrapping_add(1);
+        let Err(want) = s.flow.check_recv_seq(seq) else {
             return Ok(());
-        }
-        let text = format!(
-            "receive sequence number mismatch. want {}, got {}",
-            s.recv_seq, seq
-        );
+        };
+        let text = format!("receive sequence number mismatch. want {want}, got {seq}");
         self.incoming_protocol_error(id, text.clone());
         Err(text)
     }
@@ -352,14 +352,13 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id) else {
             return;
         };
-        if s.out_credits == 0 {
+        if s.flow.credits() == 0 {
             return;
         }
         let Some(result) = s.pending_finish.take() else {
             return;
         };
-        s.out_credits -= 1;
-        let seq = next(&mut s.send_seq);
+        let seq = s.flow.spend_credit();
         let mut msg = self.message(Op::MuxServerMsg, id);
         msg.seq = seq;
         msg.flags |= Flags::EOF;
@@ -380,13 +379,7 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id) else {
             return;
         };
-        let stalled = s.waiting_credit
-            && s.input_open
-            && s.out_credits == 0
-            && s.in_capacity > 0
-            && s.buffered >= s.in_capacity;
-        if stalled && !s.stall_reported {
-            s.stall_reported = true;
+        if s.check_stall() {
             self.events
                 .push_back(Event::IncomingStalled { id: IncomingId(id) });
         }
@@ -456,20 +449,13 @@ impl Connection {
                 accepted: false,
                 // Counters start at creation, as in Go (docs/protocol.md#streams-open):
                 // a mux ping may arrive before the application accepts.
-                send_seq: msg.seq,
-                recv_seq: msg.seq.wrapping_add(1),
-                out_credits: 0,
-                out_capacity: 0,
-                in_capacity: 0,
-                buffered: 0,
+                flow: Flow::new(msg.seq, msg.seq.wrapping_add(1)),
                 input_open: false,
                 early_eof: false,
                 deadline,
                 idle_at: None,
                 last_ping: now,
                 pending_finish: None,
-                waiting_credit: false,
-                stall_reported: false,
             },
         );
         self.events.push_back(Event::IncomingStream {
@@ -513,10 +499,9 @@ impl Connection {
                 .push_back(Event::IncomingInputEnd { id: IncomingId(id) });
             return;
         }
-        if s.buffered >= s.in_capacity {
+        if !s.flow.receive() {
             return self.incoming_protocol_error(id, "handler blocked".into());
         }
-        s.buffered = s.buffered.saturating_add(1);
         self.events.push_back(Event::IncomingMessage {
             id: IncomingId(id),
             payload: msg.payload().cloned(),
@@ -536,13 +521,11 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id) else {
             return;
         };
-        s.out_credits = s.out_credits.saturating_add(1).min(s.out_capacity);
-        s.stall_reported = false;
+        s.flow.add_credit();
         if s.pending_finish.is_some() {
             return self.try_send_finish(id);
         }
-        if s.waiting_credit {
-            s.waiting_credit = false;
+        if s.flow.credit_arrived() {
             self.events
                 .push_back(Event::IncomingCredit { id: IncomingId(id) });
         }

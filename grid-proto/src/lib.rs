@@ -82,6 +82,7 @@ pub mod driver;
 mod error;
 mod event;
 mod flags;
+mod flow;
 mod handler;
 pub mod handshake;
 mod incoming;

@@ -10,6 +10,7 @@ use crate::connection::{Connection, duration_ms};
 use crate::error::{CallError, SendError};
 use crate::event::{CallId, Event};
 use crate::flags::Flags;
+use crate::flow::Flow;
 use crate::handler::HandlerId;
 use crate::message::Message;
 use crate::op::Op;
@@ -36,23 +37,34 @@ pub(crate) struct OutRequest {
 
 #[derive(Debug)]
 pub(crate) struct OutStream {
-    send_seq: u32,
-    recv_seq: u32,
-    /// Send window: the callee's `InCapacity`.
-    window: u32,
-    credits: u32,
+    /// Sequence numbers and credit. The window is the callee's
+    /// `InCapacity`, the receive buffer its `OutCapacity`.
+    flow: Flow,
     acked: bool,
     /// Whether this side may still send messages (no EOF sent, has input).
     input_open: bool,
-    /// Receive buffer: the callee's `OutCapacity`.
-    out_capacity: u32,
-    /// Messages delivered and not yet consumed by the application.
-    unconsumed: u32,
     deadline: Option<Instant>,
     ping_at: Option<Instant>,
     last_alive: Instant,
-    waiting_credit: bool,
-    stall_reported: bool,
+}
+
+impl OutStream {
+    /// Send credit the application can use.
+    fn credit(&self) -> u32 {
+        if self.input_open {
+            self.flow.credits()
+        } else {
+            0
+        }
+    }
+
+    /// Whether a stall is to be reported (see [`Flow::check_stall`]): both
+    /// directions are open once the callee accepted and while this side's
+    /// input is.
+    fn check_stall(&mut self) -> bool {
+        let both_open = self.acked && self.input_open;
+        self.flow.check_stall(both_open)
+    }
 }
 
 /// What a caller sends when it abandons a stream.
@@ -149,22 +161,18 @@ impl Connection {
 
         let pings = deadline.is_none() || deadline_ms > 15_000;
         let ping_at = pings.then(|| now + STREAM_PING_INTERVAL);
+        // The opening message is sequence 0 (docs/protocol.md#streams-open).
+        let mut flow = Flow::new(1, 0);
+        flow.set_limits(caps.in_capacity, caps.effective_out());
         self.outgoing.insert(
             id,
             Outgoing::Stream(OutStream {
-                send_seq: 1,
-                recv_seq: 0,
-                window: caps.in_capacity,
-                credits: 0,
+                flow,
                 acked: false,
                 input_open: caps.in_capacity > 0,
-                out_capacity: caps.effective_out(),
-                unconsumed: 0,
                 deadline,
                 ping_at,
                 last_alive: now,
-                waiting_credit: false,
-                stall_reported: false,
             }),
         );
         if let Some(d) = deadline {
@@ -192,10 +200,9 @@ impl Connection {
         if !s.input_open {
             return Err(SendError::Closed);
         }
-        if s.credits == 0 {
-            if let Some(Outgoing::Stream(s)) = self.outgoing.get_mut(&id.0) {
-                s.waiting_credit = true;
-            }
+        if let Some(Outgoing::Stream(s)) = self.outgoing.get_mut(&id.0)
+            && !s.flow.has_credit_or_wait()
+        {
             self.check_call_stall(id.0);
             return Err(SendError::NoCredit);
         }
@@ -206,8 +213,7 @@ impl Connection {
         let Some(Outgoing::Stream(s)) = self.outgoing.get_mut(&id.0) else {
             return Err(SendError::UnknownStream);
         };
-        s.credits -= 1;
-        let seq = next(&mut s.send_seq);
+        let seq = s.flow.spend_credit();
         let mut msg = self.message(Op::MuxClientMsg, id.0);
         msg.seq = seq;
         msg.set_payload(Some(payload));
@@ -226,8 +232,8 @@ impl Connection {
             return Err(SendError::Closed);
         }
         s.input_open = false;
-        s.waiting_credit = false;
-        let seq = next(&mut s.send_seq);
+        s.flow.stop_waiting();
+        let seq = s.flow.next_send_seq();
         let mut msg = self.message(Op::MuxClientMsg, id.0);
         msg.seq = seq;
         msg.flags |= Flags::EOF;
@@ -242,19 +248,17 @@ impl Connection {
         let Some(Outgoing::Stream(s)) = self.outgoing.get_mut(&id.0) else {
             return;
         };
-        if s.unconsumed == 0 {
+        if !s.flow.consume() {
             return;
         }
-        s.unconsumed -= 1;
-        s.stall_reported = false;
-        let seq = next(&mut s.send_seq);
+        let seq = s.flow.next_send_seq();
         self.send_control(Op::UnblockSrvMux, id.0, seq);
     }
 
     /// Send credit left on a stream, `None` if it is not live.
     pub fn stream_credit(&self, id: CallId) -> Option<u32> {
         match self.outgoing.get(&id.0) {
-            Some(Outgoing::Stream(s)) => Some(if s.input_open { s.credits } else { 0 }),
+            Some(Outgoing::Stream(s)) => Some(s.credit()),
             _ => None,
         }
     }
@@ -319,7 +323,7 @@ impl Connection {
             Cleanup::Nothing => {}
             Cleanup::Disconnect => self.send_control(Op::DisconnectServerMux, id, 0),
             Cleanup::Cancel => {
-                let seq = next(&mut s.send_seq);
+                let seq = s.flow.next_send_seq();
                 self.send_control(Op::DisconnectServerMux, id, seq);
                 self.send_control(Op::DisconnectServerMux, id, 0);
             }
@@ -364,14 +368,10 @@ impl Connection {
     /// counter; on mismatch the stream fails. Returns whether it matched.
     fn accept_seq(&mut self, id: u64, seq: u32) -> bool {
         let want = match self.outgoing.get_mut(&id) {
-            Some(Outgoing::Stream(s)) => {
-                if s.recv_seq == seq {
-                    // A u32 that wraps, as Go's.
-                    s.recv_seq = s.recv_seq.wrapping_add(1);
-                    return true;
-                }
-                s.recv_seq
-            }
+            Some(Outgoing::Stream(s)) => match s.flow.check_recv_seq(seq) {
+                Ok(()) => return true,
+                Err(want) => want,
+            },
             Some(Outgoing::Request(_)) => {
                 if seq == 0 {
                     return true;
@@ -462,9 +462,8 @@ impl Connection {
             return;
         }
         s.acked = true;
-        s.credits = s.window;
-        if s.credits > 0 && s.input_open && s.waiting_credit {
-            s.waiting_credit = false;
+        s.flow.open_window();
+        if s.flow.credit_arrived() {
             self.events.push_back(Event::StreamCredit {
                 id: CallId(msg.mux_id),
             });
@@ -481,11 +480,8 @@ impl Connection {
         let Some(Outgoing::Stream(s)) = self.outgoing.get_mut(&msg.mux_id) else {
             return;
         };
-        // Credits never exceed the window (Go logs and drops the excess).
-        s.credits = s.credits.saturating_add(1).min(s.window);
-        s.stall_reported = false;
-        if s.credits > 0 && s.input_open && s.waiting_credit {
-            s.waiting_credit = false;
+        s.flow.add_credit();
+        if s.flow.credit_arrived() {
             self.events.push_back(Event::StreamCredit {
                 id: CallId(msg.mux_id),
             });
@@ -521,11 +517,10 @@ impl Connection {
         };
         s.last_alive = now;
         if let Some(payload) = payload {
-            if s.unconsumed >= s.out_capacity {
+            if !s.flow.receive() {
                 // The callee overran its window: Go's "Response was blocked".
                 return self.end_call(id, Err(CallError::ResponseBlocked), Cleanup::Disconnect);
             }
-            s.unconsumed = s.unconsumed.saturating_add(1);
             self.events.push_back(Event::StreamMessage {
                 id: CallId(id),
                 payload,
@@ -579,7 +574,7 @@ impl Connection {
         if now.saturating_duration_since(s.last_alive) > STREAM_LIVENESS_TIMEOUT {
             return self.end_call(id, Err(CallError::Unresponsive), Cleanup::Cancel);
         }
-        let seq = next(&mut s.send_seq);
+        let seq = s.flow.next_send_seq();
         let at = now + STREAM_PING_INTERVAL;
         s.ping_at = Some(at);
         self.send_control(Op::Ping, id, seq);
@@ -591,24 +586,11 @@ impl Connection {
         let Some(Outgoing::Stream(s)) = self.outgoing.get_mut(&id) else {
             return;
         };
-        let stalled = s.waiting_credit
-            && s.input_open
-            && s.acked
-            && s.credits == 0
-            && s.unconsumed >= s.out_capacity;
-        if stalled && !s.stall_reported {
-            s.stall_reported = true;
+        if s.check_stall() {
             self.events
                 .push_back(Event::StreamStalled { id: CallId(id) });
         }
     }
-}
-
-/// Takes the current value of a sequence counter and advances it.
-pub(crate) fn next(seq: &mut u32) -> u32 {
-    let v = *seq;
-    *seq = seq.wrapping_add(1);
-    v
 }
 
 /// `DeadlineMS` for a deadline: remaining whole milliseconds, capped; less
@@ -665,7 +647,7 @@ mod tests {
         // Far into the stream: the next message from the callee is the
         // last sequence number before the wrap.
         match pair.client.conn.outgoing.get_mut(&id.0) {
-            Some(Outgoing::Stream(s)) => s.recv_seq = u32::MAX,
+            Some(Outgoing::Stream(s)) => s.flow.expect_recv_seq(u32::MAX),
             _ => panic!("the stream is open"),
         }
         pair.inject_to_client(server_msg(id.0, u32::MAX, b"last"));
