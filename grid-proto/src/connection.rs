@@ -10,7 +10,7 @@ use hashbrown::HashMap;
 use crate::config::Config;
 use crate::dial::{crc_enabled, should_dial};
 use crate::error::{CallError, CancelReason, DisconnectReason};
-use crate::event::{CallId, Event, IncomingId};
+use crate::event::{CallId, Event, IncomingId, MuxId};
 use crate::flags::Flags;
 use crate::handshake;
 use crate::incoming::{InRequest, InStream};
@@ -44,10 +44,17 @@ pub enum State {
 ///
 /// Four families of methods:
 /// 1. getters: [`state`](Self::state), [`stats`](Self::stats),
-///    [`instance_id`](Self::instance_id), [`stream_credit`](Self::stream_credit)...;
+///    [`is_live`](Self::is_live) and [`credit`](Self::credit) of a call of
+///    either side...;
 /// 2. inputs, `handle_*`: a received frame, a timer expiry, transport
 ///    failures;
-/// 3. commands: the handshake, requests, streams, answers to incoming calls;
+/// 3. commands: the handshake ([`start_handshake`](Self::start_handshake),
+///    [`accept_handshake`](Self::accept_handshake)), new calls
+///    ([`request`](Self::request), [`open_stream`](Self::open_stream)), and
+///    the commands of one live call through a view:
+///    [`call`](Self::call) for a call this side made,
+///    [`incoming`](Self::incoming) for one it serves, with the same names
+///    where both sides do the same thing (`send`, `consumed`);
 /// 4. outputs, `poll_*`: frames to send, the next timer, events.
 ///
 /// After any input or command, drain the outputs: send every frame from
@@ -279,6 +286,25 @@ impl Connection {
         self.wall_base.1 + now.saturating_duration_since(self.wall_base.0)
     }
 
+    /// Whether a call of either side is still live: a request or stream
+    /// this side made ([`CallId`]) or one it serves ([`IncomingId`]).
+    pub fn is_live(&self, id: impl Into<MuxId>) -> bool {
+        match id.into() {
+            MuxId::Call(id) => self.outgoing.contains_key(&id.0),
+            MuxId::Incoming(id) => self.is_incoming_live(id),
+        }
+    }
+
+    /// Send credit left on a stream of either side: how many messages may
+    /// be sent before the peer hands credit back (0 once this side's output
+    /// has ended). `None` if it is not a live stream.
+    pub fn credit(&self, id: impl Into<MuxId>) -> Option<u32> {
+        match id.into() {
+            MuxId::Call(id) => self.call_credit(id),
+            MuxId::Incoming(id) => self.incoming_credit(id),
+        }
+    }
+
     pub(crate) fn is_connected(&self) -> bool {
         self.state == State::Connected
     }
@@ -496,19 +522,19 @@ impl Connection {
             return self.on_handshake_answer(now, msg);
         }
         match msg.op {
-            Op::Ping if msg.mux_id == 0 => self.on_connection_ping(now, &msg),
+            Op::Ping if msg.mux_id == 0 => self.on_connection_ping(&msg),
             Op::Pong if msg.mux_id == 0 => self.on_connection_pong(now, &msg),
             Op::Ping => self.on_mux_ping(now, &msg),
             Op::Pong => self.on_mux_pong(now, &msg),
             Op::Request => self.on_request(now, msg),
             Op::ConnectMux => self.on_connect_mux(now, msg),
-            Op::MuxClientMsg => self.on_client_msg(now, msg),
-            Op::UnblockSrvMux => self.on_unblock_server(now, &msg),
-            Op::DisconnectServerMux => self.on_disconnect_server(now, &msg),
-            Op::Response => self.on_response(now, &msg),
-            Op::MuxConnectError => self.on_mux_connect_error(now, &msg),
-            Op::AckMux => self.on_ack(now, &msg),
-            Op::UnblockClMux => self.on_unblock_client(now, &msg),
+            Op::MuxClientMsg => self.on_client_msg(msg),
+            Op::UnblockSrvMux => self.on_unblock_server(&msg),
+            Op::DisconnectServerMux => self.on_disconnect_server(&msg),
+            Op::Response => self.on_response(&msg),
+            Op::MuxConnectError => self.on_mux_connect_error(&msg),
+            Op::AckMux => self.on_ack(&msg),
+            Op::UnblockClMux => self.on_unblock_client(&msg),
             Op::MuxServerMsg => self.on_server_msg(now, msg),
             Op::DisconnectClientMux => self.on_disconnect_client(now, &msg),
             // No handler in the running state: Go logs "unknown message
@@ -536,7 +562,7 @@ impl Connection {
         }
     }
 
-    fn on_connection_ping(&mut self, _now: Instant, ping: &Message) {
+    fn on_connection_ping(&mut self, ping: &Message) {
         // Go ignores a ping payload that does not parse.
         let t = PingPayload::decode(&ping.payload).map_or(Timestamp::GO_ZERO, |p| p.t);
         let pong = PongPayload {
@@ -578,9 +604,9 @@ impl Connection {
         }
         while let Some(t) = self.timers.take_expired_mux(now) {
             match t {
-                MuxTimer::CallDeadline(id) => self.on_call_deadline(now, id),
+                MuxTimer::CallDeadline(id) => self.on_call_deadline(id),
                 MuxTimer::CallPing(id) => self.on_call_ping_tick(now, id),
-                MuxTimer::IncomingDeadline(id) => self.on_incoming_deadline(now, id),
+                MuxTimer::IncomingDeadline(id) => self.on_incoming_deadline(id),
                 MuxTimer::IncomingIdle(id) => self.on_incoming_idle_tick(now, id),
             }
         }

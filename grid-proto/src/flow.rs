@@ -1,5 +1,5 @@
 //! Flow control of one stream, the same whichever side this node is on
-//! (docs/protocol.md#streams-sequence-numbers, docs/protocol.md#streams-credit):
+//! (docs/protocol.md#streams-sequence-numbers, docs/protocol.md#streams-flow-control):
 //! the sequence numbers of each direction, the send credit bounded by the
 //! peer's window, the receive buffer bounded by this side's capacity, and
 //! the detection of a stream where both sides wait for credit.

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::config::Capacities;
 use crate::connection::Connection;
-use crate::error::{CancelReason, SendError};
+use crate::error::{CallError, CancelReason, SendError};
 use crate::event::{Event, IncomingId};
 use crate::flags::Flags;
 use crate::flow::Flow;
@@ -105,24 +105,45 @@ impl InStream {
     }
 }
 
-impl Connection {
-    // ---- commands ----
+/// Commands on a call the peer made and this node serves, a single
+/// request or a stream: [`Connection::incoming`]. A call that is no longer
+/// live ignores them or says so.
+#[derive(Debug)]
+pub struct IncomingCall<'a> {
+    conn: &'a mut Connection,
+    id: IncomingId,
+}
 
-    /// Answers an incoming request: `Ok(payload)` (`None` for no payload) or
-    /// the handler's error text. Returns false (and sends nothing) if the
+impl Connection {
+    /// Commands on incoming call `id`: answer or refuse it, accept a
+    /// stream, send on it, finish it, hand credit back.
+    pub fn incoming(&mut self, id: IncomingId) -> IncomingCall<'_> {
+        IncomingCall { conn: self, id }
+    }
+
+    /// Output credit left on incoming stream `id`, `None` if it is not live.
+    pub(crate) fn incoming_credit(&self, id: IncomingId) -> Option<u32> {
+        self.incoming_streams.get(&id.0).map(InStream::credit)
+    }
+
+    /// Whether incoming request or stream `id` is still live.
+    pub(crate) fn is_incoming_live(&self, id: IncomingId) -> bool {
+        self.incoming_requests.contains_key(&id.0) || self.incoming_streams.contains_key(&id.0)
+    }
+}
+
+impl IncomingCall<'_> {
+    /// Answers the request: `Ok(payload)` (`None` for no payload) or the
+    /// handler's error text. Returns false (and sends nothing) if the
     /// request is no longer live: cancelled, or past its deadline.
-    pub fn respond(
-        &mut self,
-        now: Instant,
-        id: IncomingId,
-        result: Result<Option<Bytes>, String>,
-    ) -> bool {
-        let _ = now;
-        let Some(req) = self.incoming_requests.remove(&id.0) else {
+    pub fn respond(&mut self, result: Result<Option<Bytes>, String>) -> bool {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let Some(req) = conn.incoming_requests.remove(&id) else {
             return false;
         };
-        self.remove_timer(req.deadline, MuxTimer::IncomingDeadline(id.0));
-        let mut msg = self.message(Op::Response, id.0);
+        conn.remove_timer(req.deadline, MuxTimer::IncomingDeadline(id));
+        let mut msg = conn.message(Op::Response, id);
         msg.seq = req.trigger.seq;
         msg.flags |= Flags::EOF;
         match result {
@@ -132,52 +153,58 @@ impl Connection {
                 msg.payload = Bytes::from(text);
             }
         }
-        self.send(&msg);
+        conn.send(&msg);
         true
     }
 
-    /// Refuses an incoming request or a not yet accepted stream because no
+    /// Refuses the request, or the stream not yet accepted, because no
     /// handler is registered for it; the text is Go's
     /// (`Invalid Handler for type: …`).
-    pub fn reject_unknown_handler(&mut self, now: Instant, id: IncomingId) -> bool {
+    pub fn reject_unknown_handler(&mut self) -> bool {
+        let conn = &*self.conn;
+        let id = self.id.0;
         let trigger = match (
-            self.incoming_requests.get(&id.0),
-            self.incoming_streams.get(&id.0),
+            conn.incoming_requests.get(&id),
+            conn.incoming_streams.get(&id),
         ) {
-            (Some(r), _) => r.trigger.clone(),
-            (None, Some(s)) if !s.accepted => s.trigger.clone(),
+            (Some(r), _) => &r.trigger,
+            (None, Some(s)) if !s.accepted => &s.trigger,
             _ => return false,
         };
         let text = match &trigger.subroute {
             Some(sub) => format!("Invalid Handler for type: {sub}"),
             None => format!("Invalid Handler for type: {}", trigger.handler),
         };
-        self.reject_incoming(now, id, &text)
+        self.reject(&text)
     }
 
-    /// Refuses an incoming request or a not yet accepted stream with a
+    /// Refuses the request, or the stream not yet accepted, with a
     /// `MuxConnectError` carrying `text`.
-    pub fn reject_incoming(&mut self, now: Instant, id: IncomingId, text: &str) -> bool {
-        let _ = now;
-        let trigger = if let Some(r) = self.incoming_requests.remove(&id.0) {
-            self.remove_timer(r.deadline, MuxTimer::IncomingDeadline(id.0));
+    pub fn reject(&mut self, text: &str) -> bool {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let trigger = if let Some(r) = conn.incoming_requests.remove(&id) {
+            conn.remove_timer(r.deadline, MuxTimer::IncomingDeadline(id));
             r.trigger
-        } else if matches!(self.incoming_streams.get(&id.0), Some(s) if !s.accepted) {
-            let s = self.remove_incoming_stream(id.0).expect("checked above");
+        } else if matches!(conn.incoming_streams.get(&id), Some(s) if !s.accepted)
+            && let Some(s) = conn.remove_incoming_stream(id)
+        {
             s.trigger
         } else {
             return false;
         };
-        self.send_connect_error(&trigger.message(id.0), text);
+        conn.send_connect_error(&trigger.message(id), text);
         true
     }
 
-    /// Accepts an incoming stream with the local handler's capacities: sends
-    /// the ack and opens the windows. If the caller said it sends no input
+    /// Accepts the stream with the local handler's capacities: sends the
+    /// ack and opens the windows. If the caller said it sends no input
     /// (EOF on the opening, or its EOF arrived before the accept),
     /// [`Event::IncomingInputEnd`] follows at once.
-    pub fn accept_stream(&mut self, now: Instant, id: IncomingId, capacities: Capacities) -> bool {
-        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+    pub fn accept(&mut self, now: Instant, capacities: Capacities) -> bool {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let Some(s) = conn.incoming_streams.get_mut(&id) else {
             return false;
         };
         if s.accepted {
@@ -199,62 +226,55 @@ impl Connection {
         if close_input {
             s.input_open = false;
         }
-        self.send_control(Op::AckMux, id.0, seq);
+        conn.send_control(Op::AckMux, id, seq);
         if let Some(at) = idle_at {
-            self.add_timer(at, MuxTimer::IncomingIdle(id.0));
+            conn.add_timer(at, MuxTimer::IncomingIdle(id));
         }
         if close_input {
-            self.events.push_back(Event::IncomingInputEnd { id });
+            conn.events
+                .push_back(Event::IncomingInputEnd { id: self.id });
         }
         true
     }
 
-    /// Sends a message from the handler of an incoming stream. Needs a
-    /// credit: without one it returns [`SendError::NoCredit`] and
+    /// Sends a message from the handler of the stream. Needs a credit:
+    /// without one it returns [`SendError::NoCredit`] and
     /// [`Event::IncomingCredit`] follows when the caller hands one back.
-    pub fn incoming_send(
-        &mut self,
-        now: Instant,
-        id: IncomingId,
-        payload: Bytes,
-    ) -> Result<(), SendError> {
-        let _ = now;
-        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+    pub fn send(&mut self, payload: Bytes) -> Result<(), SendError> {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let Some(s) = conn.incoming_streams.get_mut(&id) else {
             return Err(SendError::UnknownStream);
         };
         if !s.accepted || s.pending_finish.is_some() {
             return Err(SendError::Closed);
         }
         if !s.flow.has_credit_or_wait() {
-            self.check_incoming_stall(id.0);
+            conn.check_incoming_stall(id);
             return Err(SendError::NoCredit);
         }
-        self.check_room(payload.len()).map_err(|e| match e {
-            crate::CallError::TooLarge { size, max } => SendError::TooLarge { size, max },
+        conn.check_room(payload.len()).map_err(|e| match e {
+            CallError::TooLarge { size, max } => SendError::TooLarge { size, max },
             _ => SendError::QueueFull,
         })?;
-        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+        let Some(s) = conn.incoming_streams.get_mut(&id) else {
             return Err(SendError::UnknownStream);
         };
         let seq = s.flow.spend_credit();
-        let mut msg = self.message(Op::MuxServerMsg, id.0);
+        let mut msg = conn.message(Op::MuxServerMsg, id);
         msg.seq = seq;
         msg.set_payload(Some(payload));
-        self.send(&msg);
+        conn.send(&msg);
         Ok(())
     }
 
-    /// The handler of an incoming stream returned. Its final message (EOF,
-    /// or the error text) needs a credit like any other and is sent as soon
-    /// as one is available. Returns false if the stream is not live.
-    pub fn incoming_finish(
-        &mut self,
-        now: Instant,
-        id: IncomingId,
-        result: Result<(), String>,
-    ) -> bool {
-        let _ = now;
-        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+    /// The handler of the stream returned. Its final message (EOF, or the
+    /// error text) needs a credit like any other and is sent as soon as one
+    /// is available. Returns false if the stream is not live.
+    pub fn finish(&mut self, result: Result<(), String>) -> bool {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let Some(s) = conn.incoming_streams.get_mut(&id) else {
             return false;
         };
         if !s.accepted || s.pending_finish.is_some() {
@@ -262,34 +282,27 @@ impl Connection {
         }
         s.pending_finish = Some(result);
         s.flow.stop_waiting();
-        self.try_send_finish(id.0);
+        conn.try_send_finish(id);
         true
     }
 
-    /// The handler took one [`Event::IncomingMessage`]: gives the caller its
-    /// credit back.
-    pub fn incoming_consumed(&mut self, now: Instant, id: IncomingId) {
-        let _ = now;
-        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+    /// The handler took one [`Event::IncomingMessage`]: gives the caller
+    /// its credit back.
+    pub fn consumed(&mut self) {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let Some(s) = conn.incoming_streams.get_mut(&id) else {
             return;
         };
         if !s.flow.consume() {
             return;
         }
         let seq = s.flow.next_send_seq();
-        self.send_control(Op::UnblockClMux, id.0, seq);
+        conn.send_control(Op::UnblockClMux, id, seq);
     }
+}
 
-    /// Output credit left on an incoming stream, `None` if it is not live.
-    pub fn incoming_credit(&self, id: IncomingId) -> Option<u32> {
-        self.incoming_streams.get(&id.0).map(InStream::credit)
-    }
-
-    /// Whether an incoming request or stream is still live.
-    pub fn is_incoming_live(&self, id: IncomingId) -> bool {
-        self.incoming_requests.contains_key(&id.0) || self.incoming_streams.contains_key(&id.0)
-    }
-
+impl Connection {
     // ---- helpers ----
 
     fn send_connect_error(&mut self, trigger: &Message, text: &str) {
@@ -391,7 +404,7 @@ impl Connection {
         if !msg.handler.is_valid() {
             return self.send_connect_error(&msg, "Invalid Handler");
         }
-        if self.is_incoming_live(IncomingId(msg.mux_id)) {
+        if self.is_live(IncomingId(msg.mux_id)) {
             // A Go caller never reuses a live id (requests and streams share
             // its one table): ignore the duplicate, so an `IncomingId` always
             // names one call.
@@ -429,7 +442,7 @@ impl Connection {
         if msg.subroute.is_none() && !msg.handler.is_valid() {
             return self.send_connect_error(&msg, "Invalid Handler");
         }
-        if self.is_incoming_live(IncomingId(msg.mux_id)) {
+        if self.is_live(IncomingId(msg.mux_id)) {
             // No second ack; and a live request's id is not reused either.
             self.counters.ignored_messages = self.counters.ignored_messages.saturating_add(1);
             return;
@@ -467,7 +480,7 @@ impl Connection {
         });
     }
 
-    pub(crate) fn on_client_msg(&mut self, _now: Instant, msg: Message) {
+    pub(crate) fn on_client_msg(&mut self, msg: Message) {
         let id = msg.mux_id;
         let Some(s) = self.incoming_streams.get(&id) else {
             return self.send_control(Op::DisconnectClientMux, id, 0);
@@ -509,7 +522,7 @@ impl Connection {
         self.check_incoming_stall(id);
     }
 
-    pub(crate) fn on_unblock_server(&mut self, _now: Instant, msg: &Message) {
+    pub(crate) fn on_unblock_server(&mut self, msg: &Message) {
         let id = msg.mux_id;
         match self.incoming_streams.get(&id) {
             Some(s) if s.accepted => {}
@@ -549,7 +562,7 @@ impl Connection {
         self.send_reply(msg, Op::Pong, pong.to_bytes());
     }
 
-    pub(crate) fn on_disconnect_server(&mut self, _now: Instant, msg: &Message) {
+    pub(crate) fn on_disconnect_server(&mut self, msg: &Message) {
         let id = msg.mux_id;
         if self.incoming_streams.contains_key(&id) {
             return self.abort_incoming_stream(id, CancelReason::CallerCancelled);
@@ -566,7 +579,7 @@ impl Connection {
 
     // ---- timers ----
 
-    pub(crate) fn on_incoming_deadline(&mut self, _now: Instant, id: u64) {
+    pub(crate) fn on_incoming_deadline(&mut self, id: u64) {
         if let Some(s) = self.incoming_streams.get_mut(&id) {
             s.deadline = None; // already fired
             return self.abort_incoming_stream(id, CancelReason::DeadlineExceeded);

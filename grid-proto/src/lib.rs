@@ -105,16 +105,18 @@ pub use config::{Backoff, Capacities, CapacityTable, Config};
 pub use connection::{Connection, State};
 pub use dial::{crc_enabled, should_dial};
 pub use error::{CallError, CancelReason, DecodeError, DisconnectReason, SendError};
-pub use event::{CallId, Event, IncomingId};
+pub use event::{CallId, Event, IncomingId, MuxId};
 pub use flags::Flags;
 pub use handler::HandlerId;
-pub use incoming::{IDLE_CHECK_INTERVAL, IDLE_TIMEOUT};
+pub use incoming::{IDLE_CHECK_INTERVAL, IDLE_TIMEOUT, IncomingCall};
 pub use merge::{
     DEFAULT_MAX_MESSAGE_SIZE, FrameBuilder, FrameDecoder, MAX_MERGED_MESSAGES, MERGE_BYTE_LIMIT,
 };
 pub use message::{CRC_LEN, Message, SUBROUTE_LEN, crc};
 pub use op::Op;
-pub use outgoing::{STREAM_LIVENESS_TIMEOUT, STREAM_PING_INTERVAL};
+pub use outgoing::{
+    OpenStream, OutgoingCall, Request, STREAM_LIVENESS_TIMEOUT, STREAM_PING_INTERVAL,
+};
 pub use payload::{
     ConnectRequest, ConnectResponse, InstanceId, MuxConnectError, PingPayload, PongPayload,
 };
