@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::connection::State;
 use crate::event::{CallId, Event};
 use crate::flags::Flags;
 use crate::handler::HandlerId;
@@ -18,6 +17,7 @@ use crate::message::Message;
 use crate::op::Op;
 use crate::outgoing::{OpenStream, Request};
 use crate::sim::{Pair, RefPeer};
+use crate::state::State;
 
 /// Most actions one input is read as (keeps a fuzz case short). Time moves
 /// and frames travel only when the script says so (drive or advance), so

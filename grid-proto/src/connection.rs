@@ -19,26 +19,11 @@ use crate::message::Message;
 use crate::op::Op;
 use crate::outgoing::Outgoing;
 use crate::payload::{ConnectRequest, ConnectResponse, InstanceId, PingPayload, PongPayload};
-use crate::redial::{DialFailure, Redial};
+use crate::redial::{AfterSession, DialFailure, Redial};
+use crate::state::State;
 use crate::stats::Stats;
 use crate::time::Timestamp;
 use crate::timer::{ConnTimer, MuxTimer, Timers};
-
-/// Where a connection is in its life (Go's states,
-/// docs/protocol.md#lifecycle-states).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Never connected; an acceptor waits here for its peer.
-    Unconnected,
-    /// A transport is up and the handshake is under way.
-    Connecting,
-    /// Handshake done: calls may be made.
-    Connected,
-    /// An attempt failed or the session was lost; the dialer will retry.
-    ConnectionError,
-    /// Shut down for good.
-    Shutdown,
-}
 
 /// The grid protocol for one remote host, with no I/O.
 ///
@@ -430,42 +415,38 @@ impl Connection {
                 self.events.push_back(event);
             }
         }
+        // A request and a stream never share a live id: the peer's opening
+        // message for a live id is ignored.
         let mut ids: Vec<u64> = self
             .incoming_requests
-            .keys()
-            .chain(self.incoming_streams.keys())
-            .copied()
+            .drain()
+            .map(|(id, _)| id)
+            .chain(self.incoming_streams.drain().map(|(id, _)| id))
             .collect();
         ids.sort_unstable();
-        ids.dedup();
         for id in ids {
-            let had_req = self.incoming_requests.remove(&id).is_some();
-            let had_stream = self.incoming_streams.remove(&id).is_some();
-            for _ in 0..(u8::from(had_req) + u8::from(had_stream)) {
-                self.events.push_back(Event::IncomingCancelled {
-                    id: IncomingId(id),
-                    reason: CancelReason::Disconnected,
-                });
-            }
+            self.events.push_back(Event::IncomingCancelled {
+                id: IncomingId(id),
+                reason: CancelReason::Disconnected,
+            });
         }
         self.timers.clear_mux();
         self.timers.stop(ConnTimer::Ping);
         self.timers.stop(ConnTimer::Handshake);
         self.outbox.clear();
         self.state = State::ConnectionError;
+        let next = AfterSession::decide(&reason, established);
         self.events.push_back(Event::Disconnected { reason });
-        if reason_allows_redial(&self.events) && self.dialer {
-            if established {
-                // Go redials at once after an established session ends.
+        if !self.dialer {
+            return;
+        }
+        match next {
+            AfterSession::Stop => {}
+            AfterSession::RedialNow => {
                 self.attempt_start = now;
                 self.timers.set(ConnTimer::Redial, now);
-            } else {
-                let failure = match self.events.back() {
-                    Some(Event::Disconnected { reason }) => DialFailure::from_handshake(reason),
-                    _ => DialFailure::Unreachable("session ended".into()),
-                };
-                self.schedule_redial(now, failure);
             }
+            AfterSession::Retry(failure) => self.schedule_redial(now, failure),
         }
     }
 
@@ -648,6 +629,15 @@ impl Connection {
         !self.outbox.ready.is_empty() || self.outbox.current.as_ref().is_some_and(|c| !c.is_empty())
     }
 
+    /// Whether the driver should read more from the transport: `false`
+    /// while more than `max_queued_bytes` wait to be sent, because what the
+    /// peer sends next would mostly queue more answers. Reading resumes
+    /// once [`poll_transmit`](Self::poll_transmit) has taken enough; a peer
+    /// that never reads is the driver's write timeout to catch.
+    pub fn wants_read(&self) -> bool {
+        self.outbox.queued_bytes <= self.config.max_queued_bytes
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
@@ -669,11 +659,6 @@ impl Connection {
     fn send_alone(&mut self, msg: &Message) {
         self.counters.messages_sent = self.counters.messages_sent.saturating_add(1);
         self.outbox.push_alone(msg);
-    }
-
-    /// Bytes queued and not yet taken by [`poll_transmit`](Self::poll_transmit).
-    pub(crate) fn queued_bytes(&self) -> usize {
-        self.outbox.queued_bytes
     }
 
     /// A reply built from the message that triggered it, as Go builds
@@ -740,21 +725,11 @@ impl Connection {
                 max: self.config.max_message_size,
             });
         }
-        if self.queued_bytes().saturating_add(size) > self.config.max_queued_bytes {
+        if self.outbox.queued_bytes.saturating_add(size) > self.config.max_queued_bytes {
             return Err(CallError::QueueFull);
         }
         Ok(())
     }
-}
-
-/// Whether the last `Disconnected` event allows a redial (not after shutdown).
-fn reason_allows_redial(events: &VecDeque<Event>) -> bool {
-    !matches!(
-        events.back(),
-        Some(Event::Disconnected {
-            reason: DisconnectReason::Shutdown
-        })
-    )
 }
 
 /// A duration in whole milliseconds, capped at `u32::MAX` (a `DeadlineMS`).

@@ -96,13 +96,14 @@ mod redial;
 mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod state;
 mod stats;
 mod subroute;
 mod time;
 mod timer;
 
 pub use config::{Backoff, Capacities, CapacityTable, Config};
-pub use connection::{Connection, State};
+pub use connection::Connection;
 pub use dial::{crc_enabled, should_dial};
 pub use error::{CallError, CancelReason, DecodeError, DisconnectReason, SendError};
 pub use event::{CallId, Event, IncomingId, MuxId};
@@ -121,6 +122,7 @@ pub use payload::{
     ConnectRequest, ConnectResponse, InstanceId, MuxConnectError, PingPayload, PongPayload,
 };
 pub use redial::DialFailure;
+pub use state::State;
 pub use stats::Stats;
 pub use subroute::{SubrouteId, join_route};
 pub use time::Timestamp;

@@ -28,7 +28,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hashbrown::HashMap;
 
 use crate::config::{Capacities, CapacityTable, Config};
-use crate::connection::{Connection, State};
+use crate::connection::Connection;
 use crate::error::DisconnectReason;
 use crate::event::{Event, IncomingId};
 use crate::handler::HandlerId;
@@ -36,6 +36,7 @@ use crate::handshake::{check_connect, rejection_frame};
 use crate::msgpack::{self, Reader};
 use crate::payload::InstanceId;
 use crate::rng::Rng;
+use crate::state::State;
 use crate::subroute::SubrouteId;
 use crate::time::Timestamp;
 

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use futures_util::future::{AbortHandle, Abortable, FutureExt};
 use tracing::{debug, error, info, warn};
 
-use crate::connection::State;
 use crate::driver::conn::Command;
 use crate::driver::isolate;
 use crate::driver::registry::{Route, StreamCall};
@@ -23,6 +22,7 @@ use crate::error::{CallError, DisconnectReason, SendError};
 use crate::event::{CallId, Event, IncomingId};
 use crate::handler::HandlerId;
 use crate::outgoing::{OpenStream, Request};
+use crate::state::State;
 
 impl<R: Runtime> ConnTask<R> {
     // ---- commands from handles and handler tasks ----

@@ -22,7 +22,7 @@ use tungstenite::http::{HeaderValue, StatusCode};
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::config::{Backoff, Capacities, CapacityTable, Config};
-use crate::connection::{Connection as Core, State};
+use crate::connection::Connection as Core;
 use crate::dial::should_dial;
 use crate::driver::conn::{ConnShared, Connection};
 use crate::driver::isolate;
@@ -36,6 +36,7 @@ use crate::driver::task::{ConnTask, Incoming};
 use crate::handler::HandlerId;
 use crate::handshake::{HandshakeError, check_connect, rejection_frame};
 use crate::payload::InstanceId;
+use crate::state::State;
 use crate::stats::Stats;
 use crate::time::Timestamp;
 
