@@ -101,6 +101,7 @@ mod stats;
 mod subroute;
 mod time;
 mod timer;
+pub mod upgrade;
 
 pub use config::{Backoff, Capacities, CapacityTable, Config};
 pub use connection::Connection;
