@@ -16,9 +16,12 @@
 //! let config = Config::new("http://10.0.0.2:9000", "http://10.0.0.1:9000");
 //! let mut conn = Connection::new(config, InstanceId::from_seed(7), now, wall);
 //!
-//! // 1. Inputs: `handle_frame(now, frame)` for every binary message read,
-//! //    `handle_timeout(now)` when the timer fires, and commands
-//! //    (`start_handshake`, `request`, `open_stream`, `respond`, ...).
+//! // 1. Inputs: `handle_frame(now, frame)` for every binary message read
+//! //    (read only while `wants_read()`: back-pressure), `handle_timeout(now)`
+//! //    when the timer fires, and commands: `start_handshake`, new calls
+//! //    (`request(now, Request::new(..))`, `open_stream(now, OpenStream::new(..))`)
+//! //    and the commands of a live call (`call(id).send(..)`,
+//! //    `incoming(id).respond(..)`, ...).
 //! // 2. Then drain the outputs, in this order:
 //! while let Some(frame) = conn.poll_transmit() {
 //!     let _ = frame; // write it as one WebSocket binary message
@@ -35,13 +38,21 @@
 //! let _next_wakeup: Option<Instant> = conn.poll_timeout();
 //! ```
 //!
+//! An acceptor does not know which `Connection` a new WebSocket belongs to
+//! until the peer's `Connect` names its host: the HTTP [`upgrade`] checks
+//! and the [`handshake::IncomingHandshake`] (which waits for `Connect` on
+//! its own timer) run first, then
+//! [`accept_handshake`](Connection::accept_handshake) hands the transport
+//! to the host's connection.
+//!
 //! Modules, one concept each: the codec ([`Message`], [`Op`], [`Flags`],
 //! [`HandlerId`], [`SubrouteId`], merged frames in [`FrameDecoder`] and
-//! [`FrameBuilder`], control payloads such as [`ConnectRequest`]); the
-//! [`handshake`] checks; the connection with its caller side (requests and
-//! streams it started) and callee side (calls it serves); timers; errors per
-//! layer ([`DecodeError`], [`CallError`], [`SendError`], [`CancelReason`],
-//! [`DisconnectReason`]).
+//! [`FrameBuilder`], control payloads such as [`ConnectRequest`]); the HTTP
+//! [`upgrade`] and the [`handshake`]; the connection with its caller side
+//! (requests and streams it started, [`OutgoingCall`]) and callee side
+//! (calls it serves, [`IncomingCall`]), which share one flow control per
+//! stream; the reconnect policy; timers; errors per layer ([`DecodeError`],
+//! [`CallError`], [`SendError`], [`CancelReason`], [`DisconnectReason`]).
 //!
 //! Features (none is on by default, so the core comes alone):
 //! - `driver`: the `driver` module, the runtime-neutral handles, registry,
