@@ -9,7 +9,7 @@ use hashbrown::HashMap;
 
 use crate::config::Config;
 use crate::dial::{crc_enabled, should_dial};
-use crate::error::{CallError, CancelReason, DisconnectReason};
+use crate::error::{CallError, CancelReason, DisconnectReason, SendError};
 use crate::event::{CallId, Event, IncomingId, MuxId};
 use crate::flags::Flags;
 use crate::handshake;
@@ -729,6 +729,14 @@ impl Connection {
             return Err(CallError::QueueFull);
         }
         Ok(())
+    }
+
+    /// [`check_room`](Self::check_room) for a message on a live stream.
+    pub(crate) fn check_stream_room(&self, payload_len: usize) -> Result<(), SendError> {
+        self.check_room(payload_len).map_err(|e| match e {
+            CallError::TooLarge { size, max } => SendError::TooLarge { size, max },
+            _ => SendError::QueueFull,
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::config::Capacities;
 use crate::connection::Connection;
-use crate::error::{CallError, CancelReason, SendError};
+use crate::error::{CancelReason, SendError};
 use crate::event::{Event, IncomingId};
 use crate::flags::Flags;
 use crate::flow::Flow;
@@ -253,10 +253,7 @@ impl IncomingCall<'_> {
             conn.check_incoming_stall(id);
             return Err(SendError::NoCredit);
         }
-        conn.check_room(payload.len()).map_err(|e| match e {
-            CallError::TooLarge { size, max } => SendError::TooLarge { size, max },
-            _ => SendError::QueueFull,
-        })?;
+        conn.check_stream_room(payload.len())?;
         let Some(s) = conn.incoming_streams.get_mut(&id) else {
             return Err(SendError::UnknownStream);
         };

@@ -307,10 +307,7 @@ impl OutgoingCall<'_> {
             conn.check_call_stall(id);
             return Err(SendError::NoCredit);
         }
-        conn.check_room(payload.len()).map_err(|e| match e {
-            CallError::TooLarge { size, max } => SendError::TooLarge { size, max },
-            _ => SendError::QueueFull,
-        })?;
+        conn.check_stream_room(payload.len())?;
         let Some(Outgoing::Stream(s)) = conn.outgoing.get_mut(&id) else {
             return Err(SendError::UnknownStream);
         };
