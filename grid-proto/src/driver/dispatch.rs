@@ -42,7 +42,7 @@ impl<R: Runtime> ConnTask<R> {
                     handler,
                     subroute,
                     payload,
-                    deadline,
+                    deadline: deadline.map(|d| d.at(now)),
                 },
             ) {
                 Ok(id) => {
@@ -69,6 +69,7 @@ impl<R: Runtime> ConnTask<R> {
             } => {
                 let caps =
                     capacities.or_else(|| self.mgr.registry.capacities(handler, subroute.as_ref()));
+                let deadline = deadline.map(|d| d.at(now));
                 match self.core.open_stream(
                     now,
                     OpenStream {
@@ -98,7 +99,7 @@ impl<R: Runtime> ConnTask<R> {
             Command::Poke(key) => self.sync_stream(key),
             Command::Respond { id, result } => {
                 self.handlers.remove(&id);
-                self.core.incoming(IncomingId(id)).respond(result.map(Some));
+                self.core.incoming(IncomingId(id)).respond(result);
             }
             Command::HandlerDone { id, result } => {
                 self.handlers.remove(&id);
@@ -362,7 +363,7 @@ impl<R: Runtime> ConnTask<R> {
         // Go's text for a panic in a single-request handler.
         let failed = |text: &str| format!("handleMessages: panic recovered: {text}");
         let remote = Arc::clone(&self.shared.remote);
-        match isolate::call(|| handler_fn(payload.unwrap_or_default())) {
+        match isolate::call(|| handler_fn(payload)) {
             Ok(fut) => self.spawn_handler(id.0, async move {
                 let result = match isolate::run(fut).await {
                     Ok(r) => r.map_err(|e| e.0),

@@ -236,8 +236,8 @@ async fn stream<E: Exec>(ex: &E, p: &Params, pair: &Pair) -> Row {
     let payload = Bytes::from(vec![0x5au8; p.payload]);
     let tally = Arc::new(Tally::default());
     let opts = StreamOptions {
-        deadline: None,
         capacities: Some(ECHO_CAPS),
+        ..StreamOptions::default()
     };
     let mut halves = Vec::new();
     for _ in 0..p.concurrency {
@@ -312,8 +312,8 @@ async fn stream_out<E: Exec>(ex: &E, p: &Params, pair: &Pair) -> Row {
     let payload = Bytes::from(vec![0x3cu8; p.payload]);
     let tally = Arc::new(Tally::default());
     let opts = StreamOptions {
-        deadline: None,
         capacities: Some(SOURCE_CAPS),
+        ..StreamOptions::default()
     };
     let mut receivers = Vec::new();
     for _ in 0..p.concurrency {
@@ -405,8 +405,8 @@ where
         let mine = n / openers + usize::from(i < n % openers);
         ex.spawn(async move {
             let opts = StreamOptions {
-                deadline: None,
                 capacities: Some(ECHO_CAPS),
+                ..StreamOptions::default()
             };
             let msg = Bytes::from_static(b"hello");
             for _ in 0..mine {
