@@ -4,7 +4,7 @@
 //!
 //! Pure functions over strings, header bytes and timestamps, so that any
 //! driver, on any HTTP stack, makes and checks the same requests. What comes
-//! after the upgrade (the `Connect` message) is in [`crate::handshake`].
+//! after the upgrade (the `Connect` message) is in the `handshake` module.
 
 use std::fmt;
 use std::time::Duration;
