@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::connection::State;
 use crate::redial::DialFailure;
+use crate::state::State;
 
 /// Counters and table sizes of one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

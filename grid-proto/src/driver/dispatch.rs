@@ -12,7 +12,6 @@ use bytes::Bytes;
 use futures_util::future::{AbortHandle, Abortable, FutureExt};
 use tracing::{debug, error, info, warn};
 
-use crate::connection::State;
 use crate::driver::conn::Command;
 use crate::driver::isolate;
 use crate::driver::registry::{Route, StreamCall};
@@ -22,6 +21,8 @@ use crate::driver::task::ConnTask;
 use crate::error::{CallError, DisconnectReason, SendError};
 use crate::event::{CallId, Event, IncomingId};
 use crate::handler::HandlerId;
+use crate::outgoing::{OpenStream, Request};
+use crate::state::State;
 
 impl<R: Runtime> ConnTask<R> {
     // ---- commands from handles and handler tasks ----
@@ -37,10 +38,12 @@ impl<R: Runtime> ConnTask<R> {
                 reply,
             } => match self.core.request(
                 now,
-                handler,
-                subroute,
-                payload,
-                deadline.map(|d| d.at(now)),
+                Request {
+                    handler,
+                    subroute,
+                    payload,
+                    deadline: deadline.map(|d| d.at(now)),
+                },
             ) {
                 Ok(id) => {
                     self.calls.insert(id.0, (ticket, reply));
@@ -53,7 +56,7 @@ impl<R: Runtime> ConnTask<R> {
             Command::CancelRequest { ticket } => {
                 if let Some(id) = self.tickets.remove(&ticket) {
                     self.calls.remove(&id);
-                    self.core.cancel(now, CallId(id));
+                    self.core.call(CallId(id)).cancel();
                 }
             }
             Command::OpenStream {
@@ -67,17 +70,23 @@ impl<R: Runtime> ConnTask<R> {
                 let caps =
                     capacities.or_else(|| self.mgr.registry.capacities(handler, subroute.as_ref()));
                 let deadline = deadline.map(|d| d.at(now));
-                match self
-                    .core
-                    .open_stream(now, handler, subroute, payload, deadline, caps)
-                {
+                match self.core.open_stream(
+                    now,
+                    OpenStream {
+                        handler,
+                        subroute,
+                        payload,
+                        deadline,
+                        capacities: caps,
+                    },
+                ) {
                     Ok(id) => {
                         let window = caps.map_or(0, |c| c.in_capacity as usize);
                         let key = StreamKey::Call(id.0);
                         let shared = StreamShared::new(key, Arc::clone(&self.shared), window);
                         if reply.send(Ok(Arc::clone(&shared))).is_err() {
                             // The opener went away before it got the stream.
-                            self.core.cancel(now, id);
+                            self.core.call(id).cancel();
                         } else {
                             self.streams.insert(key, shared);
                         }
@@ -87,16 +96,16 @@ impl<R: Runtime> ConnTask<R> {
                     }
                 }
             }
-            Command::Poke(key) => self.sync_stream(now, key),
+            Command::Poke(key) => self.sync_stream(key),
             Command::Respond { id, result } => {
                 self.handlers.remove(&id);
-                self.core.respond(now, IncomingId(id), result);
+                self.core.incoming(IncomingId(id)).respond(result);
             }
             Command::HandlerDone { id, result } => {
                 self.handlers.remove(&id);
                 if let Some(s) = self.streams.get(&StreamKey::Incoming(id)) {
                     s.lock().finish = Some(result);
-                    self.sync_stream(now, StreamKey::Incoming(id));
+                    self.sync_stream(StreamKey::Incoming(id));
                 }
             }
             Command::Shutdown => self.shutdown(now),
@@ -105,7 +114,7 @@ impl<R: Runtime> ConnTask<R> {
 
     /// Moves a stream's queued messages onto the wire as credit allows, and
     /// applies its EOF, consumed count, finish and abandonment.
-    fn sync_stream(&mut self, now: Instant, key: StreamKey) {
+    fn sync_stream(&mut self, key: StreamKey) {
         let Some(shared) = self.streams.get(&key).cloned() else {
             return;
         };
@@ -116,18 +125,15 @@ impl<R: Runtime> ConnTask<R> {
         // sends them in that order (the sequence numbers show it).
         for _ in 0..std::mem::take(&mut st.consumed) {
             match key {
-                StreamKey::Call(id) => self.core.stream_consumed(now, CallId(id)),
-                StreamKey::Incoming(id) => self.core.incoming_consumed(now, IncomingId(id)),
+                StreamKey::Call(id) => self.core.call(CallId(id)).consumed(),
+                StreamKey::Incoming(id) => self.core.incoming(IncomingId(id)).consumed(),
             }
         }
         let mut moved = false;
         while let Some(payload) = st.outq.pop_front() {
             let sent = match key {
-                StreamKey::Call(id) => self.core.stream_send(now, CallId(id), payload.clone()),
-                StreamKey::Incoming(id) => {
-                    self.core
-                        .incoming_send(now, IncomingId(id), payload.clone())
-                }
+                StreamKey::Call(id) => self.core.call(CallId(id)).send(payload.clone()),
+                StreamKey::Incoming(id) => self.core.incoming(IncomingId(id)).send(payload.clone()),
             };
             match sent {
                 Ok(()) => moved = true,
@@ -153,11 +159,11 @@ impl<R: Runtime> ConnTask<R> {
                 if st.abandoned && st.end.is_none() {
                     // Both halves are gone: a cancellation, not the end of
                     // input the sender's drop asked for.
-                    self.core.cancel(now, CallId(id));
+                    self.core.call(CallId(id)).cancel();
                     remove = true;
                 } else if st.close_requested && st.outq.is_empty() {
                     st.close_requested = false;
-                    let _ = self.core.stream_close(now, CallId(id));
+                    let _ = self.core.call(CallId(id)).close();
                 }
             }
             StreamKey::Incoming(id) => {
@@ -165,7 +171,7 @@ impl<R: Runtime> ConnTask<R> {
                     && let Some(result) = st.finish.take()
                 {
                     st.send_error = Some(SendError::Closed);
-                    self.core.incoming_finish(now, IncomingId(id), result);
+                    self.core.incoming(IncomingId(id)).finish(result);
                     remove = true;
                 }
             }
@@ -251,7 +257,7 @@ impl<R: Runtime> ConnTask<R> {
                     st.wake_receiver();
                 }
             }
-            Event::StreamCredit { id } => self.sync_stream(now, StreamKey::Call(id.0)),
+            Event::StreamCredit { id } => self.sync_stream(StreamKey::Call(id.0)),
             Event::StreamEnd { id, result } => {
                 if let Some(s) = self.streams.remove(&StreamKey::Call(id.0)) {
                     s.lock().end(result);
@@ -263,7 +269,7 @@ impl<R: Runtime> ConnTask<R> {
                 subroute,
                 payload,
                 ..
-            } => self.start_single_handler(now, id, handler, Route::of(handler, subroute), payload),
+            } => self.start_single_handler(id, handler, Route::of(handler, subroute), payload),
             Event::IncomingStream {
                 id,
                 handler,
@@ -290,7 +296,7 @@ impl<R: Runtime> ConnTask<R> {
                     st.wake_receiver();
                 }
             }
-            Event::IncomingCredit { id } => self.sync_stream(now, StreamKey::Incoming(id.0)),
+            Event::IncomingCredit { id } => self.sync_stream(StreamKey::Incoming(id.0)),
             Event::IncomingCancelled { id, reason } => {
                 debug!(remote = %self.shared.remote, id = id.0, %reason, "incoming call cancelled");
                 if let Some(h) = self.handlers.remove(&id.0) {
@@ -345,14 +351,13 @@ impl<R: Runtime> ConnTask<R> {
 
     fn start_single_handler(
         &mut self,
-        now: Instant,
         id: IncomingId,
         handler: HandlerId,
         route: Route,
         payload: Option<Bytes>,
     ) {
         let Some(handler_fn) = self.mgr.registry.single(route) else {
-            self.core.reject_unknown_handler(now, id);
+            self.core.incoming(id).reject_unknown_handler();
             return;
         };
         // Go's text for a panic in a single-request handler.
@@ -371,7 +376,7 @@ impl<R: Runtime> ConnTask<R> {
             }),
             Err(text) => {
                 log_panic(&remote, handler, &text);
-                self.core.respond(now, id, Err(failed(&text)));
+                self.core.incoming(id).respond(Err(failed(&text)));
             }
         }
     }
@@ -386,10 +391,10 @@ impl<R: Runtime> ConnTask<R> {
         deadline: Option<Instant>,
     ) {
         let Some(entry) = self.mgr.registry.stream(route) else {
-            self.core.reject_unknown_handler(now, id);
+            self.core.incoming(id).reject_unknown_handler();
             return;
         };
-        if !self.core.accept_stream(now, id, entry.capacities) {
+        if !self.core.incoming(id).accept(now, entry.capacities) {
             return;
         }
         let key = StreamKey::Incoming(id.0);
@@ -427,7 +432,7 @@ impl<R: Runtime> ConnTask<R> {
         }
         // The core may already hold input for it (EOF-on-connect), or the
         // handler already failed.
-        self.sync_stream(now, key);
+        self.sync_stream(key);
     }
 }
 
