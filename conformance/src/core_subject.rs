@@ -8,7 +8,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use grid_proto::handshake::{self, check_connect};
 use grid_proto::sim::App;
-use grid_proto::{CallId, Config, Connection, DialFailure, Event, InstanceId, State, Timestamp};
+use grid_proto::{
+    CallId, Config, Connection, DialFailure, Event, InstanceId, OpenStream, Request, State,
+    Timestamp,
+};
 
 use crate::scripted::ScriptedApp;
 use crate::subject::{AppCall, Subject, SubjectSetup};
@@ -153,7 +156,15 @@ impl Subject for CoreSubject {
             } => {
                 let deadline = deadline_ms.map(|ms| now + ms_duration(ms));
                 self.conn
-                    .request(now, *handler, *subroute, payload.clone(), deadline)
+                    .request(
+                        now,
+                        Request {
+                            handler: *handler,
+                            subroute: *subroute,
+                            payload: payload.clone(),
+                            deadline,
+                        },
+                    )
                     .map(|id| Some(id.0))
                     .map_err(|e| format!("request failed: {e}"))
             }
@@ -169,29 +180,33 @@ impl Subject for CoreSubject {
                 self.conn
                     .open_stream(
                         now,
-                        *handler,
-                        *subroute,
-                        payload.clone(),
-                        deadline,
-                        Some(*capacities),
+                        OpenStream {
+                            handler: *handler,
+                            subroute: *subroute,
+                            payload: payload.clone(),
+                            deadline,
+                            capacities: Some(*capacities),
+                        },
                     )
                     .map(|id| Some(id.0))
                     .map_err(|e| format!("open_stream failed: {e}"))
             }
             AppCall::Send { mux, payload } => self
                 .conn
-                .stream_send(now, CallId(*mux), payload.clone())
+                .call(CallId(*mux))
+                .send(payload.clone())
                 .map(|()| None)
                 .map_err(|e| format!("stream_send on mux {mux} failed: {e}")),
             AppCall::CloseInput { mux } => self
                 .conn
-                .stream_close(now, CallId(*mux))
+                .call(CallId(*mux))
+                .close()
                 .map(|()| None)
                 .map_err(|e| format!("stream_close on mux {mux} failed: {e}")),
             AppCall::Consume { mux } => match self.unconsumed.get_mut(mux) {
                 Some(n) if *n > 0 => {
                     *n -= 1;
-                    self.conn.stream_consumed(now, CallId(*mux));
+                    self.conn.call(CallId(*mux)).consumed();
                     Ok(None)
                 }
                 _ => Err(format!(
@@ -199,7 +214,7 @@ impl Subject for CoreSubject {
                 )),
             },
             AppCall::Cancel { mux } => {
-                if self.conn.cancel(now, CallId(*mux)) {
+                if self.conn.call(CallId(*mux)).cancel() {
                     Ok(None)
                 } else {
                     Err(format!("cancel on mux {mux}: the call is not live"))

@@ -48,7 +48,7 @@ impl ScriptedApp {
     }
 
     /// Runs the steps of stream `id` as far as what arrived allows.
-    fn advance(&mut self, conn: &mut Connection, now: Instant, id: IncomingId) {
+    fn advance(&mut self, conn: &mut Connection, id: IncomingId) {
         let Some(r) = self.streams.get_mut(&id) else {
             return;
         };
@@ -57,7 +57,7 @@ impl ScriptedApp {
                 if r.consumed >= r.inputs {
                     return;
                 }
-                conn.incoming_consumed(now, id);
+                conn.incoming(id).consumed();
                 r.consumed += 1;
                 r.next += 1;
                 continue;
@@ -68,7 +68,7 @@ impl ScriptedApp {
             match &step.action {
                 Action::Send(payload) => {
                     let payload = payload.clone().unwrap_or_default();
-                    match conn.incoming_send(now, id, payload) {
+                    match conn.incoming(id).send(payload) {
                         Ok(()) => r.next += 1,
                         Err(SendError::NoCredit) => {
                             r.blocked = true;
@@ -79,7 +79,7 @@ impl ScriptedApp {
                     }
                 }
                 Action::Finish(result) => {
-                    conn.incoming_finish(now, id, result.clone());
+                    conn.incoming(id).finish(result.clone());
                     self.streams.remove(&id);
                     return;
                 }
@@ -99,17 +99,17 @@ impl App for ScriptedApp {
                 ..
             } => match self.answers.next(RouteKey::of(false, *handler, *subroute)) {
                 Some(Answer::Response(result)) => {
-                    conn.respond(now, *id, result);
+                    conn.incoming(*id).respond(result);
                 }
                 Some(Answer::Refused(text)) => {
-                    conn.reject_incoming(now, *id, &text);
+                    conn.incoming(*id).reject(&text);
                 }
                 // Unanswered: its deadline or its caller ends it.
                 _ => {}
             },
             // Cancelled in the same frame: a driver's handler would never
             // run, so no answer is taken.
-            Event::IncomingStream { id, .. } if !conn.is_incoming_live(*id) => {}
+            Event::IncomingStream { id, .. } if !conn.is_live(*id) => {}
             Event::IncomingStream {
                 id,
                 handler,
@@ -117,7 +117,7 @@ impl App for ScriptedApp {
                 ..
             } => match self.answers.next(RouteKey::of(true, *handler, *subroute)) {
                 Some(Answer::Stream(answer)) => {
-                    conn.accept_stream(now, *id, answer.capacities);
+                    conn.incoming(*id).accept(now, answer.capacities);
                     self.streams.insert(
                         *id,
                         Running {
@@ -129,10 +129,10 @@ impl App for ScriptedApp {
                             blocked: false,
                         },
                     );
-                    self.advance(conn, now, *id);
+                    self.advance(conn, *id);
                 }
                 Some(Answer::Refused(text)) => {
-                    conn.reject_incoming(now, *id, &text);
+                    conn.incoming(*id).reject(&text);
                 }
                 _ => {}
             },
@@ -140,19 +140,19 @@ impl App for ScriptedApp {
                 if let Some(r) = self.streams.get_mut(id) {
                     r.inputs += 1;
                 }
-                self.advance(conn, now, *id);
+                self.advance(conn, *id);
             }
             Event::IncomingInputEnd { id } => {
                 if let Some(r) = self.streams.get_mut(id) {
                     r.eof = true;
                 }
-                self.advance(conn, now, *id);
+                self.advance(conn, *id);
             }
             Event::IncomingCredit { id } => {
                 if let Some(r) = self.streams.get_mut(id) {
                     r.blocked = false;
                 }
-                self.advance(conn, now, *id);
+                self.advance(conn, *id);
             }
             Event::IncomingCancelled { id, .. } => {
                 self.streams.remove(id);

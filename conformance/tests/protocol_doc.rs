@@ -27,7 +27,8 @@ use grid_proto::handshake::{check_connect, rejection_frame};
 use grid_proto::{
     CallId, Capacities, Config, ConnectRequest, ConnectResponse, Connection, DecodeError, Event,
     Flags, FrameBuilder, FrameDecoder, HandlerId, IncomingId, InstanceId, Message, MuxConnectError,
-    Op, PingPayload, PongPayload, SubrouteId, Timestamp, crc, crc_enabled, should_dial,
+    Op, OpenStream, PingPayload, PongPayload, Request, SubrouteId, Timestamp, crc, crc_enabled,
+    should_dial,
 };
 use sha2::{Digest, Sha256};
 
@@ -1109,35 +1110,50 @@ impl Exchange {
                 let h = handler()?;
                 let p = payload()?.unwrap_or_default();
                 let id = c
-                    .request(now, h, sub(h)?, p, deadline()?)
+                    .request(
+                        now,
+                        Request {
+                            handler: h,
+                            subroute: sub(h)?,
+                            payload: p,
+                            deadline: deadline()?,
+                        },
+                    )
                     .map_err(|e| e.to_string())?;
                 self.call = Some(id);
             }
             "open" => {
                 let h = handler()?;
                 let id = c
-                    .open_stream(now, h, sub(h)?, payload()?, deadline()?, Some(caps()?))
+                    .open_stream(
+                        now,
+                        OpenStream {
+                            handler: h,
+                            subroute: sub(h)?,
+                            payload: payload()?,
+                            deadline: deadline()?,
+                            capacities: Some(caps()?),
+                        },
+                    )
                     .map_err(|e| e.to_string())?;
                 self.call = Some(id);
             }
             "stream-send" => {
                 let id = self.call()?;
                 let p = payload()?.unwrap_or_default();
-                self.conn
-                    .stream_send(now, id, p)
-                    .map_err(|e| e.to_string())?;
+                self.conn.call(id).send(p).map_err(|e| e.to_string())?;
             }
             "stream-close" => {
                 let id = self.call()?;
-                self.conn.stream_close(now, id).map_err(|e| e.to_string())?;
+                self.conn.call(id).close().map_err(|e| e.to_string())?;
             }
             "consumed" => {
                 let id = self.call()?;
-                self.conn.stream_consumed(now, id);
+                self.conn.call(id).consumed();
             }
             "cancel" => {
                 let id = self.call()?;
-                if !self.conn.cancel(now, id) {
+                if !self.conn.call(id).cancel() {
                     return Err("cancel: call not live".into());
                 }
             }
@@ -1147,29 +1163,27 @@ impl Exchange {
                     Some(e) => Err(unquote(e)?),
                     None => Ok(payload()?),
                 };
-                if !self.conn.respond(now, id, result) {
+                if !self.conn.incoming(id).respond(result) {
                     return Err("respond: request not live".into());
                 }
             }
             "reject-unknown" => {
                 let id = self.incoming()?;
-                if !self.conn.reject_unknown_handler(now, id) {
+                if !self.conn.incoming(id).reject_unknown_handler() {
                     return Err("reject-unknown: not live".into());
                 }
             }
             "accept" => {
                 let id = self.incoming()?;
                 let caps = caps()?;
-                if !self.conn.accept_stream(now, id, caps) {
+                if !self.conn.incoming(id).accept(now, caps) {
                     return Err("accept: not live".into());
                 }
             }
             "send" => {
                 let id = self.incoming()?;
                 let p = payload()?.unwrap_or_default();
-                self.conn
-                    .incoming_send(now, id, p)
-                    .map_err(|e| e.to_string())?;
+                self.conn.incoming(id).send(p).map_err(|e| e.to_string())?;
             }
             "finish" => {
                 let id = self.incoming()?;
@@ -1177,13 +1191,13 @@ impl Exchange {
                     Some(e) => Err(unquote(e)?),
                     None => Ok(()),
                 };
-                if !self.conn.incoming_finish(now, id, result) {
+                if !self.conn.incoming(id).finish(result) {
                     return Err("finish: not live".into());
                 }
             }
             "incoming-consumed" => {
                 let id = self.incoming()?;
-                self.conn.incoming_consumed(now, id);
+                self.conn.incoming(id).consumed();
             }
             other => return Err(format!("unknown app command {other}")),
         }

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::connection::State;
 use crate::event::{CallId, Event};
 use crate::flags::Flags;
 use crate::handler::HandlerId;
 use crate::message::Message;
 use crate::op::Op;
+use crate::outgoing::{OpenStream, Request};
 use crate::sim::{Pair, RefPeer};
+use crate::state::State;
 
 /// Most actions one input is read as (keeps a fuzz case short). Time moves
 /// and frames travel only when the script says so (drive or advance), so
@@ -121,9 +122,8 @@ fn check_events(pair: &mut Pair, ledger: &mut Ledger) {
             _ => {}
         }
     }
-    let now = pair.now;
     for id in consumed {
-        pair.client.conn.stream_consumed(now, id);
+        pair.client.conn.call(id).consumed();
     }
     pair.server.take_events();
 }
@@ -146,9 +146,7 @@ fn check_bounds(pair: &Pair, ledger: &Ledger) {
         if let Some(d) = call.deadline {
             assert!(d > now, "call {id} outlived its deadline by {:?}", now - d);
         }
-        if let (Some(window), Some(credit)) =
-            (call.window, pair.client.conn.stream_credit(CallId(*id)))
-        {
+        if let (Some(window), Some(credit)) = (call.window, pair.client.conn.credit(CallId(*id))) {
             assert!(
                 credit <= window,
                 "credit {credit} above the window {window}"
@@ -210,11 +208,15 @@ fn run_script(data: &[u8], honest: bool) {
                 let payload = input.bytes(len);
                 let deadline = (input.byte().is_multiple_of(4))
                     .then(|| now + Duration::from_millis(u64::from(input.byte()) * 50));
-                if let Ok(id) =
-                    pair.client
-                        .conn
-                        .request(now, handler, None, payload.clone(), deadline)
-                {
+                if let Ok(id) = pair.client.conn.request(
+                    now,
+                    Request {
+                        handler,
+                        subroute: None,
+                        payload: payload.clone(),
+                        deadline,
+                    },
+                ) {
                     let echo = (handler == HandlerId::TEST).then_some(payload);
                     // Without a deadline Go's default of 60 s applies.
                     let deadline = Some(deadline.unwrap_or(now + Duration::from_secs(60)));
@@ -242,11 +244,13 @@ fn run_script(data: &[u8], honest: bool) {
                     .then(|| now + Duration::from_secs(u64::from(input.byte() % 40)));
                 if let Ok(id) = pair.client.conn.open_stream(
                     now,
-                    handler,
-                    None,
-                    Some(payload.into()),
-                    deadline,
-                    Some(caps),
+                    OpenStream {
+                        handler,
+                        subroute: None,
+                        payload: Some(payload.into()),
+                        deadline,
+                        capacities: Some(caps),
+                    },
                 ) {
                     ledger.live.insert(
                         id.0,
@@ -269,16 +273,16 @@ fn run_script(data: &[u8], honest: bool) {
                 };
                 let id = CallId(id);
                 match input.byte() % 4 {
-                    0 => drop(pair.client.conn.stream_send(now, id, input.bytes(5))),
-                    1 => drop(pair.client.conn.stream_close(now, id)),
+                    0 => drop(pair.client.conn.call(id).send(input.bytes(5))),
+                    1 => drop(pair.client.conn.call(id).close()),
                     2 => {
-                        pair.client.conn.stream_consumed(now, id);
+                        pair.client.conn.call(id).consumed();
                         if let Some(call) = ledger.live.get_mut(&id.0) {
                             call.unconsumed = call.unconsumed.saturating_sub(1);
                         }
                     }
                     _ => {
-                        if pair.client.conn.cancel(now, id) {
+                        if pair.client.conn.call(id).cancel() {
                             ledger.end(id, "a cancel");
                         }
                     }
@@ -288,7 +292,7 @@ fn run_script(data: &[u8], honest: bool) {
                 let _ = pair
                     .server
                     .conn
-                    .request(now, HandlerId::TEST, None, input.bytes(4), None);
+                    .request(now, Request::new(HandlerId::TEST, input.bytes(4)));
             }
             7 | 8 => pair.advance(Duration::from_millis(u64::from(input.byte()) * 250)),
             9 => pair.disconnect(),
@@ -360,22 +364,19 @@ fn run_script(data: &[u8], honest: bool) {
         // The caller ends its input first, while the callee may still be
         // waiting for credit (the order that once lost a credit notice),
         // then takes what was delivered and never taken.
-        let now = pair.now;
         for (id, call) in &ledger.live {
             if call.window.is_some() {
-                let _ = pair.client.conn.stream_close(now, CallId(*id));
+                let _ = pair.client.conn.call(CallId(*id)).close();
             }
         }
         pair.drive();
         check_events(&mut pair, &mut ledger);
-        let now = pair.now;
         for (id, call) in &mut ledger.live {
             for _ in 0..std::mem::take(&mut call.unconsumed) {
-                pair.client.conn.stream_consumed(now, CallId(*id));
+                pair.client.conn.call(CallId(*id)).consumed();
             }
         }
         for _ in 0..400 {
-            let now = pair.now;
             let streams: Vec<u64> = ledger
                 .live
                 .iter()
@@ -386,7 +387,7 @@ fn run_script(data: &[u8], honest: bool) {
                 break;
             }
             for id in streams {
-                let _ = pair.client.conn.stream_close(now, CallId(id));
+                let _ = pair.client.conn.call(CallId(id)).close();
             }
             pair.drive();
             check_events(&mut pair, &mut ledger);
@@ -406,9 +407,8 @@ fn run_script(data: &[u8], honest: bool) {
     }
 
     // Wind down: cancel what is left, let every timer run out.
-    let now = pair.now;
     for id in ledger.live.keys().copied().collect::<Vec<_>>() {
-        if pair.client.conn.cancel(now, CallId(id)) {
+        if pair.client.conn.call(CallId(id)).cancel() {
             ledger.end(CallId(id), "a cancel");
         }
     }

@@ -9,8 +9,8 @@ use hashbrown::HashMap;
 
 use crate::config::Config;
 use crate::dial::{crc_enabled, should_dial};
-use crate::error::{CallError, CancelReason, DisconnectReason};
-use crate::event::{CallId, Event, IncomingId};
+use crate::error::{CallError, CancelReason, DisconnectReason, SendError};
+use crate::event::{CallId, Event, IncomingId, MuxId};
 use crate::flags::Flags;
 use crate::handshake;
 use crate::incoming::{InRequest, InStream};
@@ -19,35 +19,27 @@ use crate::message::Message;
 use crate::op::Op;
 use crate::outgoing::Outgoing;
 use crate::payload::{ConnectRequest, ConnectResponse, InstanceId, PingPayload, PongPayload};
-use crate::redial::{DialFailure, Redial};
+use crate::redial::{AfterSession, DialFailure, Redial};
+use crate::state::State;
 use crate::stats::Stats;
 use crate::time::Timestamp;
 use crate::timer::{ConnTimer, MuxTimer, Timers};
-
-/// Where a connection is in its life (Go's states,
-/// docs/protocol.md#lifecycle-states).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Never connected; an acceptor waits here for its peer.
-    Unconnected,
-    /// A transport is up and the handshake is under way.
-    Connecting,
-    /// Handshake done: calls may be made.
-    Connected,
-    /// An attempt failed or the session was lost; the dialer will retry.
-    ConnectionError,
-    /// Shut down for good.
-    Shutdown,
-}
 
 /// The grid protocol for one remote host, with no I/O.
 ///
 /// Four families of methods:
 /// 1. getters: [`state`](Self::state), [`stats`](Self::stats),
-///    [`instance_id`](Self::instance_id), [`stream_credit`](Self::stream_credit)...;
+///    [`is_live`](Self::is_live) and [`credit`](Self::credit) of a call of
+///    either side...;
 /// 2. inputs, `handle_*`: a received frame, a timer expiry, transport
 ///    failures;
-/// 3. commands: the handshake, requests, streams, answers to incoming calls;
+/// 3. commands: the handshake ([`start_handshake`](Self::start_handshake),
+///    [`accept_handshake`](Self::accept_handshake)), new calls
+///    ([`request`](Self::request), [`open_stream`](Self::open_stream)), and
+///    the commands of one live call through a view:
+///    [`call`](Self::call) for a call this side made,
+///    [`incoming`](Self::incoming) for one it serves, with the same names
+///    where both sides do the same thing (`send`, `consumed`);
 /// 4. outputs, `poll_*`: frames to send, the next timer, events.
 ///
 /// After any input or command, drain the outputs: send every frame from
@@ -291,6 +283,25 @@ impl Connection {
         }
     }
 
+    /// Whether a call of either side is still live: a request or stream
+    /// this side made ([`CallId`]) or one it serves ([`IncomingId`]).
+    pub fn is_live(&self, id: impl Into<MuxId>) -> bool {
+        match id.into() {
+            MuxId::Call(id) => self.outgoing.contains_key(&id.0),
+            MuxId::Incoming(id) => self.is_incoming_live(id),
+        }
+    }
+
+    /// Send credit left on a stream of either side: how many messages may
+    /// be sent before the peer hands credit back (0 once this side's output
+    /// has ended). `None` if it is not a live stream.
+    pub fn credit(&self, id: impl Into<MuxId>) -> Option<u32> {
+        match id.into() {
+            MuxId::Call(id) => self.call_credit(id),
+            MuxId::Incoming(id) => self.incoming_credit(id),
+        }
+    }
+
     pub(crate) fn is_connected(&self) -> bool {
         self.state == State::Connected
     }
@@ -418,42 +429,38 @@ impl Connection {
                 self.events.push_back(event);
             }
         }
+        // A request and a stream never share a live id: the peer's opening
+        // message for a live id is ignored.
         let mut ids: Vec<u64> = self
             .incoming_requests
-            .keys()
-            .chain(self.incoming_streams.keys())
-            .copied()
+            .drain()
+            .map(|(id, _)| id)
+            .chain(self.incoming_streams.drain().map(|(id, _)| id))
             .collect();
         ids.sort_unstable();
-        ids.dedup();
         for id in ids {
-            let had_req = self.incoming_requests.remove(&id).is_some();
-            let had_stream = self.incoming_streams.remove(&id).is_some();
-            for _ in 0..(u8::from(had_req) + u8::from(had_stream)) {
-                self.events.push_back(Event::IncomingCancelled {
-                    id: IncomingId(id),
-                    reason: CancelReason::Disconnected,
-                });
-            }
+            self.events.push_back(Event::IncomingCancelled {
+                id: IncomingId(id),
+                reason: CancelReason::Disconnected,
+            });
         }
         self.timers.clear_mux();
         self.timers.stop(ConnTimer::Ping);
         self.timers.stop(ConnTimer::Handshake);
         self.outbox.clear();
         self.state = State::ConnectionError;
+        let next = AfterSession::decide(&reason, established);
         self.events.push_back(Event::Disconnected { reason });
-        if reason_allows_redial(&self.events) && self.dialer {
-            if established {
-                // Go redials at once after an established session ends.
+        if !self.dialer {
+            return;
+        }
+        match next {
+            AfterSession::Stop => {}
+            AfterSession::RedialNow => {
                 self.attempt_start = now;
                 self.timers.set(ConnTimer::Redial, now);
-            } else {
-                let failure = match self.events.back() {
-                    Some(Event::Disconnected { reason }) => DialFailure::from_handshake(reason),
-                    _ => DialFailure::Unreachable("session ended".into()),
-                };
-                self.schedule_redial(now, failure);
             }
+            AfterSession::Retry(failure) => self.schedule_redial(now, failure),
         }
     }
 
@@ -510,19 +517,19 @@ impl Connection {
             return self.on_handshake_answer(now, msg);
         }
         match msg.op {
-            Op::Ping if msg.mux_id == 0 => self.on_connection_ping(now, &msg),
+            Op::Ping if msg.mux_id == 0 => self.on_connection_ping(&msg),
             Op::Pong if msg.mux_id == 0 => self.on_connection_pong(now, &msg),
             Op::Ping => self.on_mux_ping(now, &msg),
             Op::Pong => self.on_mux_pong(now, &msg),
             Op::Request => self.on_request(now, msg),
             Op::ConnectMux => self.on_connect_mux(now, msg),
-            Op::MuxClientMsg => self.on_client_msg(now, msg),
-            Op::UnblockSrvMux => self.on_unblock_server(now, &msg),
-            Op::DisconnectServerMux => self.on_disconnect_server(now, &msg),
-            Op::Response => self.on_response(now, &msg),
-            Op::MuxConnectError => self.on_mux_connect_error(now, &msg),
-            Op::AckMux => self.on_ack(now, &msg),
-            Op::UnblockClMux => self.on_unblock_client(now, &msg),
+            Op::MuxClientMsg => self.on_client_msg(msg),
+            Op::UnblockSrvMux => self.on_unblock_server(&msg),
+            Op::DisconnectServerMux => self.on_disconnect_server(&msg),
+            Op::Response => self.on_response(&msg),
+            Op::MuxConnectError => self.on_mux_connect_error(&msg),
+            Op::AckMux => self.on_ack(&msg),
+            Op::UnblockClMux => self.on_unblock_client(&msg),
             Op::MuxServerMsg => self.on_server_msg(now, msg),
             Op::DisconnectClientMux => self.on_disconnect_client(now, &msg),
             // No handler in the running state: Go logs "unknown message
@@ -550,7 +557,7 @@ impl Connection {
         }
     }
 
-    fn on_connection_ping(&mut self, _now: Instant, ping: &Message) {
+    fn on_connection_ping(&mut self, ping: &Message) {
         // Go ignores a ping payload that does not parse.
         let t = PingPayload::decode(&ping.payload).map_or(Timestamp::GO_ZERO, |p| p.t);
         let pong = PongPayload {
@@ -592,9 +599,9 @@ impl Connection {
         }
         while let Some(t) = self.timers.take_expired_mux(now) {
             match t {
-                MuxTimer::CallDeadline(id) => self.on_call_deadline(now, id),
+                MuxTimer::CallDeadline(id) => self.on_call_deadline(id),
                 MuxTimer::CallPing(id) => self.on_call_ping_tick(now, id),
-                MuxTimer::IncomingDeadline(id) => self.on_incoming_deadline(now, id),
+                MuxTimer::IncomingDeadline(id) => self.on_incoming_deadline(id),
                 MuxTimer::IncomingIdle(id) => self.on_incoming_idle_tick(now, id),
             }
         }
@@ -636,6 +643,15 @@ impl Connection {
         !self.outbox.ready.is_empty() || self.outbox.current.as_ref().is_some_and(|c| !c.is_empty())
     }
 
+    /// Whether the driver should read more from the transport: `false`
+    /// while more than `max_queued_bytes` wait to be sent, because what the
+    /// peer sends next would mostly queue more answers. Reading resumes
+    /// once [`poll_transmit`](Self::poll_transmit) has taken enough; a peer
+    /// that never reads is the driver's write timeout to catch.
+    pub fn wants_read(&self) -> bool {
+        self.outbox.queued_bytes <= self.config.max_queued_bytes
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
@@ -657,11 +673,6 @@ impl Connection {
     fn send_alone(&mut self, msg: &Message) {
         self.counters.messages_sent = self.counters.messages_sent.saturating_add(1);
         self.outbox.push_alone(msg);
-    }
-
-    /// Bytes queued and not yet taken by [`poll_transmit`](Self::poll_transmit).
-    pub(crate) fn queued_bytes(&self) -> usize {
-        self.outbox.queued_bytes
     }
 
     /// A reply built from the message that triggered it, as Go builds
@@ -728,21 +739,19 @@ impl Connection {
                 max: self.config.max_message_size,
             });
         }
-        if self.queued_bytes().saturating_add(size) > self.config.max_queued_bytes {
+        if self.outbox.queued_bytes.saturating_add(size) > self.config.max_queued_bytes {
             return Err(CallError::QueueFull);
         }
         Ok(())
     }
-}
 
-/// Whether the last `Disconnected` event allows a redial (not after shutdown).
-fn reason_allows_redial(events: &VecDeque<Event>) -> bool {
-    !matches!(
-        events.back(),
-        Some(Event::Disconnected {
-            reason: DisconnectReason::Shutdown
+    /// [`check_room`](Self::check_room) for a message on a live stream.
+    pub(crate) fn check_stream_room(&self, payload_len: usize) -> Result<(), SendError> {
+        self.check_room(payload_len).map_err(|e| match e {
+            CallError::TooLarge { size, max } => SendError::TooLarge { size, max },
+            _ => SendError::QueueFull,
         })
-    )
+    }
 }
 
 /// A duration in whole milliseconds, capped at `u32::MAX` (a `DeadlineMS`).

@@ -20,6 +20,38 @@ pub struct CallId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IncomingId(pub u64);
 
+/// A call of either side: what the getters that apply to both take
+/// ([`crate::Connection::is_live`], [`crate::Connection::credit`]). Made
+/// from a [`CallId`] or an [`IncomingId`] by `into()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MuxId {
+    /// A call this side started.
+    Call(CallId),
+    /// A call the peer started.
+    Incoming(IncomingId),
+}
+
+impl From<CallId> for MuxId {
+    fn from(id: CallId) -> MuxId {
+        MuxId::Call(id)
+    }
+}
+
+impl From<IncomingId> for MuxId {
+    fn from(id: IncomingId) -> MuxId {
+        MuxId::Incoming(id)
+    }
+}
+
+impl fmt::Display for MuxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MuxId::Call(id) => id.fmt(f),
+            MuxId::Incoming(id) => id.fmt(f),
+        }
+    }
+}
+
 impl fmt::Display for CallId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "call {}", self.0)
@@ -67,7 +99,7 @@ pub enum Event {
         result: Result<Option<Bytes>, CallError>,
     },
     /// A message from the callee of a stream. Call
-    /// [`crate::Connection::stream_consumed`] once the application has taken
+    /// [`crate::OutgoingCall::consumed`] once the application has taken
     /// it, to give the callee its credit back.
     StreamMessage {
         /// The stream.
@@ -89,8 +121,8 @@ pub enum Event {
     },
 
     /// The peer made a single request. Answer with
-    /// [`crate::Connection::respond`] or
-    /// [`crate::Connection::reject_incoming`].
+    /// [`crate::IncomingCall::respond`] or
+    /// [`crate::IncomingCall::reject`].
     IncomingRequest {
         /// The request.
         id: IncomingId,
@@ -104,8 +136,8 @@ pub enum Event {
         deadline: Option<Instant>,
     },
     /// The peer opened a stream. Answer with
-    /// [`crate::Connection::accept_stream`] or
-    /// [`crate::Connection::reject_incoming`].
+    /// [`crate::IncomingCall::accept`] or
+    /// [`crate::IncomingCall::reject`].
     IncomingStream {
         /// The stream.
         id: IncomingId,
@@ -119,7 +151,7 @@ pub enum Event {
         deadline: Option<Instant>,
     },
     /// A message from the caller of an incoming stream. Call
-    /// [`crate::Connection::incoming_consumed`] once the handler took it.
+    /// [`crate::IncomingCall::consumed`] once the handler took it.
     IncomingMessage {
         /// The stream.
         id: IncomingId,
@@ -133,7 +165,7 @@ pub enum Event {
     },
     /// An incoming stream that ran out of output credit may send again.
     /// Reported even after the caller's EOF (the output still waits); one
-    /// queued before [`crate::Connection::incoming_finish`] may be read after
+    /// queued before [`crate::IncomingCall::finish`] may be read after
     /// it and is then to be ignored.
     IncomingCredit {
         /// The stream.

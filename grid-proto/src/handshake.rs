@@ -2,14 +2,17 @@
 //! checks and its `ConnectResponse`.
 //!
 //! An acceptor does not know which peer a new transport belongs to until it
-//! has read the `Connect` message, so the acceptor side is a free function,
-//! [`check_connect`], run before the [`crate::Connection`] for that host is
-//! chosen; the accepted request is then handed to
-//! [`crate::Connection::accept_handshake`]. A refused peer gets
-//! [`rejection_frame`] and the transport is closed.
+//! has read the `Connect` message, so the acceptor side lives outside the
+//! [`crate::Connection`]: an [`IncomingHandshake`] per new transport waits
+//! for the first frame within the handshake timeout and runs
+//! [`check_connect`] on it. The accepted request is then handed to the
+//! `Connection` for that host ([`crate::Connection::accept_handshake`]); a
+//! refused peer gets [`rejection_frame`] and the transport is closed.
+//!
+//! Before all this, the HTTP upgrade has its own checks: [`crate::upgrade`].
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -43,6 +46,9 @@ pub enum HandshakeError {
     /// This node should be the dialer of the pair (host strings differ
     /// between the nodes' configurations).
     WrongSide,
+    /// No frame arrived within the handshake timeout
+    /// ([`IncomingHandshake`]). Nothing is sent; close the transport.
+    Timeout,
 }
 
 impl fmt::Display for HandshakeError {
@@ -60,6 +66,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::WrongSide => {
                 f.write_str("grid: expected to be client side, not server side")
             }
+            HandshakeError::Timeout => f.write_str("no connect within the handshake timeout"),
         }
     }
 }
@@ -153,6 +160,113 @@ pub fn check_connect(
         return Err(HandshakeError::WrongSide);
     }
     Ok(req)
+}
+
+/// The acceptor's side of the handshake on one new transport, before the
+/// peer it belongs to is known: it waits for the first frame up to a
+/// deadline, checks it as `Connect` ([`check_connect`]) and says how it
+/// went. Sans-IO like [`crate::Connection`]: inputs `handle_*`, outputs
+/// `poll_*`.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use grid_proto::handshake::{HandshakeError, IncomingHandshake};
+/// use grid_proto::{InstanceId, Timestamp};
+///
+/// let now = Instant::now();
+/// let mut hs = IncomingHandshake::new(
+///     now,
+///     Duration::from_secs(15),
+///     "http://10.0.0.1:9000",
+///     InstanceId::from_seed(1),
+/// );
+/// // Arm a timer at `poll_timeout()`; read frames until it fires.
+/// assert_eq!(hs.poll_timeout(), Some(now + Duration::from_secs(15)));
+/// hs.handle_timeout(now + Duration::from_secs(15));
+/// assert_eq!(hs.poll_outcome(), Some(Err(HandshakeError::Timeout)));
+/// assert_eq!(hs.poll_transmit(), None); // nothing to tell the peer
+/// ```
+#[derive(Debug)]
+pub struct IncomingHandshake {
+    local_host: String,
+    local_id: InstanceId,
+    deadline: Instant,
+    /// Decided: by the first frame or by the deadline.
+    decided: bool,
+    outcome: Option<Result<ConnectRequest, HandshakeError>>,
+    /// The rejection for a refused peer, until taken.
+    transmit: Option<Bytes>,
+}
+
+impl IncomingHandshake {
+    /// A transport to `local_host` (this node, instance `local_id`) was
+    /// just upgraded at `now`; its `Connect` must arrive within `timeout`.
+    pub fn new(
+        now: Instant,
+        timeout: Duration,
+        local_host: &str,
+        local_id: InstanceId,
+    ) -> IncomingHandshake {
+        IncomingHandshake {
+            local_host: local_host.to_owned(),
+            local_id,
+            deadline: now + timeout,
+            decided: false,
+            outcome: None,
+            transmit: None,
+        }
+    }
+
+    /// The first binary message of the transport arrived: it decides the
+    /// outcome ([`check_connect`] with this node's wall clock `wall`, the
+    /// host list and the application's token check). A refusal queues the
+    /// rejection frame. Frames after the first are ignored.
+    pub fn handle_frame(
+        &mut self,
+        frame: &Bytes,
+        wall: Timestamp,
+        is_known_host: impl FnOnce(&str) -> bool,
+        validate_token: impl FnOnce(&str) -> Result<(), String>,
+    ) {
+        if self.decided {
+            return;
+        }
+        self.decided = true;
+        let checked = check_connect(frame, &self.local_host, wall, is_known_host, validate_token);
+        if let Err(e) = &checked {
+            self.transmit = Some(rejection_frame(self.local_id, e));
+        }
+        self.outcome = Some(checked);
+    }
+
+    /// The timer may have fired: past the deadline with no frame, the
+    /// outcome is [`HandshakeError::Timeout`]. A spurious call is a no-op.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.decided || now < self.deadline {
+            return;
+        }
+        self.decided = true;
+        self.outcome = Some(Err(HandshakeError::Timeout));
+    }
+
+    /// The frame to send before closing a refused transport.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.transmit.take()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called;
+    /// `None` once decided.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (!self.decided).then_some(self.deadline)
+    }
+
+    /// How it went, once decided: the accepted `Connect` (hand it to the
+    /// host's [`crate::Connection::accept_handshake`]), or why the peer was
+    /// refused (send [`poll_transmit`](Self::poll_transmit)'s frame, then
+    /// close). Given once.
+    pub fn poll_outcome(&mut self) -> Option<Result<ConnectRequest, HandshakeError>> {
+        self.outcome.take()
+    }
 }
 
 /// The `ConnectResponse` frame refusing a peer (sent alone, then the
@@ -249,6 +363,75 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e, HandshakeError::WrongSide);
+    }
+
+    const START_WALL: i64 = 1_795_349_118_223_372_618;
+
+    fn incoming(now: Instant) -> IncomingHandshake {
+        IncomingHandshake::new(now, Duration::from_secs(15), ACCEPTOR, InstanceId([7; 16]))
+    }
+
+    fn known(h: &str) -> bool {
+        h == DIALER
+    }
+
+    fn token(t: &str) -> Result<(), String> {
+        if t == "debug" {
+            Ok(())
+        } else {
+            Err("invalid token".into())
+        }
+    }
+
+    #[test]
+    fn incoming_handshake_accepts_a_good_first_frame() {
+        let now = Instant::now();
+        let wall = Timestamp::from_unix_nanos(START_WALL);
+        let mut hs = incoming(now);
+        assert_eq!(hs.poll_outcome(), None);
+        hs.handle_frame(&connect(DIALER, wall, "debug"), wall, known, token);
+        let req = hs.poll_outcome().expect("decided").expect("accepted");
+        assert_eq!(req.host, DIALER);
+        assert_eq!(hs.poll_transmit(), None);
+        assert_eq!(hs.poll_timeout(), None, "no timer once decided");
+        // A late timer or a second frame change nothing.
+        hs.handle_timeout(now + Duration::from_secs(60));
+        hs.handle_frame(&Bytes::from_static(&[0x96]), wall, known, token);
+        assert_eq!(hs.poll_outcome(), None);
+    }
+
+    #[test]
+    fn incoming_handshake_refuses_with_a_rejection_frame() {
+        let now = Instant::now();
+        let wall = Timestamp::from_unix_nanos(START_WALL);
+        let mut hs = incoming(now);
+        hs.handle_frame(&connect(DIALER, wall, "nope"), wall, known, token);
+        let e = hs.poll_outcome().expect("decided").unwrap_err();
+        assert_eq!(e, HandshakeError::Auth("invalid token".into()));
+        let frame = hs.poll_transmit().expect("the peer is told");
+        let resp = ConnectResponse::decode(&Message::decode(&frame).unwrap().payload).unwrap();
+        assert!(!resp.accepted);
+        assert_eq!(resp.rejected_reason, e.peer_reason());
+        assert_eq!(hs.poll_transmit(), None, "told once");
+    }
+
+    #[test]
+    fn incoming_handshake_times_out_at_its_deadline() {
+        let now = Instant::now();
+        let mut hs = incoming(now);
+        let deadline = now + Duration::from_secs(15);
+        assert_eq!(hs.poll_timeout(), Some(deadline));
+        // A spurious early call is a no-op.
+        hs.handle_timeout(deadline - Duration::from_nanos(1));
+        assert_eq!(hs.poll_outcome(), None);
+        hs.handle_timeout(deadline);
+        assert_eq!(hs.poll_outcome(), Some(Err(HandshakeError::Timeout)));
+        assert_eq!(hs.poll_transmit(), None);
+        assert_eq!(hs.poll_timeout(), None);
+        // A frame after the deadline is too late.
+        let wall = Timestamp::from_unix_nanos(START_WALL);
+        hs.handle_frame(&connect(DIALER, wall, "debug"), wall, known, token);
+        assert_eq!(hs.poll_outcome(), None);
     }
 
     #[test]

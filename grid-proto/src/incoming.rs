@@ -14,10 +14,10 @@ use crate::connection::Connection;
 use crate::error::{CancelReason, SendError};
 use crate::event::{Event, IncomingId};
 use crate::flags::Flags;
+use crate::flow::Flow;
 use crate::handler::HandlerId;
 use crate::message::Message;
 use crate::op::Op;
-use crate::outgoing::next;
 use crate::payload::{MuxConnectError, PingPayload, PongPayload};
 use crate::subroute::SubrouteId;
 use crate::timer::MuxTimer;
@@ -71,13 +71,11 @@ pub(crate) struct InRequest {
 pub(crate) struct InStream {
     trigger: Trigger,
     accepted: bool,
-    send_seq: u32,
-    recv_seq: u32,
-    out_credits: u32,
-    out_capacity: u32,
-    in_capacity: u32,
-    /// Messages delivered to the handler and not yet consumed.
-    buffered: u32,
+    /// Sequence numbers and credit. Until the accept there is no window;
+    /// then it is the handler's `OutCapacity`, the receive buffer its
+    /// `InCapacity`.
+    flow: Flow,
+    /// Whether the caller may still send messages.
     input_open: bool,
     /// The caller ended its input before the stream was accepted (Go's
     /// caller sends its EOF without waiting for the ack).
@@ -87,28 +85,65 @@ pub(crate) struct InStream {
     last_ping: Instant,
     /// The handler's result, waiting for a credit to be sent.
     pending_finish: Option<Result<(), String>>,
-    waiting_credit: bool,
-    stall_reported: bool,
+}
+
+impl InStream {
+    /// Output credit the handler can use.
+    fn credit(&self) -> u32 {
+        if self.pending_finish.is_some() {
+            0
+        } else {
+            self.flow.credits()
+        }
+    }
+
+    /// Whether a stall is to be reported (see [`Flow::check_stall`]): the
+    /// handler's output is open while it waits for credit, so both
+    /// directions are open while the caller's input is.
+    fn check_stall(&mut self) -> bool {
+        self.flow.check_stall(self.input_open)
+    }
+}
+
+/// Commands on a call the peer made and this node serves, a single
+/// request or a stream: [`Connection::incoming`]. A call that is no longer
+/// live ignores them or says so.
+#[derive(Debug)]
+pub struct IncomingCall<'a> {
+    conn: &'a mut Connection,
+    id: IncomingId,
 }
 
 impl Connection {
-    // ---- commands ----
+    /// Commands on incoming call `id`: answer or refuse it, accept a
+    /// stream, send on it, finish it, hand credit back.
+    pub fn incoming(&mut self, id: IncomingId) -> IncomingCall<'_> {
+        IncomingCall { conn: self, id }
+    }
 
-    /// Answers an incoming request: `Ok(payload)` (`None` for no payload) or
-    /// the handler's error text. Returns false (and sends nothing) if the
+    /// Output credit left on incoming stream `id`, `None` if it is not live.
+    pub(crate) fn incoming_credit(&self, id: IncomingId) -> Option<u32> {
+        self.incoming_streams.get(&id.0).map(InStream::credit)
+    }
+
+    /// Whether incoming request or stream `id` is still live.
+    pub(crate) fn is_incoming_live(&self, id: IncomingId) -> bool {
+        self.incoming_requests.contains_key(&id.0) || self.incoming_streams.contains_key(&id.0)
+    }
+}
+
+impl IncomingCall<'_> {
+    /// Answers the request: `Ok(payload)` (`None` for no payload) or the
+    /// handler's error text. Returns false (and sends nothing) if the
     /// request is no longer live: cancelled, or past its deadline.
-    pub fn respond(
-        &mut self,
-        now: Instant,
-        id: IncomingId,
-        result: Result<Option<Bytes>, String>,
-    ) -> bool {
-        let _ = now;
-        let Some(req) = self.incoming_requests.remove(&id.0) else {
+    pub fn respond(&mut self, result: Result<Option<Bytes>, String>) -> bool {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let Some(req) = conn.incoming_requests.remove(&id) else {
             return false;
         };
-        self.remove_timer(req.deadline, MuxTimer::IncomingDeadline(id.0));
-        let mut msg = self.message(Op::Response, id.0);
+        conn.remove_timer(req.deadline, MuxTimer::IncomingDeadline(id));
+        let mut msg = conn.message(Op::Response, id);
         msg.seq = req.trigger.seq;
         msg.flags |= Flags::EOF;
         match result {
@@ -118,61 +153,67 @@ impl Connection {
                 msg.payload = Bytes::from(text);
             }
         }
-        self.send(&msg);
+        conn.send(&msg);
         true
     }
 
-    /// Refuses an incoming request or a not yet accepted stream because no
+    /// Refuses the request, or the stream not yet accepted, because no
     /// handler is registered for it; the text is Go's
     /// (`Invalid Handler for type: …`).
-    pub fn reject_unknown_handler(&mut self, now: Instant, id: IncomingId) -> bool {
+    pub fn reject_unknown_handler(&mut self) -> bool {
+        let conn = &*self.conn;
+        let id = self.id.0;
         let trigger = match (
-            self.incoming_requests.get(&id.0),
-            self.incoming_streams.get(&id.0),
+            conn.incoming_requests.get(&id),
+            conn.incoming_streams.get(&id),
         ) {
-            (Some(r), _) => r.trigger.clone(),
-            (None, Some(s)) if !s.accepted => s.trigger.clone(),
+            (Some(r), _) => &r.trigger,
+            (None, Some(s)) if !s.accepted => &s.trigger,
             _ => return false,
         };
         let text = match &trigger.subroute {
             Some(sub) => format!("Invalid Handler for type: {sub}"),
             None => format!("Invalid Handler for type: {}", trigger.handler),
         };
-        self.reject_incoming(now, id, &text)
+        self.reject(&text)
     }
 
-    /// Refuses an incoming request or a not yet accepted stream with a
+    /// Refuses the request, or the stream not yet accepted, with a
     /// `MuxConnectError` carrying `text`.
-    pub fn reject_incoming(&mut self, now: Instant, id: IncomingId, text: &str) -> bool {
-        let _ = now;
-        let trigger = if let Some(r) = self.incoming_requests.remove(&id.0) {
-            self.remove_timer(r.deadline, MuxTimer::IncomingDeadline(id.0));
+    pub fn reject(&mut self, text: &str) -> bool {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let trigger = if let Some(r) = conn.incoming_requests.remove(&id) {
+            conn.remove_timer(r.deadline, MuxTimer::IncomingDeadline(id));
             r.trigger
-        } else if matches!(self.incoming_streams.get(&id.0), Some(s) if !s.accepted) {
-            let s = self.remove_incoming_stream(id.0).expect("checked above");
+        } else if matches!(conn.incoming_streams.get(&id), Some(s) if !s.accepted)
+            && let Some(s) = conn.remove_incoming_stream(id)
+        {
             s.trigger
         } else {
             return false;
         };
-        self.send_connect_error(&trigger.message(id.0), text);
+        conn.send_connect_error(&trigger.message(id), text);
         true
     }
 
-    /// Accepts an incoming stream with the local handler's capacities: sends
-    /// the ack and opens the windows. If the caller said it sends no input
+    /// Accepts the stream with the local handler's capacities: sends the
+    /// ack and opens the windows. If the caller said it sends no input
     /// (EOF on the opening, or its EOF arrived before the accept),
     /// [`Event::IncomingInputEnd`] follows at once.
-    pub fn accept_stream(&mut self, now: Instant, id: IncomingId, capacities: Capacities) -> bool {
-        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+    pub fn accept(&mut self, now: Instant, capacities: Capacities) -> bool {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let Some(s) = conn.incoming_streams.get_mut(&id) else {
             return false;
         };
         if s.accepted {
             return false;
         }
         s.accepted = true;
-        s.out_capacity = capacities.effective_out();
-        s.out_credits = s.out_capacity;
-        s.in_capacity = capacities.in_capacity;
+        s.flow
+            .set_limits(capacities.effective_out(), capacities.in_capacity);
+        s.flow.open_window();
         s.input_open = capacities.in_capacity > 0;
         s.last_ping = now;
         // Beyond Go (docs/protocol.md#quirk-q13-eof-on-connect): honour
@@ -181,111 +222,84 @@ impl Connection {
         let dl = s.trigger.deadline_ms;
         let idle_at = (dl == 0 || dl > 60_000).then(|| now + IDLE_CHECK_INTERVAL);
         s.idle_at = idle_at;
-        let seq = next(&mut s.send_seq);
+        let seq = s.flow.next_send_seq();
         if close_input {
             s.input_open = false;
         }
-        self.send_control(Op::AckMux, id.0, seq);
+        conn.send_control(Op::AckMux, id, seq);
         if let Some(at) = idle_at {
-            self.add_timer(at, MuxTimer::IncomingIdle(id.0));
+            conn.add_timer(at, MuxTimer::IncomingIdle(id));
         }
         if close_input {
-            self.events.push_back(Event::IncomingInputEnd { id });
+            conn.events
+                .push_back(Event::IncomingInputEnd { id: self.id });
         }
         true
     }
 
-    /// Sends a message from the handler of an incoming stream. Needs a
-    /// credit: without one it returns [`SendError::NoCredit`] and
+    /// Sends a message from the handler of the stream. Needs a credit:
+    /// without one it returns [`SendError::NoCredit`] and
     /// [`Event::IncomingCredit`] follows when the caller hands one back.
-    pub fn incoming_send(
-        &mut self,
-        now: Instant,
-        id: IncomingId,
-        payload: Bytes,
-    ) -> Result<(), SendError> {
-        let _ = now;
-        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+    pub fn send(&mut self, payload: Bytes) -> Result<(), SendError> {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let Some(s) = conn.incoming_streams.get_mut(&id) else {
             return Err(SendError::UnknownStream);
         };
         if !s.accepted || s.pending_finish.is_some() {
             return Err(SendError::Closed);
         }
-        if s.out_credits == 0 {
-            s.waiting_credit = true;
-            self.check_incoming_stall(id.0);
+        if !s.flow.has_credit_or_wait() {
+            conn.check_incoming_stall(id);
             return Err(SendError::NoCredit);
         }
-        self.check_room(payload.len()).map_err(|e| match e {
-            crate::CallError::TooLarge { size, max } => SendError::TooLarge { size, max },
-            _ => SendError::QueueFull,
-        })?;
-        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+        conn.check_stream_room(payload.len())?;
+        let Some(s) = conn.incoming_streams.get_mut(&id) else {
             return Err(SendError::UnknownStream);
         };
-        s.out_credits -= 1;
-        let seq = next(&mut s.send_seq);
-        let mut msg = self.message(Op::MuxServerMsg, id.0);
+        let seq = s.flow.spend_credit();
+        let mut msg = conn.message(Op::MuxServerMsg, id);
         msg.seq = seq;
         msg.set_payload(Some(payload));
-        self.send(&msg);
+        conn.send(&msg);
         Ok(())
     }
 
-    /// The handler of an incoming stream returned. Its final message (EOF,
-    /// or the error text) needs a credit like any other and is sent as soon
-    /// as one is available. Returns false if the stream is not live.
-    pub fn incoming_finish(
-        &mut self,
-        now: Instant,
-        id: IncomingId,
-        result: Result<(), String>,
-    ) -> bool {
-        let _ = now;
-        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+    /// The handler of the stream returned. Its final message (EOF, or the
+    /// error text) needs a credit like any other and is sent as soon as one
+    /// is available. Returns false if the stream is not live.
+    pub fn finish(&mut self, result: Result<(), String>) -> bool {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let Some(s) = conn.incoming_streams.get_mut(&id) else {
             return false;
         };
         if !s.accepted || s.pending_finish.is_some() {
             return false;
         }
         s.pending_finish = Some(result);
-        s.waiting_credit = false;
-        self.try_send_finish(id.0);
+        s.flow.stop_waiting();
+        conn.try_send_finish(id);
         true
     }
 
-    /// The handler took one [`Event::IncomingMessage`]: gives the caller its
-    /// credit back.
-    pub fn incoming_consumed(&mut self, now: Instant, id: IncomingId) {
-        let _ = now;
-        let Some(s) = self.incoming_streams.get_mut(&id.0) else {
+    /// The handler took one [`Event::IncomingMessage`]: gives the caller
+    /// its credit back.
+    pub fn consumed(&mut self) {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let Some(s) = conn.incoming_streams.get_mut(&id) else {
             return;
         };
-        if s.buffered == 0 {
+        if !s.flow.consume() {
             return;
         }
-        s.buffered -= 1;
-        s.stall_reported = false;
-        let seq = next(&mut s.send_seq);
-        self.send_control(Op::UnblockClMux, id.0, seq);
+        let seq = s.flow.next_send_seq();
+        conn.send_control(Op::UnblockClMux, id, seq);
     }
+}
 
-    /// Output credit left on an incoming stream, `None` if it is not live.
-    pub fn incoming_credit(&self, id: IncomingId) -> Option<u32> {
-        self.incoming_streams.get(&id.0).map(|s| {
-            if s.pending_finish.is_some() {
-                0
-            } else {
-                s.out_credits
-            }
-        })
-    }
-
-    /// Whether an incoming request or stream is still live.
-    pub fn is_incoming_live(&self, id: IncomingId) -> bool {
-        self.incoming_requests.contains_key(&id.0) || self.incoming_streams.contains_key(&id.0)
-    }
-
+impl Connection {
     // ---- helpers ----
 
     fn send_connect_error(&mut self, trigger: &Message, text: &str) {
@@ -321,7 +335,7 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id) else {
             return;
         };
-        let seq = next(&mut s.send_seq);
+        let seq = s.flow.next_send_seq();
         let mut msg = self.message(Op::MuxServerMsg, id);
         msg.seq = seq;
         msg.flags |= Flags::PAYLOAD_IS_ERR | Flags::EOF;
@@ -336,14 +350,10 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id) else {
             return Err("unknown stream".into());
         };
-        if s.recv_seq == seq {
-            s.recv_seq = s.recv_seq.wrapping_add(1);
+        let Err(want) = s.flow.check_recv_seq(seq) else {
             return Ok(());
-        }
-        let text = format!(
-            "receive sequence number mismatch. want {}, got {}",
-            s.recv_seq, seq
-        );
+        };
+        let text = format!("receive sequence number mismatch. want {want}, got {seq}");
         self.incoming_protocol_error(id, text.clone());
         Err(text)
     }
@@ -352,14 +362,13 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id) else {
             return;
         };
-        if s.out_credits == 0 {
+        if s.flow.credits() == 0 {
             return;
         }
         let Some(result) = s.pending_finish.take() else {
             return;
         };
-        s.out_credits -= 1;
-        let seq = next(&mut s.send_seq);
+        let seq = s.flow.spend_credit();
         let mut msg = self.message(Op::MuxServerMsg, id);
         msg.seq = seq;
         msg.flags |= Flags::EOF;
@@ -380,13 +389,7 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id) else {
             return;
         };
-        let stalled = s.waiting_credit
-            && s.input_open
-            && s.out_credits == 0
-            && s.in_capacity > 0
-            && s.buffered >= s.in_capacity;
-        if stalled && !s.stall_reported {
-            s.stall_reported = true;
+        if s.check_stall() {
             self.events
                 .push_back(Event::IncomingStalled { id: IncomingId(id) });
         }
@@ -398,7 +401,7 @@ impl Connection {
         if !msg.handler.is_valid() {
             return self.send_connect_error(&msg, "Invalid Handler");
         }
-        if self.is_incoming_live(IncomingId(msg.mux_id)) {
+        if self.is_live(IncomingId(msg.mux_id)) {
             // A Go caller never reuses a live id (requests and streams share
             // its one table): ignore the duplicate, so an `IncomingId` always
             // names one call.
@@ -436,7 +439,7 @@ impl Connection {
         if msg.subroute.is_none() && !msg.handler.is_valid() {
             return self.send_connect_error(&msg, "Invalid Handler");
         }
-        if self.is_incoming_live(IncomingId(msg.mux_id)) {
+        if self.is_live(IncomingId(msg.mux_id)) {
             // No second ack; and a live request's id is not reused either.
             self.counters.ignored_messages = self.counters.ignored_messages.saturating_add(1);
             return;
@@ -456,20 +459,13 @@ impl Connection {
                 accepted: false,
                 // Counters start at creation, as in Go (docs/protocol.md#streams-open):
                 // a mux ping may arrive before the application accepts.
-                send_seq: msg.seq,
-                recv_seq: msg.seq.wrapping_add(1),
-                out_credits: 0,
-                out_capacity: 0,
-                in_capacity: 0,
-                buffered: 0,
+                flow: Flow::new(msg.seq, msg.seq.wrapping_add(1)),
                 input_open: false,
                 early_eof: false,
                 deadline,
                 idle_at: None,
                 last_ping: now,
                 pending_finish: None,
-                waiting_credit: false,
-                stall_reported: false,
             },
         );
         self.events.push_back(Event::IncomingStream {
@@ -481,7 +477,7 @@ impl Connection {
         });
     }
 
-    pub(crate) fn on_client_msg(&mut self, _now: Instant, msg: Message) {
+    pub(crate) fn on_client_msg(&mut self, msg: Message) {
         let id = msg.mux_id;
         let Some(s) = self.incoming_streams.get(&id) else {
             return self.send_control(Op::DisconnectClientMux, id, 0);
@@ -513,10 +509,9 @@ impl Connection {
                 .push_back(Event::IncomingInputEnd { id: IncomingId(id) });
             return;
         }
-        if s.buffered >= s.in_capacity {
+        if !s.flow.receive() {
             return self.incoming_protocol_error(id, "handler blocked".into());
         }
-        s.buffered = s.buffered.saturating_add(1);
         self.events.push_back(Event::IncomingMessage {
             id: IncomingId(id),
             payload: msg.payload().cloned(),
@@ -524,7 +519,7 @@ impl Connection {
         self.check_incoming_stall(id);
     }
 
-    pub(crate) fn on_unblock_server(&mut self, _now: Instant, msg: &Message) {
+    pub(crate) fn on_unblock_server(&mut self, msg: &Message) {
         let id = msg.mux_id;
         match self.incoming_streams.get(&id) {
             Some(s) if s.accepted => {}
@@ -536,13 +531,11 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id) else {
             return;
         };
-        s.out_credits = s.out_credits.saturating_add(1).min(s.out_capacity);
-        s.stall_reported = false;
+        s.flow.add_credit();
         if s.pending_finish.is_some() {
             return self.try_send_finish(id);
         }
-        if s.waiting_credit {
-            s.waiting_credit = false;
+        if s.flow.credit_arrived() {
             self.events
                 .push_back(Event::IncomingCredit { id: IncomingId(id) });
         }
@@ -566,7 +559,7 @@ impl Connection {
         self.send_reply(msg, Op::Pong, pong.to_bytes());
     }
 
-    pub(crate) fn on_disconnect_server(&mut self, _now: Instant, msg: &Message) {
+    pub(crate) fn on_disconnect_server(&mut self, msg: &Message) {
         let id = msg.mux_id;
         if self.incoming_streams.contains_key(&id) {
             return self.abort_incoming_stream(id, CancelReason::CallerCancelled);
@@ -583,7 +576,7 @@ impl Connection {
 
     // ---- timers ----
 
-    pub(crate) fn on_incoming_deadline(&mut self, _now: Instant, id: u64) {
+    pub(crate) fn on_incoming_deadline(&mut self, id: u64) {
         if let Some(s) = self.incoming_streams.get_mut(&id) {
             s.deadline = None; // already fired
             return self.abort_incoming_stream(id, CancelReason::DeadlineExceeded);

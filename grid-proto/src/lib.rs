@@ -16,9 +16,12 @@
 //! let config = Config::new("http://10.0.0.2:9000", "http://10.0.0.1:9000");
 //! let mut conn = Connection::new(config, InstanceId::from_seed(7), now, wall);
 //!
-//! // 1. Inputs: `handle_frame(now, frame)` for every binary message read,
-//! //    `handle_timeout(now)` when the timer fires, and commands
-//! //    (`start_handshake`, `request`, `open_stream`, `respond`, ...).
+//! // 1. Inputs: `handle_frame(now, frame)` for every binary message read
+//! //    (read only while `wants_read()`: back-pressure), `handle_timeout(now)`
+//! //    when the timer fires, and commands: `start_handshake`, new calls
+//! //    (`request(now, Request::new(..))`, `open_stream(now, OpenStream::new(..))`)
+//! //    and the commands of a live call (`call(id).send(..)`,
+//! //    `incoming(id).respond(..)`, ...).
 //! // 2. Then drain the outputs, in this order:
 //! while let Some(frame) = conn.poll_transmit() {
 //!     let _ = frame; // write it as one WebSocket binary message
@@ -35,13 +38,21 @@
 //! let _next_wakeup: Option<Instant> = conn.poll_timeout();
 //! ```
 //!
+//! An acceptor does not know which `Connection` a new WebSocket belongs to
+//! until the peer's `Connect` names its host: the HTTP [`upgrade`] checks
+//! and the [`handshake::IncomingHandshake`] (which waits for `Connect` on
+//! its own timer) run first, then
+//! [`accept_handshake`](Connection::accept_handshake) hands the transport
+//! to the host's connection.
+//!
 //! Modules, one concept each: the codec ([`Message`], [`Op`], [`Flags`],
 //! [`HandlerId`], [`SubrouteId`], merged frames in [`FrameDecoder`] and
-//! [`FrameBuilder`], control payloads such as [`ConnectRequest`]); the
-//! [`handshake`] checks; the connection with its caller side (requests and
-//! streams it started) and callee side (calls it serves); timers; errors per
-//! layer ([`DecodeError`], [`CallError`], [`SendError`], [`CancelReason`],
-//! [`DisconnectReason`]).
+//! [`FrameBuilder`], control payloads such as [`ConnectRequest`]); the HTTP
+//! [`upgrade`] and the [`handshake`]; the connection with its caller side
+//! (requests and streams it started, [`OutgoingCall`]) and callee side
+//! (calls it serves, [`IncomingCall`]), which share one flow control per
+//! stream; the reconnect policy; timers; errors per layer ([`DecodeError`],
+//! [`CallError`], [`SendError`], [`CancelReason`], [`DisconnectReason`]).
 //!
 //! Features (none is on by default, so the core comes alone):
 //! - `driver`: the `driver` module, the runtime-neutral handles, registry,
@@ -82,6 +93,7 @@ pub mod driver;
 mod error;
 mod event;
 mod flags;
+mod flow;
 mod handler;
 pub mod handshake;
 mod incoming;
@@ -95,29 +107,34 @@ mod redial;
 mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod state;
 mod stats;
 mod subroute;
 mod time;
 mod timer;
+pub mod upgrade;
 
 pub use config::{Backoff, Capacities, CapacityTable, Config};
-pub use connection::{Connection, State};
+pub use connection::Connection;
 pub use dial::{crc_enabled, should_dial};
 pub use error::{CallError, CancelReason, DecodeError, DisconnectReason, SendError};
-pub use event::{CallId, Event, IncomingId};
+pub use event::{CallId, Event, IncomingId, MuxId};
 pub use flags::Flags;
 pub use handler::HandlerId;
-pub use incoming::{IDLE_CHECK_INTERVAL, IDLE_TIMEOUT};
+pub use incoming::{IDLE_CHECK_INTERVAL, IDLE_TIMEOUT, IncomingCall};
 pub use merge::{
     DEFAULT_MAX_MESSAGE_SIZE, FrameBuilder, FrameDecoder, MAX_MERGED_MESSAGES, MERGE_BYTE_LIMIT,
 };
 pub use message::{CRC_LEN, Message, SUBROUTE_LEN, crc};
 pub use op::Op;
-pub use outgoing::{STREAM_LIVENESS_TIMEOUT, STREAM_PING_INTERVAL};
+pub use outgoing::{
+    OpenStream, OutgoingCall, Request, STREAM_LIVENESS_TIMEOUT, STREAM_PING_INTERVAL,
+};
 pub use payload::{
     ConnectRequest, ConnectResponse, InstanceId, MuxConnectError, PingPayload, PongPayload,
 };
 pub use redial::DialFailure;
+pub use state::State;
 pub use stats::{Stats, StatsTotal};
 pub use subroute::{SubrouteId, join_route};
 pub use time::Timestamp;

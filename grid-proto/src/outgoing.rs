@@ -10,6 +10,7 @@ use crate::connection::{Connection, duration_ms};
 use crate::error::{CallError, SendError};
 use crate::event::{CallId, Event};
 use crate::flags::Flags;
+use crate::flow::Flow;
 use crate::handler::HandlerId;
 use crate::message::Message;
 use crate::op::Op;
@@ -36,23 +37,34 @@ pub(crate) struct OutRequest {
 
 #[derive(Debug)]
 pub(crate) struct OutStream {
-    send_seq: u32,
-    recv_seq: u32,
-    /// Send window: the callee's `InCapacity`.
-    window: u32,
-    credits: u32,
+    /// Sequence numbers and credit. The window is the callee's
+    /// `InCapacity`, the receive buffer its `OutCapacity`.
+    flow: Flow,
     acked: bool,
     /// Whether this side may still send messages (no EOF sent, has input).
     input_open: bool,
-    /// Receive buffer: the callee's `OutCapacity`.
-    out_capacity: u32,
-    /// Messages delivered and not yet consumed by the application.
-    unconsumed: u32,
     deadline: Option<Instant>,
     ping_at: Option<Instant>,
     last_alive: Instant,
-    waiting_credit: bool,
-    stall_reported: bool,
+}
+
+impl OutStream {
+    /// Send credit the application can use.
+    fn credit(&self) -> u32 {
+        if self.input_open {
+            self.flow.credits()
+        } else {
+            0
+        }
+    }
+
+    /// Whether a stall is to be reported (see [`Flow::check_stall`]): both
+    /// directions are open once the callee accepted and while this side's
+    /// input is.
+    fn check_stall(&mut self) -> bool {
+        let both_open = self.acked && self.input_open;
+        self.flow.check_stall(both_open)
+    }
 }
 
 /// What a caller sends when it abandons a stream.
@@ -67,20 +79,122 @@ enum Cleanup {
     Cancel,
 }
 
+/// A single request to make with [`Connection::request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The handler called.
+    pub handler: HandlerId,
+    /// The subroute called, if any.
+    pub subroute: Option<SubrouteId>,
+    /// The payload (Go sends an empty one as absent).
+    pub payload: Bytes,
+    /// When the caller gives up. Without one, the configured
+    /// `default_request_timeout` applies (Go's 60 s) and is sent as
+    /// `DeadlineMS`.
+    pub deadline: Option<Instant>,
+}
+
+impl Request {
+    /// A request of `payload` to `handler`, on no subroute, with the
+    /// default deadline.
+    pub fn new(handler: HandlerId, payload: Bytes) -> Request {
+        Request {
+            handler,
+            subroute: None,
+            payload,
+            deadline: None,
+        }
+    }
+
+    /// Calls `subroute` of the handler.
+    pub fn subroute(mut self, subroute: SubrouteId) -> Request {
+        self.subroute = Some(subroute);
+        self
+    }
+
+    /// Gives up at `deadline`.
+    pub fn deadline(mut self, deadline: Instant) -> Request {
+        self.deadline = Some(deadline);
+        self
+    }
+}
+
+/// A stream to open with [`Connection::open_stream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenStream {
+    /// The handler called.
+    pub handler: HandlerId,
+    /// The subroute called, if any.
+    pub subroute: Option<SubrouteId>,
+    /// The initial payload, if any.
+    pub payload: Option<Bytes>,
+    /// When the stream is cancelled. Without one it lives as long as both
+    /// sides do, kept alive by pings.
+    pub deadline: Option<Instant>,
+    /// The callee handler's capacities (they are not on the wire). Without
+    /// them, the configured capacity table is asked.
+    pub capacities: Option<Capacities>,
+}
+
+impl OpenStream {
+    /// A stream to `handler`, on no subroute, with no initial payload, no
+    /// deadline and the capacities of the configured table.
+    pub fn new(handler: HandlerId) -> OpenStream {
+        OpenStream {
+            handler,
+            subroute: None,
+            payload: None,
+            deadline: None,
+            capacities: None,
+        }
+    }
+
+    /// Calls `subroute` of the handler.
+    pub fn subroute(mut self, subroute: SubrouteId) -> OpenStream {
+        self.subroute = Some(subroute);
+        self
+    }
+
+    /// Sends `payload` with the opening message.
+    pub fn payload(mut self, payload: Bytes) -> OpenStream {
+        self.payload = Some(payload);
+        self
+    }
+
+    /// Cancels the stream at `deadline`.
+    pub fn deadline(mut self, deadline: Instant) -> OpenStream {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Sizes the windows for a callee with these capacities.
+    pub fn capacities(mut self, capacities: Capacities) -> OpenStream {
+        self.capacities = Some(capacities);
+        self
+    }
+}
+
+/// Commands on a call this node made, a single request or a stream:
+/// [`Connection::call`]. A call that is no longer live ignores them or
+/// says so.
+#[derive(Debug)]
+pub struct OutgoingCall<'a> {
+    conn: &'a mut Connection,
+    id: CallId,
+}
+
 impl Connection {
-    /// Starts a single request. `deadline` bounds the whole call; without
-    /// one Go's default (60 s) applies and is sent as `DeadlineMS`.
+    /// Starts a single request.
     ///
     /// The call ends with exactly one [`Event::Response`], unless it is
-    /// cancelled with [`cancel`](Self::cancel).
-    pub fn request(
-        &mut self,
-        now: Instant,
-        handler: HandlerId,
-        subroute: Option<SubrouteId>,
-        payload: Bytes,
-        deadline: Option<Instant>,
-    ) -> Result<CallId, CallError> {
+    /// cancelled with [`OutgoingCall::cancel`].
+    pub fn request(&mut self, now: Instant, request: Request) -> Result<CallId, CallError> {
+        let Request {
+            handler,
+            subroute,
+            payload,
+            deadline,
+        } = request;
         self.check_call(handler)?;
         self.check_room(payload.len())?;
         let (deadline_ms, local_deadline) = match deadline {
@@ -110,22 +224,19 @@ impl Connection {
         Ok(CallId(id))
     }
 
-    /// Opens a stream to `handler`. `capacities` are the callee's; when
-    /// `None` they come from the configured capacity table. The initial
-    /// payload may be absent. With a deadline the stream is cancelled when
-    /// it passes; without one it is kept alive by pings.
+    /// Opens a stream. With a deadline the stream is cancelled when it
+    /// passes; without one it is kept alive by pings.
     ///
     /// The stream ends with exactly one [`Event::StreamEnd`], unless it is
-    /// cancelled with [`cancel`](Self::cancel).
-    pub fn open_stream(
-        &mut self,
-        now: Instant,
-        handler: HandlerId,
-        subroute: Option<SubrouteId>,
-        payload: Option<Bytes>,
-        deadline: Option<Instant>,
-        capacities: Option<Capacities>,
-    ) -> Result<CallId, CallError> {
+    /// cancelled with [`OutgoingCall::cancel`].
+    pub fn open_stream(&mut self, now: Instant, open: OpenStream) -> Result<CallId, CallError> {
+        let OpenStream {
+            handler,
+            subroute,
+            payload,
+            deadline,
+            capacities,
+        } = open;
         self.check_call(handler)?;
         let caps = capacities
             .or_else(|| self.config.capacities.get(handler, subroute.as_ref()))
@@ -149,22 +260,18 @@ impl Connection {
 
         let pings = deadline.is_none() || deadline_ms > 15_000;
         let ping_at = pings.then(|| now + STREAM_PING_INTERVAL);
+        // The opening message is sequence 0 (docs/protocol.md#streams-open).
+        let mut flow = Flow::new(1, 0);
+        flow.set_limits(caps.in_capacity, caps.effective_out());
         self.outgoing.insert(
             id,
             Outgoing::Stream(OutStream {
-                send_seq: 1,
-                recv_seq: 0,
-                window: caps.in_capacity,
-                credits: 0,
+                flow,
                 acked: false,
                 input_open: caps.in_capacity > 0,
-                out_capacity: caps.effective_out(),
-                unconsumed: 0,
                 deadline,
                 ping_at,
                 last_alive: now,
-                waiting_credit: false,
-                stall_reported: false,
             }),
         );
         if let Some(d) = deadline {
@@ -176,110 +283,105 @@ impl Connection {
         Ok(CallId(id))
     }
 
-    /// Sends a message on a stream. Needs a credit: without one it returns
+    /// Commands on call `id`: send on a stream, end its input, hand credit
+    /// back, cancel.
+    pub fn call(&mut self, id: CallId) -> OutgoingCall<'_> {
+        OutgoingCall { conn: self, id }
+    }
+}
+
+impl OutgoingCall<'_> {
+    /// Sends a message on the stream. Needs a credit: without one it returns
     /// [`SendError::NoCredit`] and [`Event::StreamCredit`] follows when the
     /// callee hands one back.
-    pub fn stream_send(
-        &mut self,
-        now: Instant,
-        id: CallId,
-        payload: Bytes,
-    ) -> Result<(), SendError> {
-        let _ = now;
-        let Some(Outgoing::Stream(s)) = self.outgoing.get(&id.0) else {
+    pub fn send(&mut self, payload: Bytes) -> Result<(), SendError> {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let Some(Outgoing::Stream(s)) = conn.outgoing.get_mut(&id) else {
             return Err(SendError::UnknownStream);
         };
         if !s.input_open {
             return Err(SendError::Closed);
         }
-        if s.credits == 0 {
-            if let Some(Outgoing::Stream(s)) = self.outgoing.get_mut(&id.0) {
-                s.waiting_credit = true;
-            }
-            self.check_call_stall(id.0);
+        if !s.flow.has_credit_or_wait() {
+            conn.check_call_stall(id);
             return Err(SendError::NoCredit);
         }
-        self.check_room(payload.len()).map_err(|e| match e {
-            CallError::TooLarge { size, max } => SendError::TooLarge { size, max },
-            _ => SendError::QueueFull,
-        })?;
-        let Some(Outgoing::Stream(s)) = self.outgoing.get_mut(&id.0) else {
+        conn.check_stream_room(payload.len())?;
+        let Some(Outgoing::Stream(s)) = conn.outgoing.get_mut(&id) else {
             return Err(SendError::UnknownStream);
         };
-        s.credits -= 1;
-        let seq = next(&mut s.send_seq);
-        let mut msg = self.message(Op::MuxClientMsg, id.0);
+        let seq = s.flow.spend_credit();
+        let mut msg = conn.message(Op::MuxClientMsg, id);
         msg.seq = seq;
         msg.set_payload(Some(payload));
-        self.send(&msg);
+        conn.send(&msg);
         Ok(())
     }
 
-    /// Ends this side's input of a stream (EOF; needs no credit). The stream
-    /// itself ends when the callee finishes.
-    pub fn stream_close(&mut self, now: Instant, id: CallId) -> Result<(), SendError> {
-        let _ = now;
-        let Some(Outgoing::Stream(s)) = self.outgoing.get_mut(&id.0) else {
+    /// Ends this side's input of the stream (EOF; needs no credit). The
+    /// stream itself ends when the callee finishes.
+    pub fn close(&mut self) -> Result<(), SendError> {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let Some(Outgoing::Stream(s)) = conn.outgoing.get_mut(&id) else {
             return Err(SendError::UnknownStream);
         };
         if !s.input_open {
             return Err(SendError::Closed);
         }
         s.input_open = false;
-        s.waiting_credit = false;
-        let seq = next(&mut s.send_seq);
-        let mut msg = self.message(Op::MuxClientMsg, id.0);
+        s.flow.stop_waiting();
+        let seq = s.flow.next_send_seq();
+        let mut msg = conn.message(Op::MuxClientMsg, id);
         msg.seq = seq;
         msg.flags |= Flags::EOF;
-        self.send(&msg);
+        conn.send(&msg);
         Ok(())
     }
 
     /// The application took one [`Event::StreamMessage`]: gives the callee
     /// its credit back.
-    pub fn stream_consumed(&mut self, now: Instant, id: CallId) {
-        let _ = now;
-        let Some(Outgoing::Stream(s)) = self.outgoing.get_mut(&id.0) else {
+    pub fn consumed(&mut self) {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        let Some(Outgoing::Stream(s)) = conn.outgoing.get_mut(&id) else {
             return;
         };
-        if s.unconsumed == 0 {
+        if !s.flow.consume() {
             return;
         }
-        s.unconsumed -= 1;
-        s.stall_reported = false;
-        let seq = next(&mut s.send_seq);
-        self.send_control(Op::UnblockSrvMux, id.0, seq);
+        let seq = s.flow.next_send_seq();
+        conn.send_control(Op::UnblockSrvMux, id, seq);
     }
 
-    /// Send credit left on a stream, `None` if it is not live.
-    pub fn stream_credit(&self, id: CallId) -> Option<u32> {
-        match self.outgoing.get(&id.0) {
-            Some(Outgoing::Stream(s)) => Some(if s.input_open { s.credits } else { 0 }),
-            _ => None,
-        }
-    }
-
-    /// Whether a call is still live.
-    pub fn is_live(&self, id: CallId) -> bool {
-        self.outgoing.contains_key(&id.0)
-    }
-
-    /// Cancels a call; it ends at once and no event follows. A stream's
+    /// Cancels the call; it ends at once and no event follows. A stream's
     /// callee is told (`DisconnectServerMux`, as Go); beyond Go, so is a
     /// request's (a Go callee ignores it). Returns whether it was live.
-    pub fn cancel(&mut self, now: Instant, id: CallId) -> bool {
-        let _ = now;
-        match self.outgoing.get(&id.0) {
+    pub fn cancel(&mut self) -> bool {
+        let conn = &mut *self.conn;
+        let id = self.id.0;
+        match conn.outgoing.get(&id) {
             None => false,
             Some(Outgoing::Request(_)) => {
-                self.remove_call(id.0);
-                self.send_control(Op::DisconnectServerMux, id.0, 0);
+                conn.remove_call(id);
+                conn.send_control(Op::DisconnectServerMux, id, 0);
                 true
             }
             Some(Outgoing::Stream(_)) => {
-                self.abandon_stream(id.0, Cleanup::Cancel);
+                conn.abandon_stream(id, Cleanup::Cancel);
                 true
             }
+        }
+    }
+}
+
+impl Connection {
+    /// Send credit left on outgoing stream `id`, `None` if it is not live.
+    pub(crate) fn call_credit(&self, id: CallId) -> Option<u32> {
+        match self.outgoing.get(&id.0) {
+            Some(Outgoing::Stream(s)) => Some(s.credit()),
+            _ => None,
         }
     }
 
@@ -319,7 +421,7 @@ impl Connection {
             Cleanup::Nothing => {}
             Cleanup::Disconnect => self.send_control(Op::DisconnectServerMux, id, 0),
             Cleanup::Cancel => {
-                let seq = next(&mut s.send_seq);
+                let seq = s.flow.next_send_seq();
                 self.send_control(Op::DisconnectServerMux, id, seq);
                 self.send_control(Op::DisconnectServerMux, id, 0);
             }
@@ -364,14 +466,10 @@ impl Connection {
     /// counter; on mismatch the stream fails. Returns whether it matched.
     fn accept_seq(&mut self, id: u64, seq: u32) -> bool {
         let want = match self.outgoing.get_mut(&id) {
-            Some(Outgoing::Stream(s)) => {
-                if s.recv_seq == seq {
-                    // A u32 that wraps, as Go's.
-                    s.recv_seq = s.recv_seq.wrapping_add(1);
-                    return true;
-                }
-                s.recv_seq
-            }
+            Some(Outgoing::Stream(s)) => match s.flow.check_recv_seq(seq) {
+                Ok(()) => return true,
+                Err(want) => want,
+            },
             Some(Outgoing::Request(_)) => {
                 if seq == 0 {
                     return true;
@@ -387,7 +485,7 @@ impl Connection {
 
     // ---- received messages ----
 
-    pub(crate) fn on_response(&mut self, _now: Instant, msg: &Message) {
+    pub(crate) fn on_response(&mut self, msg: &Message) {
         if !matches!(self.outgoing.get(&msg.mux_id), Some(Outgoing::Request(_))) {
             return; // late or unknown: dropped without harm
         }
@@ -406,7 +504,7 @@ impl Connection {
         });
     }
 
-    pub(crate) fn on_mux_connect_error(&mut self, _now: Instant, msg: &Message) {
+    pub(crate) fn on_mux_connect_error(&mut self, msg: &Message) {
         if !self.outgoing.contains_key(&msg.mux_id) {
             return;
         }
@@ -441,7 +539,7 @@ impl Connection {
         self.end_call(msg.mux_id, Err(err), Cleanup::Nothing);
     }
 
-    pub(crate) fn on_ack(&mut self, _now: Instant, msg: &Message) {
+    pub(crate) fn on_ack(&mut self, msg: &Message) {
         match self.outgoing.get(&msg.mux_id) {
             Some(Outgoing::Stream(_)) => {}
             Some(Outgoing::Request(_)) => return,
@@ -462,16 +560,15 @@ impl Connection {
             return;
         }
         s.acked = true;
-        s.credits = s.window;
-        if s.credits > 0 && s.input_open && s.waiting_credit {
-            s.waiting_credit = false;
+        s.flow.open_window();
+        if s.flow.credit_arrived() {
             self.events.push_back(Event::StreamCredit {
                 id: CallId(msg.mux_id),
             });
         }
     }
 
-    pub(crate) fn on_unblock_client(&mut self, _now: Instant, msg: &Message) {
+    pub(crate) fn on_unblock_client(&mut self, msg: &Message) {
         if !matches!(self.outgoing.get(&msg.mux_id), Some(Outgoing::Stream(_))) {
             return;
         }
@@ -481,11 +578,8 @@ impl Connection {
         let Some(Outgoing::Stream(s)) = self.outgoing.get_mut(&msg.mux_id) else {
             return;
         };
-        // Credits never exceed the window (Go logs and drops the excess).
-        s.credits = s.credits.saturating_add(1).min(s.window);
-        s.stall_reported = false;
-        if s.credits > 0 && s.input_open && s.waiting_credit {
-            s.waiting_credit = false;
+        s.flow.add_credit();
+        if s.flow.credit_arrived() {
             self.events.push_back(Event::StreamCredit {
                 id: CallId(msg.mux_id),
             });
@@ -521,11 +615,10 @@ impl Connection {
         };
         s.last_alive = now;
         if let Some(payload) = payload {
-            if s.unconsumed >= s.out_capacity {
+            if !s.flow.receive() {
                 // The callee overran its window: Go's "Response was blocked".
                 return self.end_call(id, Err(CallError::ResponseBlocked), Cleanup::Disconnect);
             }
-            s.unconsumed = s.unconsumed.saturating_add(1);
             self.events.push_back(Event::StreamMessage {
                 id: CallId(id),
                 payload,
@@ -566,7 +659,7 @@ impl Connection {
 
     // ---- timers ----
 
-    pub(crate) fn on_call_deadline(&mut self, _now: Instant, id: u64) {
+    pub(crate) fn on_call_deadline(&mut self, id: u64) {
         // A request fails locally and sends nothing; a stream is cancelled.
         self.end_call(id, Err(CallError::DeadlineExceeded), Cleanup::Cancel);
     }
@@ -579,7 +672,7 @@ impl Connection {
         if now.saturating_duration_since(s.last_alive) > STREAM_LIVENESS_TIMEOUT {
             return self.end_call(id, Err(CallError::Unresponsive), Cleanup::Cancel);
         }
-        let seq = next(&mut s.send_seq);
+        let seq = s.flow.next_send_seq();
         let at = now + STREAM_PING_INTERVAL;
         s.ping_at = Some(at);
         self.send_control(Op::Ping, id, seq);
@@ -591,24 +684,11 @@ impl Connection {
         let Some(Outgoing::Stream(s)) = self.outgoing.get_mut(&id) else {
             return;
         };
-        let stalled = s.waiting_credit
-            && s.input_open
-            && s.acked
-            && s.credits == 0
-            && s.unconsumed >= s.out_capacity;
-        if stalled && !s.stall_reported {
-            s.stall_reported = true;
+        if s.check_stall() {
             self.events
                 .push_back(Event::StreamStalled { id: CallId(id) });
         }
     }
-}
-
-/// Takes the current value of a sequence counter and advances it.
-pub(crate) fn next(seq: &mut u32) -> u32 {
-    let v = *seq;
-    *seq = seq.wrapping_add(1);
-    v
 }
 
 /// `DeadlineMS` for a deadline: remaining whole milliseconds, capped; less
@@ -655,17 +735,22 @@ mod tests {
         let id = pair
             .client
             .conn
-            .open_stream(now, HandlerId::TEST, None, None, None, Some(caps))
+            .open_stream(now, OpenStream::new(HandlerId::TEST).capacities(caps))
             .unwrap();
         pair.drive();
         let now = pair.now;
-        assert!(pair.server.conn.accept_stream(now, IncomingId(id.0), caps));
+        assert!(
+            pair.server
+                .conn
+                .incoming(IncomingId(id.0))
+                .accept(now, caps)
+        );
         pair.drive();
         pair.client.take_events();
         // Far into the stream: the next message from the callee is the
         // last sequence number before the wrap.
         match pair.client.conn.outgoing.get_mut(&id.0) {
-            Some(Outgoing::Stream(s)) => s.recv_seq = u32::MAX,
+            Some(Outgoing::Stream(s)) => s.flow.expect_recv_seq(u32::MAX),
             _ => panic!("the stream is open"),
         }
         pair.inject_to_client(server_msg(id.0, u32::MAX, b"last"));

@@ -91,6 +91,32 @@ impl fmt::Display for DialFailure {
 
 impl std::error::Error for DialFailure {}
 
+/// What a dialer does when a session ends, decided from why it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AfterSession {
+    /// Nothing: the application shut the connection down.
+    Stop,
+    /// Dial again at once: an established session ended (as Go does).
+    RedialNow,
+    /// The handshake failed: try again after the delay this failure calls
+    /// for ([`Redial::delay_after`]).
+    Retry(DialFailure),
+}
+
+impl AfterSession {
+    /// The dialer's next step after a session (`established` or still in
+    /// its handshake) ended for `reason`.
+    pub(crate) fn decide(reason: &DisconnectReason, established: bool) -> AfterSession {
+        if *reason == DisconnectReason::Shutdown {
+            AfterSession::Stop
+        } else if established {
+            AfterSession::RedialNow
+        } else {
+            AfterSession::Retry(DialFailure::from_handshake(reason))
+        }
+    }
+}
+
 /// The pacing state of one dialer: consecutive refusals and the jitter
 /// source. Pure: the same seed and failures give the same delays.
 #[derive(Debug, Clone)]
@@ -146,5 +172,35 @@ mod tests {
         assert!(DialFailure::UpgradeRefused(404).is_rejection());
         assert!(DialFailure::Rejected("unknown incoming host".into()).is_rejection());
         assert!(DialFailure::Local("token hook panicked".into()).is_rejection());
+    }
+
+    #[test]
+    fn the_reason_decides_the_next_dial() {
+        use AfterSession::*;
+        let lost = DisconnectReason::TransportLost;
+        assert_eq!(AfterSession::decide(&lost, true), RedialNow);
+        assert_eq!(
+            AfterSession::decide(&DisconnectReason::Shutdown, true),
+            Stop
+        );
+        assert_eq!(
+            AfterSession::decide(&DisconnectReason::Shutdown, false),
+            Stop
+        );
+        // During the handshake, the reason says how soon to retry.
+        let refused = DisconnectReason::Rejected("unknown incoming host".into());
+        let Retry(failure) = AfterSession::decide(&refused, false) else {
+            panic!("a refused handshake is retried");
+        };
+        assert!(failure.is_rejection());
+        let Retry(failure) = AfterSession::decide(&DisconnectReason::HandshakeTimeout, false)
+        else {
+            panic!("a handshake timeout is retried");
+        };
+        assert_eq!(failure, DialFailure::HandshakeTimeout);
+        assert_eq!(
+            AfterSession::decide(&lost, false),
+            Retry(DialFailure::Unreachable("transport lost".into()))
+        );
     }
 }

@@ -6,13 +6,13 @@
 //! ```
 //! use bytes::Bytes;
 //! use grid_proto::sim::{Pair, RefPeer};
-//! use grid_proto::{Event, HandlerId};
+//! use grid_proto::{Event, HandlerId, Request};
 //!
 //! let mut pair = Pair::new(1);
 //! pair.server.set_app(RefPeer::default());
 //! pair.connect();
 //! let now = pair.now;
-//! let id = pair.client.conn.request(now, HandlerId(78), None, Bytes::from_static(b"hi"), None).unwrap();
+//! let id = pair.client.conn.request(now, Request::new(HandlerId(78), Bytes::from_static(b"hi"))).unwrap();
 //! pair.drive();
 //! assert!(pair.client.take_events().contains(&Event::Response {
 //!     id,
@@ -28,7 +28,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hashbrown::HashMap;
 
 use crate::config::{Capacities, CapacityTable, Config};
-use crate::connection::{Connection, State};
+use crate::connection::Connection;
 use crate::error::DisconnectReason;
 use crate::event::{Event, IncomingId};
 use crate::handler::HandlerId;
@@ -36,6 +36,7 @@ use crate::handshake::{check_connect, rejection_frame};
 use crate::msgpack::{self, Reader};
 use crate::payload::InstanceId;
 use crate::rng::Rng;
+use crate::state::State;
 use crate::subroute::SubrouteId;
 use crate::time::Timestamp;
 
@@ -597,7 +598,7 @@ impl RefPeer {
         }
     }
 
-    fn flush(&mut self, conn: &mut Connection, now: Instant, id: IncomingId) {
+    fn flush(&mut self, conn: &mut Connection, id: IncomingId) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -613,14 +614,14 @@ impl RefPeer {
                 *next += 1;
             }
             let Some(m) = s.outbox.front() else { break };
-            if conn.incoming_send(now, id, m.clone()).is_err() {
+            if conn.incoming(id).send(m.clone()).is_err() {
                 s.blocked = true;
                 return; // wait for IncomingCredit
             }
             s.outbox.pop_front();
         }
         if let Some(result) = s.finish.take() {
-            conn.incoming_finish(now, id, result);
+            conn.incoming(id).finish(result);
             self.streams.remove(&id);
         }
     }
@@ -674,15 +675,16 @@ impl App for RefPeer {
                     // absent request (all empty ones,
                     // docs/protocol.md#quirk-q7-request-never-zero) gets a present,
                     // empty response (transcripts echo-nil, echo-empty).
-                    conn.respond(now, *id, Ok(Some(p)));
+                    conn.incoming(*id).respond(Ok(Some(p)));
                 } else if subroute.is_none() && *handler == HandlerId::TEST2 {
-                    conn.respond(now, *id, Err(String::from_utf8_lossy(&p).into_owned()));
+                    conn.incoming(*id)
+                        .respond(Err(String::from_utf8_lossy(&p).into_owned()));
                 } else if *subroute == sub_id(HandlerId::TEST) {
-                    conn.respond(now, *id, Ok(Some(concat(b"sub:", &p))));
+                    conn.incoming(*id).respond(Ok(Some(concat(b"sub:", &p))));
                 } else if *subroute == mss_id {
-                    conn.respond(now, *id, mss_reply(&p).map(Some));
+                    conn.incoming(*id).respond(mss_reply(&p).map(Some));
                 } else {
-                    conn.reject_unknown_handler(now, *id);
+                    conn.incoming(*id).reject_unknown_handler();
                 }
             }
             Event::IncomingStream {
@@ -698,7 +700,8 @@ impl App for RefPeer {
                 } else if *subroute == sub_id(HandlerId::TEST) {
                     concat(b"sub:", &p)
                 } else if subroute.is_none() && *handler == HandlerId::TEST2 {
-                    conn.accept_stream(now, *id, RefPeer::capacities(HandlerId::TEST2));
+                    conn.incoming(*id)
+                        .accept(now, RefPeer::capacities(HandlerId::TEST2));
                     let mut s = RefStream {
                         prefix: None,
                         outbox: VecDeque::new(),
@@ -713,12 +716,12 @@ impl App for RefPeer {
                         s.count = Some((0, n, p.slice(4..)));
                     }
                     self.streams.insert(*id, s);
-                    return self.flush(conn, now, *id);
+                    return self.flush(conn, *id);
                 } else {
-                    conn.reject_unknown_handler(now, *id);
+                    conn.incoming(*id).reject_unknown_handler();
                     return;
                 };
-                conn.accept_stream(now, *id, Capacities::DEFAULT);
+                conn.incoming(*id).accept(now, Capacities::DEFAULT);
                 self.streams.insert(
                     *id,
                     RefStream {
@@ -731,25 +734,25 @@ impl App for RefPeer {
                 );
             }
             Event::IncomingMessage { id, payload } => {
-                conn.incoming_consumed(now, *id);
+                conn.incoming(*id).consumed();
                 if let Some(s) = self.streams.get_mut(id) {
                     let prefix = s.prefix.clone().unwrap_or_default();
                     s.outbox
                         .push_back(concat(&prefix, payload.as_deref().unwrap_or_default()));
                 }
-                self.flush(conn, now, *id);
+                self.flush(conn, *id);
             }
             Event::IncomingInputEnd { id } => {
                 if let Some(s) = self.streams.get_mut(id) {
                     s.finish = Some(Ok(()));
                 }
-                self.flush(conn, now, *id);
+                self.flush(conn, *id);
             }
             Event::IncomingCredit { id } => {
                 if let Some(s) = self.streams.get_mut(id) {
                     s.blocked = false;
                 }
-                self.flush(conn, now, *id);
+                self.flush(conn, *id);
             }
             Event::IncomingCancelled { id, .. } => {
                 self.streams.remove(id);

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::connection::State;
 use crate::redial::DialFailure;
+use crate::state::State;
 use crate::time::Timestamp;
 
 /// Counters and table sizes of one connection.

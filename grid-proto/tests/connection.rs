@@ -13,7 +13,7 @@ use common::*;
 use grid_proto::sim::{CLIENT_HOST, Pair, RefPeer, SERVER_HOST};
 use grid_proto::{
     CallError, CallId, CancelReason, Config, DecodeError, DisconnectReason, Event, Flags,
-    HandlerId, IncomingId, Message, Op, PongPayload, SendError, State,
+    HandlerId, IncomingId, Message, Op, OpenStream, PongPayload, Request, SendError, State,
 };
 
 fn b(s: &'static str) -> Bytes {
@@ -62,23 +62,32 @@ fn losing_the_transport_ends_every_call_exactly_once() {
     // Client → server: two requests, an accepted stream, a stream the
     // server has not accepted yet.
     let c = &mut pair.client.conn;
-    let r1 = c.request(now, HandlerId::TEST, None, b("1"), None).unwrap();
-    let r2 = c
-        .request(now, HandlerId::TEST, None, b("2"), Some(now + secs(30)))
+    let r1 = c
+        .request(now, Request::new(HandlerId::TEST, b("1")))
         .unwrap();
-    let s1 = c.open_stream(now, ECHO, None, None, None, None).unwrap();
-    let s2 = c.open_stream(now, ECHO, None, None, None, None).unwrap();
+    let r2 = c
+        .request(
+            now,
+            Request::new(HandlerId::TEST, b("2")).deadline(now + secs(30)),
+        )
+        .unwrap();
+    let s1 = c.open_stream(now, OpenStream::new(ECHO)).unwrap();
+    let s2 = c.open_stream(now, OpenStream::new(ECHO)).unwrap();
     // Server → client: a request and an accepted stream.
     let s = &mut pair.server.conn;
-    let back_req = s.request(now, HandlerId::TEST, None, b("b"), None).unwrap();
-    let back_stream = s.open_stream(now, ECHO, None, None, None, None).unwrap();
+    let back_req = s
+        .request(now, Request::new(HandlerId::TEST, b("b")))
+        .unwrap();
+    let back_stream = s.open_stream(now, OpenStream::new(ECHO)).unwrap();
     pair.drive();
     pair.server
         .conn
-        .accept_stream(pair.now, IncomingId(s1.0), caps(1, 1));
+        .incoming(IncomingId(s1.0))
+        .accept(pair.now, caps(1, 1));
     pair.client
         .conn
-        .accept_stream(pair.now, IncomingId(back_stream.0), caps(1, 1));
+        .incoming(IncomingId(back_stream.0))
+        .accept(pair.now, caps(1, 1));
     pair.drive();
     pair.client.take_events();
     pair.server.take_events();
@@ -152,14 +161,19 @@ fn losing_the_transport_ends_every_call_exactly_once() {
             (0, 0, 0, 0, 0)
         );
     }
-    let now = pair.now;
     assert!(!pair.client.conn.is_live(s1));
     assert_eq!(
-        pair.client.conn.stream_send(now, s1, b("x")),
+        pair.client.conn.call(s1).send(b("x")),
         Err(SendError::UnknownStream)
     );
-    assert!(!pair.server.conn.respond(now, IncomingId(r1.0), Ok(None)));
-    assert!(!pair.client.conn.cancel(now, r1));
+    assert!(
+        !pair
+            .server
+            .conn
+            .incoming(IncomingId(r1.0))
+            .respond(Ok(None))
+    );
+    assert!(!pair.client.conn.call(r1).cancel());
 }
 
 #[test]
@@ -171,7 +185,7 @@ fn frames_of_a_lost_session_meet_the_unknown_mux_rules() {
     let old = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, None, None, None)
+        .open_stream(now, OpenStream::new(ECHO))
         .unwrap();
     pair.drive();
     pair.disconnect();
@@ -202,7 +216,7 @@ fn too_many_incoming_streams_are_refused() {
         .map(|_| {
             pair.client
                 .conn
-                .open_stream(now, ECHO, None, None, None, None)
+                .open_stream(now, OpenStream::new(ECHO))
                 .unwrap()
         })
         .collect();
@@ -218,13 +232,14 @@ fn too_many_incoming_streams_are_refused() {
     // A slot frees up: the next stream is served.
     pair.server
         .conn
-        .reject_incoming(pair.now, IncomingId(ids[0].0), "no thanks");
+        .incoming(IncomingId(ids[0].0))
+        .reject("no thanks");
     pair.drive();
     let now = pair.now;
     let again = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, None, None, None)
+        .open_stream(now, OpenStream::new(ECHO))
         .unwrap();
     pair.drive();
     let events = pair.server.take_events();
@@ -241,12 +256,12 @@ fn too_many_incoming_requests_are_refused() {
     let first = pair
         .client
         .conn
-        .request(now, HandlerId::TEST, None, Bytes::new(), None)
+        .request(now, Request::new(HandlerId::TEST, Bytes::new()))
         .unwrap();
     let second = pair
         .client
         .conn
-        .request(now, HandlerId::TEST, None, Bytes::new(), None)
+        .request(now, Request::new(HandlerId::TEST, Bytes::new()))
         .unwrap();
     pair.drive();
     assert_eq!(
@@ -267,12 +282,13 @@ fn queue_limit_refuses_new_work_until_the_queue_drains() {
         let id = pair
             .client
             .conn
-            .open_stream(now, ECHO, None, None, None, Some(caps(4, 1)))
+            .open_stream(now, OpenStream::new(ECHO).capacities(caps(4, 1)))
             .unwrap();
         pair.drive();
         pair.server
             .conn
-            .accept_stream(pair.now, IncomingId(id.0), caps(4, 1));
+            .incoming(IncomingId(id.0))
+            .accept(pair.now, caps(4, 1));
         pair.drive();
         (id, ())
     };
@@ -280,35 +296,28 @@ fn queue_limit_refuses_new_work_until_the_queue_drains() {
     // Each big message takes a bit over 1000 bytes of the 2000 allowed.
     let big = Bytes::from(vec![7u8; 1000]);
     let conn = &mut pair.client.conn;
-    conn.request(now, HandlerId::TEST, None, big.clone(), None)
+    conn.request(now, Request::new(HandlerId::TEST, big.clone()))
         .unwrap();
     assert!(conn.stats(now).queued_bytes > 1000);
     assert_eq!(
-        conn.request(now, HandlerId::TEST, None, big.clone(), None),
+        conn.request(now, Request::new(HandlerId::TEST, big.clone())),
         Err(CallError::QueueFull)
     );
     assert_eq!(
-        conn.open_stream(now, ECHO, None, Some(big.clone()), None, None),
+        conn.open_stream(now, OpenStream::new(ECHO).payload(big.clone())),
         Err(CallError::QueueFull)
     );
-    assert_eq!(
-        conn.stream_send(now, id, big.clone()),
-        Err(SendError::QueueFull)
-    );
-    assert_eq!(
-        conn.stream_credit(id),
-        Some(4),
-        "a refused send costs no credit"
-    );
+    assert_eq!(conn.call(id).send(big.clone()), Err(SendError::QueueFull));
+    assert_eq!(conn.credit(id), Some(4), "a refused send costs no credit");
     // Small control traffic still goes out.
-    conn.stream_close(now, id).unwrap();
+    conn.call(id).close().unwrap();
     // Once the driver takes the frames, there is room again.
     pair.drive();
     let now = pair.now;
     assert_eq!(pair.client.conn.stats(now).queued_bytes, 0);
     pair.client
         .conn
-        .request(now, HandlerId::TEST, None, big, None)
+        .request(now, Request::new(HandlerId::TEST, big))
         .unwrap();
 }
 
@@ -320,7 +329,7 @@ fn oversize_message_is_refused_locally() {
     let err = pair
         .client
         .conn
-        .request(now, HandlerId::TEST, None, big.clone(), None)
+        .request(now, Request::new(HandlerId::TEST, big.clone()))
         .unwrap_err();
     assert!(
         matches!(err, CallError::TooLarge { max: 1024, size } if size > 2000),
@@ -330,18 +339,18 @@ fn oversize_message_is_refused_locally() {
         let id = pair
             .client
             .conn
-            .open_stream(now, ECHO, None, None, None, None)
+            .open_stream(now, OpenStream::new(ECHO))
             .unwrap();
         pair.drive();
         pair.server
             .conn
-            .accept_stream(pair.now, IncomingId(id.0), caps(1, 1));
+            .incoming(IncomingId(id.0))
+            .accept(pair.now, caps(1, 1));
         pair.drive();
         (id, ())
     };
-    let now = pair.now;
     assert!(matches!(
-        pair.client.conn.stream_send(now, id, big),
+        pair.client.conn.call(id).send(big),
         Err(SendError::TooLarge { max: 1024, .. })
     ));
     pair.drive();
@@ -357,10 +366,7 @@ fn oversize_frame_from_the_peer_closes_the_connection() {
         .conn
         .request(
             now,
-            HandlerId::TEST,
-            None,
-            Bytes::from(vec![1u8; 2000]),
-            None,
+            Request::new(HandlerId::TEST, Bytes::from(vec![1u8; 2000])),
         )
         .unwrap();
     let log = Log::default();
@@ -444,7 +450,8 @@ fn q2_fix_cleans_up_the_go_callees_orphan() {
     pair.drive();
     pair.server
         .conn
-        .accept_stream(pair.now, IncomingId(300), caps(1, 1));
+        .incoming(IncomingId(300))
+        .accept(pair.now, caps(1, 1));
     pair.drive();
     // The client never opened mux 300; it answers the ack with the fix.
     assert_eq!(
@@ -629,7 +636,7 @@ fn stats_count_messages_frames_bytes_and_tables() {
     for i in 0..3u8 {
         pair.client
             .conn
-            .request(now, HandlerId::TEST, None, Bytes::from(vec![i]), None)
+            .request(now, Request::new(HandlerId::TEST, Bytes::from(vec![i])))
             .unwrap();
     }
     let queued = pair.client.conn.stats(now);
@@ -670,12 +677,12 @@ fn stats_count_messages_frames_bytes_and_tables() {
     let id = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, None, None, None)
+        .open_stream(now, OpenStream::new(ECHO))
         .unwrap();
     pair.drive();
     assert_eq!(pair.client.conn.stats(pair.now).outgoing_streams, 1);
     assert_eq!(pair.server.conn.stats(pair.now).incoming_streams, 1);
-    pair.client.conn.stream_close(pair.now, id).unwrap();
+    pair.client.conn.call(id).close().unwrap();
     pair.drive();
     assert_eq!(pair.client.conn.stats(pair.now).outgoing_streams, 0);
     assert_eq!(pair.server.conn.stats(pair.now).incoming_streams, 0);
@@ -708,53 +715,45 @@ fn scenario_log(seed: u64) -> Vec<(Duration, bool, Bytes)> {
     let s = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, Some(b("s:")), None, None)
+        .open_stream(now, OpenStream::new(ECHO).payload(b("s:")))
         .unwrap();
     let count = pair
         .client
         .conn
         .open_stream(
             now,
-            COUNT,
-            None,
-            Some(Bytes::from_static(b"\0\0\0\x03xy")),
-            None,
-            None,
+            OpenStream::new(COUNT).payload(Bytes::from_static(b"\0\0\0\x03xy")),
         )
         .unwrap();
     for i in 0..5u8 {
         pair.client
             .conn
-            .request(now, HandlerId::TEST, None, Bytes::from(vec![i; 10]), None)
+            .request(now, Request::new(HandlerId::TEST, Bytes::from(vec![i; 10])))
             .unwrap();
         pair.server
             .conn
             .request(
                 now,
-                HandlerId::TEST2,
-                None,
-                Bytes::from(vec![b'e'; 4]),
-                None,
+                Request::new(HandlerId::TEST2, Bytes::from(vec![b'e'; 4])),
             )
             .unwrap();
     }
     for _ in 0..40 {
         pair.advance(ms(700));
-        let now = pair.now;
         for e in pair.client.take_events() {
             match e {
-                Event::StreamMessage { id, .. } => pair.client.conn.stream_consumed(now, id),
+                Event::StreamMessage { id, .. } => pair.client.conn.call(id).consumed(),
                 Event::StreamCredit { id } if id == s => {
-                    let _ = pair.client.conn.stream_send(now, id, b("m"));
+                    let _ = pair.client.conn.call(id).send(b("m"));
                 }
                 _ => {}
             }
         }
-        if pair.client.conn.stream_credit(s) == Some(1) {
-            let _ = pair.client.conn.stream_send(now, s, b("again"));
+        if pair.client.conn.credit(s) == Some(1) {
+            let _ = pair.client.conn.call(s).send(b("again"));
         }
     }
-    pair.client.conn.cancel(pair.now, s);
+    pair.client.conn.call(s).cancel();
     pair.disconnect();
     pair.advance(secs(20));
     let _ = count;

@@ -8,7 +8,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use grid_proto::sim::Pair;
-use grid_proto::{CallId, IncomingId, Op, SendError};
+use grid_proto::{CallId, IncomingId, Op, OpenStream, SendError};
 
 fn b(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
@@ -20,7 +20,10 @@ fn open_huge(pair: &mut Pair) -> (CallId, IncomingId) {
     let id = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, None, None, Some(caps(u32::MAX, u32::MAX)))
+        .open_stream(
+            now,
+            OpenStream::new(ECHO).capacities(caps(u32::MAX, u32::MAX)),
+        )
         .unwrap();
     pair.drive();
     let inc = IncomingId(id.0);
@@ -28,7 +31,8 @@ fn open_huge(pair: &mut Pair) -> (CallId, IncomingId) {
     assert!(
         pair.server
             .conn
-            .accept_stream(now, inc, caps(u32::MAX, u32::MAX))
+            .incoming(inc)
+            .accept(now, caps(u32::MAX, u32::MAX))
     );
     pair.drive();
     pair.client.take_events();
@@ -40,13 +44,13 @@ fn open_huge(pair: &mut Pair) -> (CallId, IncomingId) {
 fn an_unblock_flood_on_a_full_u32_window_saturates() {
     let mut pair = scripted(40);
     let (id, _inc) = open_huge(&mut pair);
-    assert_eq!(pair.client.conn.stream_credit(id), Some(u32::MAX));
+    assert_eq!(pair.client.conn.credit(id), Some(u32::MAX));
     // The callee's next seq is 1 (its Ack took 0).
     for seq in 1..200 {
         pair.inject_to_client(forge(Op::UnblockClMux, id.0, seq).to_bytes());
     }
     pair.drive();
-    assert_eq!(pair.client.conn.stream_credit(id), Some(u32::MAX));
+    assert_eq!(pair.client.conn.credit(id), Some(u32::MAX));
     assert!(pair.client.conn.is_live(id));
 }
 
@@ -54,17 +58,16 @@ fn an_unblock_flood_on_a_full_u32_window_saturates() {
 fn an_unblock_flood_on_a_full_u32_out_capacity_saturates() {
     let mut pair = scripted(41);
     let (id, inc) = open_huge(&mut pair);
-    assert_eq!(pair.server.conn.incoming_credit(inc), Some(u32::MAX));
+    assert_eq!(pair.server.conn.credit(inc), Some(u32::MAX));
     // The caller's next seq is 1 (ConnectMux took 0).
     for seq in 1..200 {
         pair.inject_to_server(forge(Op::UnblockSrvMux, id.0, seq).to_bytes());
     }
     pair.drive();
-    assert_eq!(pair.server.conn.incoming_credit(inc), Some(u32::MAX));
-    let now = pair.now;
-    assert_eq!(pair.server.conn.incoming_send(now, inc, b("x")), Ok(()));
+    assert_eq!(pair.server.conn.credit(inc), Some(u32::MAX));
+    assert_eq!(pair.server.conn.incoming(inc).send(b("x")), Ok(()));
     assert_ne!(
-        pair.server.conn.incoming_send(now, inc, b("y")),
+        pair.server.conn.incoming(inc).send(b("y")),
         Err(SendError::NoCredit)
     );
 }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use grid_proto::sim::Pair;
-use grid_proto::{Capacities, Event, HandlerId, SendError};
+use grid_proto::{Capacities, Event, HandlerId, OpenStream, SendError};
 
 #[test]
 fn output_credit_is_reported_after_the_callers_eof() {
@@ -18,7 +18,7 @@ fn output_credit_is_reported_after_the_callers_eof() {
     let call = pair
         .client
         .conn
-        .open_stream(now, HandlerId::TEST, None, None, None, Some(caps))
+        .open_stream(now, OpenStream::new(HandlerId::TEST).capacities(caps))
         .unwrap();
     pair.drive();
     let incoming = pair
@@ -31,23 +31,24 @@ fn output_credit_is_reported_after_the_callers_eof() {
         })
         .expect("the server sees the stream");
     let now = pair.now;
-    assert!(pair.server.conn.accept_stream(now, incoming, caps));
+    assert!(pair.server.conn.incoming(incoming).accept(now, caps));
     pair.drive();
 
     // The handler sends two messages with one credit: the second waits.
-    let now = pair.now;
     pair.server
         .conn
-        .incoming_send(now, incoming, Bytes::from_static(b"one"))
+        .incoming(incoming)
+        .send(Bytes::from_static(b"one"))
         .unwrap();
     assert_eq!(
         pair.server
             .conn
-            .incoming_send(now, incoming, Bytes::from_static(b"two")),
+            .incoming(incoming)
+            .send(Bytes::from_static(b"two")),
         Err(SendError::NoCredit)
     );
     // The caller ends its input while the handler waits for credit.
-    pair.client.conn.stream_close(now, call).unwrap();
+    pair.client.conn.call(call).close().unwrap();
     pair.drive();
     assert!(
         pair.server
@@ -62,8 +63,7 @@ fn output_credit_is_reported_after_the_callers_eof() {
             .iter()
             .any(|e| matches!(e, Event::StreamMessage { .. }))
     );
-    let now = pair.now;
-    pair.client.conn.stream_consumed(now, call);
+    pair.client.conn.call(call).consumed();
     pair.drive();
     assert!(
         pair.server
@@ -71,9 +71,9 @@ fn output_credit_is_reported_after_the_callers_eof() {
             .contains(&Event::IncomingCredit { id: incoming }),
         "the waiting handler was never told its credit came back"
     );
-    let now = pair.now;
     pair.server
         .conn
-        .incoming_send(now, incoming, Bytes::from_static(b"two"))
+        .incoming(incoming)
+        .send(Bytes::from_static(b"two"))
         .unwrap();
 }

@@ -32,7 +32,8 @@ use bytes::Bytes;
 use common::*;
 use grid_proto::sim::{App, Node, Pair, REF_SUB};
 use grid_proto::{
-    CallError, CallId, Connection, Event, HandlerId, IncomingId, SendError, State, SubrouteId,
+    CallError, CallId, Connection, Event, HandlerId, IncomingId, OpenStream, Request, SendError,
+    State, SubrouteId,
 };
 
 const DEFAULT_SEEDS: u64 = 300;
@@ -370,7 +371,7 @@ impl Caller {
                 Call::Request(_) => requests += 1,
                 Call::Stream { window, .. } => {
                     streams += 1;
-                    let credit = conn.stream_credit(id).expect("live stream");
+                    let credit = conn.credit(id).expect("live stream");
                     assert!(
                         credit <= *window,
                         "{side:?} {id}: credit {credit} > {window}"
@@ -471,7 +472,7 @@ impl Callee {
     }
 
     /// Answers a request; returns whether the core still had it.
-    fn answer(conn: &mut Connection, now: Instant, e: &Event) -> bool {
+    fn answer(conn: &mut Connection, e: &Event) -> bool {
         let Event::IncomingRequest {
             id,
             handler,
@@ -485,13 +486,14 @@ impl Callee {
         let p = payload.clone().unwrap_or_default();
         let sub = Some(SubrouteId::new(HandlerId::TEST, REF_SUB));
         if *subroute == sub {
-            conn.respond(now, *id, Ok(Some(cat(b"sub:", &p))))
+            conn.incoming(*id).respond(Ok(Some(cat(b"sub:", &p))))
         } else if subroute.is_none() && *handler == HandlerId::TEST {
-            conn.respond(now, *id, Ok(Some(p)))
+            conn.incoming(*id).respond(Ok(Some(p)))
         } else if subroute.is_none() && *handler == HandlerId::TEST2 {
-            conn.respond(now, *id, Err(String::from_utf8_lossy(&p).into_owned()))
+            conn.incoming(*id)
+                .respond(Err(String::from_utf8_lossy(&p).into_owned()))
         } else {
-            conn.reject_unknown_handler(now, *id)
+            conn.incoming(*id).reject_unknown_handler()
         }
     }
 
@@ -527,9 +529,9 @@ impl Callee {
             }
             caps_of(0, 1)
         } else {
-            return conn.reject_unknown_handler(now, *id);
+            return conn.incoming(*id).reject_unknown_handler();
         };
-        if !conn.accept_stream(now, *id, caps) {
+        if !conn.incoming(*id).accept(now, caps) {
             return false;
         }
         self.handlers.insert(id.0, h);
@@ -537,7 +539,7 @@ impl Callee {
     }
 
     /// Moves a stream handler along as far as credit allows.
-    fn run(&mut self, conn: &mut Connection, now: Instant, id: IncomingId) {
+    fn run(&mut self, conn: &mut Connection, id: IncomingId) {
         let side = self.side;
         let Some(h) = self.handlers.get_mut(&id.0) else {
             return;
@@ -545,7 +547,7 @@ impl Callee {
         loop {
             if h.outbox.is_none() {
                 if let Some(m) = h.inbox.pop_front() {
-                    conn.incoming_consumed(now, id);
+                    conn.incoming(id).consumed();
                     h.outbox = Some(cat(&h.prefix, &m));
                 } else if let Some((next, n, data)) = &mut h.count
                     && *next < *n
@@ -555,7 +557,7 @@ impl Callee {
                 }
             }
             let Some(m) = h.outbox.clone() else { break };
-            match conn.incoming_send(now, id, m) {
+            match conn.incoming(id).send(m) {
                 Ok(()) => h.outbox = None,
                 Err(SendError::NoCredit) => return,
                 Err(e) => panic!("{side:?}: {id}: send failed: {e}"),
@@ -564,11 +566,11 @@ impl Callee {
         let done = h.count.as_ref().is_none_or(|(next, n, _)| next == n);
         if done && let Some(result) = h.result.take() {
             assert!(
-                conn.incoming_finish(now, id, result),
+                conn.incoming(id).finish(result),
                 "{side:?}: {id}: finish refused"
             );
             self.handlers.remove(&id.0);
-            let st = if conn.is_incoming_live(id) {
+            let st = if conn.is_live(id) {
                 InState::Finishing
             } else {
                 InState::Answered
@@ -592,7 +594,7 @@ impl App for Callee {
         };
         let side = self.side;
         let mut before = self.states.borrow().get(&id.0).copied();
-        let live = conn.is_incoming_live(id);
+        let live = conn.is_live(id);
         let cancel = matches!(event, Event::IncomingCancelled { .. });
         if before == Some(InState::Open) && !live && !cancel {
             // The core ended it after queueing this event; its
@@ -603,7 +605,7 @@ impl App for Callee {
         }
         match (event, before) {
             (Event::IncomingRequest { .. }, None) => {
-                let answered = Callee::answer(conn, now, event);
+                let answered = Callee::answer(conn, event);
                 assert_eq!(answered, live, "{side:?}: {id}: answer accepted iff live");
                 let st = if answered {
                     InState::Answered
@@ -621,7 +623,7 @@ impl App for Callee {
                     (true, true) => InState::Open,
                 };
                 self.set(id, st);
-                self.run(conn, now, id);
+                self.run(conn, id);
             }
             (
                 Event::IncomingCancelled { .. },
@@ -636,15 +638,15 @@ impl App for Callee {
             (Event::IncomingMessage { payload, .. }, Some(InState::Open)) => {
                 let h = self.handlers.get_mut(&id.0).expect("open handler");
                 h.inbox.push_back(payload.clone().unwrap_or_default());
-                self.run(conn, now, id);
+                self.run(conn, id);
             }
             (Event::IncomingInputEnd { .. }, Some(InState::Open)) => {
                 let h = self.handlers.get_mut(&id.0).expect("open handler");
                 h.result = Some(Ok(()));
-                self.run(conn, now, id);
+                self.run(conn, id);
             }
             (Event::IncomingCredit { .. } | Event::IncomingStalled { .. }, Some(InState::Open)) => {
-                self.run(conn, now, id);
+                self.run(conn, id);
             }
             // Queued before the handler finished (a frame carried the
             // caller's EOF and a credit): true then, nothing to do now.
@@ -715,7 +717,7 @@ impl World {
             // open or finishing, and one it dropped has ended visibly.
             let mut states = self.incoming[side as usize].borrow_mut();
             for (id, st) in states.iter_mut() {
-                let live = conn.is_incoming_live(IncomingId(*id));
+                let live = conn.is_live(IncomingId(*id));
                 match (*st, live) {
                     (InState::Open | InState::Finishing, true)
                     | (InState::Answered | InState::Cancelled, false) => {}
@@ -780,7 +782,15 @@ impl World {
                 (p, expect)
             };
         let conn = &mut node(&mut self.pair, side).conn;
-        match conn.request(now, handler, sub, payload, deadline) {
+        match conn.request(
+            now,
+            Request {
+                handler,
+                subroute: sub,
+                payload,
+                deadline,
+            },
+        ) {
             Ok(id) => {
                 let totals = &mut self.totals;
                 self.callers[side as usize].track(id, Call::Request(expect), true, totals);
@@ -843,7 +853,16 @@ impl World {
             ),
         };
         let conn = &mut node(&mut self.pair, side).conn;
-        match conn.open_stream(now, handler, sub, Some(payload), deadline, None) {
+        match conn.open_stream(
+            now,
+            OpenStream {
+                handler,
+                subroute: sub,
+                payload: Some(payload),
+                deadline,
+                capacities: None,
+            },
+        ) {
             Ok(id) => {
                 let call = Call::Stream {
                     kind,
@@ -874,11 +893,10 @@ impl World {
         let Some(id) = self.rng.pick(&self.open_echo_streams(side)) else {
             return;
         };
-        let now = self.pair.now;
         let m = self.callers[side as usize].unique(&mut self.rng);
         let conn = &mut node(&mut self.pair, side).conn;
-        let credit = conn.stream_credit(CallId(id)).expect("live");
-        let sent = conn.stream_send(now, CallId(id), m.clone());
+        let credit = conn.credit(CallId(id)).expect("live");
+        let sent = conn.call(CallId(id)).send(m.clone());
         if credit == 0 {
             assert_eq!(sent, Err(SendError::NoCredit), "{side:?} {id}");
             return;
@@ -898,9 +916,8 @@ impl World {
     }
 
     fn close(&mut self, side: Side, id: u64) {
-        let now = self.pair.now;
         let conn = &mut node(&mut self.pair, side).conn;
-        assert_eq!(conn.stream_close(now, CallId(id)), Ok(()), "{side:?} {id}");
+        assert_eq!(conn.call(CallId(id)).close(), Ok(()), "{side:?} {id}");
         if let Some(Tracked {
             call:
                 Call::Stream {
@@ -915,10 +932,7 @@ impl World {
     }
 
     fn consume(&mut self, side: Side, id: u64) {
-        let now = self.pair.now;
-        node(&mut self.pair, side)
-            .conn
-            .stream_consumed(now, CallId(id));
+        node(&mut self.pair, side).conn.call(CallId(id)).consumed();
         if let Some(Tracked {
             call: Call::Stream { unconsumed, .. },
             ..
@@ -947,8 +961,7 @@ impl World {
         else {
             return;
         };
-        let now = self.pair.now;
-        assert!(node(&mut self.pair, side).conn.cancel(now, CallId(id)));
+        assert!(node(&mut self.pair, side).conn.call(CallId(id)).cancel());
         self.totals.cancels += 1;
         if let Some(t) = self.caller(side).calls.get_mut(&id) {
             t.live = false;

@@ -10,7 +10,7 @@ use common::*;
 use grid_proto::sim::{CLIENT_HOST, Pair, SERVER_HOST, TOKEN};
 use grid_proto::{
     CallError, Config, ConnectRequest, ConnectResponse, Connection, DialFailure, DisconnectReason,
-    Event, Flags, HandlerId, InstanceId, Op, State, should_dial,
+    Event, Flags, HandlerId, InstanceId, Op, OpenStream, Request, State, should_dial,
 };
 
 #[test]
@@ -276,7 +276,7 @@ fn lost_session_is_redialled_at_once_and_calls_work_again() {
     let first = pair
         .client
         .conn
-        .request(now, HandlerId::TEST, None, Bytes::from_static(b"a"), None)
+        .request(now, Request::new(HandlerId::TEST, Bytes::from_static(b"a")))
         .unwrap();
     pair.disconnect();
     pair.drive();
@@ -284,7 +284,7 @@ fn lost_session_is_redialled_at_once_and_calls_work_again() {
     let second = pair
         .client
         .conn
-        .request(now, HandlerId::TEST, None, Bytes::from_static(b"b"), None)
+        .request(now, Request::new(HandlerId::TEST, Bytes::from_static(b"b")))
         .unwrap();
     assert_eq!(second.0, first.0 + 1);
     pair.drive();
@@ -334,12 +334,12 @@ fn shutdown_ends_calls_and_stops_redialling() {
     let req = pair
         .client
         .conn
-        .request(now, HandlerId::TEST, None, Bytes::new(), None)
+        .request(now, Request::new(HandlerId::TEST, Bytes::new()))
         .unwrap();
     let stream = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, None, None, None)
+        .open_stream(now, OpenStream::new(ECHO))
         .unwrap();
     pair.drive();
     pair.client.conn.shutdown(pair.now);
@@ -377,7 +377,7 @@ fn shutdown_ends_calls_and_stops_redialling() {
     assert_eq!(
         pair.client
             .conn
-            .request(now, HandlerId::TEST, None, Bytes::new(), None),
+            .request(now, Request::new(HandlerId::TEST, Bytes::new())),
         Err(CallError::Shutdown)
     );
     pair.client.conn.shutdown(now);

@@ -10,7 +10,7 @@ use common::*;
 use grid_proto::sim::{Pair, REF_SUB};
 use grid_proto::{
     CallError, CancelReason, Event, Flags, HandlerId, IncomingId, Message, MuxConnectError, Op,
-    State, SubrouteId,
+    OpenStream, Request, State, SubrouteId,
 };
 
 /// Decodes one frame of a transcript.
@@ -32,7 +32,15 @@ fn assert_like_go(
     let id = pair
         .client
         .conn
-        .request(now, handler, subroute, Bytes::from_static(payload), None)
+        .request(
+            now,
+            Request {
+                handler,
+                subroute,
+                payload: Bytes::from_static(payload),
+                deadline: None,
+            },
+        )
         .unwrap();
     assert_eq!(id.0, 1, "Go numbers the first call 1");
     pair.drive();
@@ -76,7 +84,7 @@ fn empty_request_travels_absent_and_echo_answers_present_empty() {
     let now = pair.now;
     pair.client
         .conn
-        .request(now, HandlerId::TEST, None, Bytes::new(), None)
+        .request(now, Request::new(HandlerId::TEST, Bytes::new()))
         .unwrap();
     pair.drive();
     let ev = pair.server.take_events();
@@ -93,25 +101,26 @@ fn absent_and_empty_responses_stay_distinct() {
     let absent = pair
         .client
         .conn
-        .request(now, HandlerId::TEST, None, Bytes::from_static(b"a"), None)
+        .request(now, Request::new(HandlerId::TEST, Bytes::from_static(b"a")))
         .unwrap();
     let empty = pair
         .client
         .conn
-        .request(now, HandlerId::TEST, None, Bytes::from_static(b"b"), None)
+        .request(now, Request::new(HandlerId::TEST, Bytes::from_static(b"b")))
         .unwrap();
     pair.drive();
     assert_eq!(pair.server.take_events().len(), 2);
-    let now = pair.now;
     assert!(
         pair.server
             .conn
-            .respond(now, IncomingId(absent.0), Ok(None))
+            .incoming(IncomingId(absent.0))
+            .respond(Ok(None))
     );
     assert!(
         pair.server
             .conn
-            .respond(now, IncomingId(empty.0), Ok(Some(Bytes::new())))
+            .incoming(IncomingId(empty.0))
+            .respond(Ok(Some(Bytes::new())))
     );
     pair.drive();
     assert_eq!(
@@ -189,13 +198,13 @@ fn invalid_handler_ids_are_refused_locally() {
         assert_eq!(
             pair.client
                 .conn
-                .request(now, HandlerId(h), None, Bytes::new(), None),
+                .request(now, Request::new(HandlerId(h), Bytes::new())),
             Err(CallError::UnknownHandler { handler: h })
         );
         assert_eq!(
             pair.client
                 .conn
-                .open_stream(now, HandlerId(h), None, None, None, Some(caps(1, 1))),
+                .open_stream(now, OpenStream::new(HandlerId(h)).capacities(caps(1, 1))),
             Err(CallError::UnknownHandler { handler: h })
         );
     }
@@ -203,7 +212,7 @@ fn invalid_handler_ids_are_refused_locally() {
     assert_eq!(
         pair.client
             .conn
-            .open_stream(now, HandlerId(9), None, None, None, None),
+            .open_stream(now, OpenStream::new(HandlerId(9))),
         Err(CallError::UnknownHandler { handler: 9 })
     );
     pair.drive();
@@ -247,11 +256,11 @@ fn calls_are_refused_while_not_connected() {
     let now = pair.now;
     for conn in [&mut pair.client.conn, &mut pair.server.conn] {
         assert_eq!(
-            conn.request(now, HandlerId::TEST, None, Bytes::new(), None),
+            conn.request(now, Request::new(HandlerId::TEST, Bytes::new())),
             Err(CallError::NotConnected)
         );
         assert_eq!(
-            conn.open_stream(now, HandlerId::TEST, None, None, None, None),
+            conn.open_stream(now, OpenStream::new(HandlerId::TEST)),
             Err(CallError::NotConnected)
         );
     }
@@ -270,7 +279,7 @@ fn calls_are_refused_while_not_connected() {
     assert_eq!(
         pair.client
             .conn
-            .request(now, HandlerId::TEST, None, Bytes::new(), None),
+            .request(now, Request::new(HandlerId::TEST, Bytes::new())),
         Err(CallError::NotConnected)
     );
     assert_eq!(pair.client.conn.stats(now).outgoing_requests, 0);
@@ -281,38 +290,32 @@ fn deadline_ms_carries_the_remaining_time() {
     let mut pair = scripted(7);
     let now = pair.now;
     let conn = &mut pair.client.conn;
-    conn.request(now, HandlerId::TEST, None, Bytes::new(), None)
+    conn.request(now, Request::new(HandlerId::TEST, Bytes::new()))
         .unwrap();
     conn.request(
         now,
-        HandlerId::TEST,
-        None,
-        Bytes::new(),
-        Some(now + ms(1234)),
+        Request::new(HandlerId::TEST, Bytes::new()).deadline(now + ms(1234)),
     )
     .unwrap();
     // Whole milliseconds, truncated.
     conn.request(
         now,
-        HandlerId::TEST,
-        None,
-        Bytes::new(),
-        Some(now + ms(2) + NS * 999_999),
+        Request::new(HandlerId::TEST, Bytes::new()).deadline(now + ms(2) + NS * 999_999),
     )
     .unwrap();
     // Capped at u32::MAX ms (about 49.7 days).
     conn.request(
         now,
-        HandlerId::TEST,
-        None,
-        Bytes::new(),
-        Some(now + secs(60 * 86_400)),
+        Request::new(HandlerId::TEST, Bytes::new()).deadline(now + secs(60 * 86_400)),
     )
     .unwrap();
     // Less than a millisecond left fails at once, locally.
     for late in [now + NS * 999_999, now] {
         assert_eq!(
-            conn.request(now, HandlerId::TEST, None, Bytes::new(), Some(late)),
+            conn.request(
+                now,
+                Request::new(HandlerId::TEST, Bytes::new()).deadline(late)
+            ),
             Err(CallError::DeadlineExceeded)
         );
     }
@@ -348,10 +351,7 @@ fn unanswered_request_fails_exactly_at_its_deadline() {
         .conn
         .request(
             t0,
-            HandlerId::TEST,
-            None,
-            Bytes::from_static(b"?"),
-            Some(t0 + secs(2)),
+            Request::new(HandlerId::TEST, Bytes::from_static(b"?")).deadline(t0 + secs(2)),
         )
         .unwrap();
     pair.advance(secs(2) - NS);
@@ -382,7 +382,8 @@ fn unanswered_request_fails_exactly_at_its_deadline() {
         !pair
             .server
             .conn
-            .respond(pair.now, IncomingId(id.0), Ok(None))
+            .incoming(IncomingId(id.0))
+            .respond(Ok(None))
     );
     pair.drive();
     let mux_traffic: Vec<_> = wire(&pair)
@@ -404,7 +405,7 @@ fn request_without_deadline_times_out_after_60s() {
     let id = pair
         .client
         .conn
-        .request(t0, HandlerId::TEST, None, Bytes::new(), None)
+        .request(t0, Request::new(HandlerId::TEST, Bytes::new()))
         .unwrap();
     pair.advance(secs(61));
     let failed = log.times(|e| {
@@ -428,10 +429,7 @@ fn late_response_is_dropped_without_harm() {
         .conn
         .request(
             t0,
-            HandlerId::TEST,
-            None,
-            Bytes::from_static(b"slow"),
-            Some(t0 + secs(1)),
+            Request::new(HandlerId::TEST, Bytes::from_static(b"slow")).deadline(t0 + secs(1)),
         )
         .unwrap();
     pair.advance(secs(1));
@@ -444,13 +442,13 @@ fn late_response_is_dropped_without_harm() {
     );
     // The callee is still inside its own deadline (it started 100 ms later)
     // and answers; the answer reaches a caller that has given up.
-    assert!(pair.server.conn.is_incoming_live(IncomingId(id.0)));
-    let now = pair.now;
-    assert!(pair.server.conn.respond(
-        now,
-        IncomingId(id.0),
-        Ok(Some(Bytes::from_static(b"too late")))
-    ));
+    assert!(pair.server.conn.is_live(IncomingId(id.0)));
+    assert!(
+        pair.server
+            .conn
+            .incoming(IncomingId(id.0))
+            .respond(Ok(Some(Bytes::from_static(b"too late"))))
+    );
     pair.drive();
     assert!(from_server(&pair).iter().any(|m| m.op == Op::Response));
     assert!(pair.client.take_events().is_empty());
@@ -461,7 +459,7 @@ fn late_response_is_dropped_without_harm() {
     let next = pair
         .client
         .conn
-        .request(now, HandlerId::TEST, None, Bytes::new(), None)
+        .request(now, Request::new(HandlerId::TEST, Bytes::new()))
         .unwrap();
     pair.drive();
     assert_eq!(pair.server.take_events().len(), 2);
@@ -475,11 +473,11 @@ fn cancelled_request_tells_the_callee() {
     let id = pair
         .client
         .conn
-        .request(now, HandlerId::TEST, None, Bytes::from_static(b"x"), None)
+        .request(now, Request::new(HandlerId::TEST, Bytes::from_static(b"x")))
         .unwrap();
     pair.drive();
     assert_eq!(pair.server.take_events().len(), 1);
-    assert!(pair.client.conn.cancel(pair.now, id));
+    assert!(pair.client.conn.call(id).cancel());
     assert!(!pair.client.conn.is_live(id));
     pair.drive();
     // No event for a call the application cancelled itself.
@@ -502,8 +500,14 @@ fn cancelled_request_tells_the_callee() {
         }]
     );
     let now = pair.now;
-    assert!(!pair.server.conn.respond(now, IncomingId(id.0), Ok(None)));
-    assert!(!pair.client.conn.cancel(now, id), "already gone");
+    assert!(
+        !pair
+            .server
+            .conn
+            .incoming(IncomingId(id.0))
+            .respond(Ok(None))
+    );
+    assert!(!pair.client.conn.call(id).cancel(), "already gone");
     pair.drive();
     assert!(pair.client.take_events().is_empty());
     assert_eq!(pair.client.conn.stats(now).timers, 0);
@@ -518,7 +522,7 @@ fn concurrent_requests_share_frames_and_each_gets_its_own_answer() {
         .map(|i| {
             pair.client
                 .conn
-                .request(now, HandlerId::TEST, None, Bytes::from(vec![i; 3]), None)
+                .request(now, Request::new(HandlerId::TEST, Bytes::from(vec![i; 3])))
                 .unwrap()
         })
         .collect();
@@ -527,13 +531,13 @@ fn concurrent_requests_share_frames_and_each_gets_its_own_answer() {
     assert_eq!(pair.sent.len(), 1);
     assert!(wire(&pair).iter().all(|w| w.merged));
     // The callee answers in reverse order.
-    let now = pair.now;
     for id in ids.iter().rev() {
         let body = Bytes::from(format!("answer {}", id.0));
         assert!(
             pair.server
                 .conn
-                .respond(now, IncomingId(id.0), Ok(Some(body)))
+                .incoming(IncomingId(id.0))
+                .respond(Ok(Some(body)))
         );
     }
     pair.drive();

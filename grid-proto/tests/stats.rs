@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use grid_proto::sim::Pair;
-use grid_proto::{State, StatsTotal};
+use grid_proto::{Request, State, StatsTotal};
 
 #[test]
 fn a_first_session_counts_one_connect_at_the_wall_time_it_was_established() {
@@ -49,7 +49,7 @@ fn a_reconnect_counts_again_and_keeps_the_first_sessions_totals() {
     let echoed = pair
         .client
         .conn
-        .request(pair.now, ECHO, None, Bytes::from_static(b"hello"), None)
+        .request(pair.now, Request::new(ECHO, Bytes::from_static(b"hello")))
         .expect("sent");
     pair.drive();
     assert!(!pair.client.conn.is_live(echoed));
@@ -73,7 +73,7 @@ fn the_total_adds_counters_and_keeps_the_latest_times() {
     pair.latency = ms(2);
     pair.client
         .conn
-        .request(pair.now, ECHO, None, Bytes::from_static(b"x"), None)
+        .request(pair.now, Request::new(ECHO, Bytes::from_static(b"x")))
         .expect("sent");
     pair.advance(secs(11));
     let (c, s) = (

@@ -12,7 +12,7 @@ use common::*;
 use grid_proto::sim::{Pair, REF_SUB};
 use grid_proto::{
     CallError, CallId, CancelReason, Event, Flags, HandlerId, IncomingId, Message, MuxConnectError,
-    Op, SendError, SubrouteId,
+    Op, OpenStream, Request, SendError, SubrouteId,
 };
 
 fn b(s: &'static str) -> Bytes {
@@ -28,11 +28,9 @@ fn open(pair: &mut Pair, in_cap: u32, out_cap: u32) -> (CallId, IncomingId) {
         .conn
         .open_stream(
             now,
-            ECHO,
-            None,
-            Some(b("init")),
-            None,
-            Some(caps(in_cap, out_cap)),
+            OpenStream::new(ECHO)
+                .payload(b("init"))
+                .capacities(caps(in_cap, out_cap)),
         )
         .unwrap();
     pair.drive();
@@ -41,7 +39,8 @@ fn open(pair: &mut Pair, in_cap: u32, out_cap: u32) -> (CallId, IncomingId) {
     assert!(
         pair.server
             .conn
-            .accept_stream(now, inc, caps(in_cap, out_cap))
+            .incoming(inc)
+            .accept(now, caps(in_cap, out_cap))
     );
     pair.drive();
     pair.client.take_events();
@@ -56,12 +55,17 @@ fn stream_opens_with_connect_mux_and_ack() {
     let id = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, Some(b("init")), None, Some(caps(2, 1)))
+        .open_stream(
+            now,
+            OpenStream::new(ECHO)
+                .payload(b("init"))
+                .capacities(caps(2, 1)),
+        )
         .unwrap();
     // No window before the ack.
-    assert_eq!(pair.client.conn.stream_credit(id), Some(0));
+    assert_eq!(pair.client.conn.credit(id), Some(0));
     assert_eq!(
-        pair.client.conn.stream_send(now, id, b("early")),
+        pair.client.conn.call(id).send(b("early")),
         Err(SendError::NoCredit)
     );
     pair.drive();
@@ -80,21 +84,23 @@ fn stream_opens_with_connect_mux_and_ack() {
     assert!(
         pair.server
             .conn
-            .accept_stream(now, IncomingId(id.0), caps(2, 1))
+            .incoming(IncomingId(id.0))
+            .accept(now, caps(2, 1))
     );
     assert!(
         !pair
             .server
             .conn
-            .accept_stream(now, IncomingId(id.0), caps(2, 1)),
+            .incoming(IncomingId(id.0))
+            .accept(now, caps(2, 1)),
         "accepted once only"
     );
     pair.drive();
     // The ack opens the window to the callee's InCapacity; the application
     // that was refused is told it may send.
     assert_eq!(pair.client.take_events(), vec![Event::StreamCredit { id }]);
-    assert_eq!(pair.client.conn.stream_credit(id), Some(2));
-    assert_eq!(pair.server.conn.incoming_credit(IncomingId(id.0)), Some(1));
+    assert_eq!(pair.client.conn.credit(id), Some(2));
+    assert_eq!(pair.server.conn.credit(IncomingId(id.0)), Some(1));
 
     let w = wire(&pair);
     assert_eq!(w.len(), 2);
@@ -118,7 +124,16 @@ fn open_stream_payload_may_be_absent_empty_or_present() {
     for payload in [None, Some(Bytes::new()), Some(b("p"))] {
         pair.client
             .conn
-            .open_stream(now, ECHO, None, payload, None, None)
+            .open_stream(
+                now,
+                OpenStream {
+                    handler: ECHO,
+                    subroute: None,
+                    payload,
+                    deadline: None,
+                    capacities: None,
+                },
+            )
             .unwrap();
     }
     pair.drive();
@@ -145,30 +160,22 @@ fn open_stream_payload_may_be_absent_empty_or_present() {
 fn sequence_numbers_count_per_direction() {
     let mut pair = scripted(3);
     let (id, inc) = open(&mut pair, 2, 1);
-    let now = pair.now;
     let client = &mut pair.client.conn;
-    client.stream_send(now, id, b("req1")).unwrap();
-    client.stream_send(now, id, b("req2")).unwrap();
+    client.call(id).send(b("req1")).unwrap();
+    client.call(id).send(b("req2")).unwrap();
     pair.drive();
-    let now = pair.now;
     let server = &mut pair.server.conn;
-    server.incoming_consumed(now, inc);
-    server.incoming_send(now, inc, b("resp1")).unwrap();
+    server.incoming(inc).consumed();
+    server.incoming(inc).send(b("resp1")).unwrap();
     pair.drive();
-    let now = pair.now;
-    pair.client.conn.stream_consumed(now, id);
-    pair.server.conn.incoming_consumed(now, inc);
+    pair.client.conn.call(id).consumed();
+    pair.server.conn.incoming(inc).consumed();
     pair.drive();
-    let now = pair.now;
-    pair.client.conn.stream_close(now, id).unwrap();
-    pair.server
-        .conn
-        .incoming_send(now, inc, b("resp2"))
-        .unwrap();
+    pair.client.conn.call(id).close().unwrap();
+    pair.server.conn.incoming(inc).send(b("resp2")).unwrap();
     pair.drive();
-    let now = pair.now;
-    pair.client.conn.stream_consumed(now, id);
-    assert!(pair.server.conn.incoming_finish(now, inc, Ok(())));
+    pair.client.conn.call(id).consumed();
+    assert!(pair.server.conn.incoming(inc).finish(Ok(())));
     pair.drive();
 
     let c = from_client(&pair);
@@ -234,34 +241,29 @@ fn sequence_numbers_count_per_direction() {
         ]
     );
     assert!(!pair.client.conn.is_live(id));
-    assert!(!pair.server.conn.is_incoming_live(inc));
+    assert!(!pair.server.conn.is_live(inc));
 }
 
 #[test]
 fn caller_with_window_2_sends_3_messages_and_the_third_waits_for_credit() {
     let mut pair = scripted(4);
     let (id, inc) = open(&mut pair, 2, 1);
-    let now = pair.now;
     let client = &mut pair.client.conn;
-    assert_eq!(client.stream_credit(id), Some(2));
-    client.stream_send(now, id, b("m1")).unwrap();
-    client.stream_send(now, id, b("m2")).unwrap();
-    assert_eq!(client.stream_credit(id), Some(0));
-    assert_eq!(
-        client.stream_send(now, id, b("m3")),
-        Err(SendError::NoCredit)
-    );
+    assert_eq!(client.credit(id), Some(2));
+    client.call(id).send(b("m1")).unwrap();
+    client.call(id).send(b("m2")).unwrap();
+    assert_eq!(client.credit(id), Some(0));
+    assert_eq!(client.call(id).send(b("m3")), Err(SendError::NoCredit));
     pair.drive();
     assert!(pair.client.take_events().is_empty(), "no credit yet");
     assert_eq!(pair.server.take_events().len(), 2);
 
     // The handler takes m1: one credit comes back and the caller is told.
-    pair.server.conn.incoming_consumed(pair.now, inc);
+    pair.server.conn.incoming(inc).consumed();
     pair.drive();
     assert_eq!(pair.client.take_events(), vec![Event::StreamCredit { id }]);
-    assert_eq!(pair.client.conn.stream_credit(id), Some(1));
-    let now = pair.now;
-    pair.client.conn.stream_send(now, id, b("m3")).unwrap();
+    assert_eq!(pair.client.conn.credit(id), Some(1));
+    pair.client.conn.call(id).send(b("m3")).unwrap();
     pair.drive();
     assert_eq!(
         pair.server.take_events(),
@@ -271,16 +273,15 @@ fn caller_with_window_2_sends_3_messages_and_the_third_waits_for_credit() {
         }]
     );
     // A credit the caller was not waiting for raises no event.
-    pair.server.conn.incoming_consumed(pair.now, inc);
+    pair.server.conn.incoming(inc).consumed();
     pair.drive();
     assert!(pair.client.take_events().is_empty());
-    assert_eq!(pair.client.conn.stream_credit(id), Some(1));
+    assert_eq!(pair.client.conn.credit(id), Some(1));
     // Consuming more than was delivered returns nothing.
-    let now = pair.now;
-    pair.server.conn.incoming_consumed(now, inc);
-    pair.server.conn.incoming_consumed(now, inc);
+    pair.server.conn.incoming(inc).consumed();
+    pair.server.conn.incoming(inc).consumed();
     pair.drive();
-    assert_eq!(pair.client.conn.stream_credit(id), Some(2));
+    assert_eq!(pair.client.conn.credit(id), Some(2));
     let unblocks = from_server(&pair)
         .iter()
         .filter(|m| m.op == Op::UnblockClMux)
@@ -298,7 +299,7 @@ fn caller_credit_never_exceeds_the_window() {
         pair.inject_to_client(forge(Op::UnblockClMux, id.0, seq).to_bytes());
     }
     pair.drive();
-    assert_eq!(pair.client.conn.stream_credit(id), Some(2));
+    assert_eq!(pair.client.conn.credit(id), Some(2));
     assert!(pair.client.conn.is_live(id));
 }
 
@@ -312,12 +313,11 @@ fn callee_credit_never_exceeds_the_out_capacity() {
         pair.inject_to_server(forge(Op::UnblockSrvMux, id.0, seq).to_bytes());
     }
     pair.drive();
-    assert_eq!(pair.server.conn.incoming_credit(inc), Some(2));
-    let now = pair.now;
-    pair.server.conn.incoming_send(now, inc, b("1")).unwrap();
-    pair.server.conn.incoming_send(now, inc, b("2")).unwrap();
+    assert_eq!(pair.server.conn.credit(inc), Some(2));
+    pair.server.conn.incoming(inc).send(b("1")).unwrap();
+    pair.server.conn.incoming(inc).send(b("2")).unwrap();
     assert_eq!(
-        pair.server.conn.incoming_send(now, inc, b("3")),
+        pair.server.conn.incoming(inc).send(b("3")),
         Err(SendError::NoCredit)
     );
 }
@@ -326,36 +326,31 @@ fn callee_credit_never_exceeds_the_out_capacity() {
 fn callee_with_out_capacity_2_sends_3_messages_and_the_final_eof_needs_a_credit() {
     let mut pair = scripted(6);
     let (id, inc) = open(&mut pair, 1, 2);
-    let now = pair.now;
     let server = &mut pair.server.conn;
-    assert_eq!(server.incoming_credit(inc), Some(2));
-    server.incoming_send(now, inc, b("r1")).unwrap();
-    server.incoming_send(now, inc, b("r2")).unwrap();
-    assert_eq!(
-        server.incoming_send(now, inc, b("r3")),
-        Err(SendError::NoCredit)
-    );
+    assert_eq!(server.credit(inc), Some(2));
+    server.incoming(inc).send(b("r1")).unwrap();
+    server.incoming(inc).send(b("r2")).unwrap();
+    assert_eq!(server.incoming(inc).send(b("r3")), Err(SendError::NoCredit));
     pair.drive();
     assert_eq!(pair.client.take_events().len(), 2);
     assert!(pair.server.take_events().is_empty());
 
-    pair.client.conn.stream_consumed(pair.now, id);
+    pair.client.conn.call(id).consumed();
     pair.drive();
     assert_eq!(
         pair.server.take_events(),
         vec![Event::IncomingCredit { id: inc }]
     );
-    let now = pair.now;
-    pair.server.conn.incoming_send(now, inc, b("r3")).unwrap();
+    pair.server.conn.incoming(inc).send(b("r3")).unwrap();
     // Out of credit again: the handler's result waits.
-    assert!(pair.server.conn.incoming_finish(now, inc, Ok(())));
-    assert_eq!(pair.server.conn.incoming_credit(inc), Some(0));
+    assert!(pair.server.conn.incoming(inc).finish(Ok(())));
+    assert_eq!(pair.server.conn.credit(inc), Some(0));
     assert_eq!(
-        pair.server.conn.incoming_send(now, inc, b("more")),
+        pair.server.conn.incoming(inc).send(b("more")),
         Err(SendError::Closed)
     );
     assert!(
-        !pair.server.conn.incoming_finish(now, inc, Ok(())),
+        !pair.server.conn.incoming(inc).finish(Ok(())),
         "finished once"
     );
     pair.drive();
@@ -374,13 +369,13 @@ fn callee_with_out_capacity_2_sends_3_messages_and_the_final_eof_needs_a_credit(
     );
     assert!(pair.client.conn.is_live(id));
     // One message consumed: the EOF goes out and the stream ends.
-    pair.client.conn.stream_consumed(pair.now, id);
+    pair.client.conn.call(id).consumed();
     pair.drive();
     assert_eq!(
         pair.client.take_events(),
         vec![Event::StreamEnd { id, result: Ok(()) }]
     );
-    assert!(!pair.server.conn.is_incoming_live(inc));
+    assert!(!pair.server.conn.is_live(inc));
     let s = script(&from_server(&pair), id.0);
     assert_eq!(
         &s[s.len() - 2..],
@@ -392,18 +387,14 @@ fn callee_with_out_capacity_2_sends_3_messages_and_the_final_eof_needs_a_credit(
 fn caller_eof_needs_no_credit_and_closes_the_input() {
     let mut pair = scripted(7);
     let (id, inc) = open(&mut pair, 1, 1);
-    let now = pair.now;
-    pair.client.conn.stream_send(now, id, b("x")).unwrap();
-    assert_eq!(pair.client.conn.stream_credit(id), Some(0));
-    pair.client.conn.stream_close(now, id).unwrap();
+    pair.client.conn.call(id).send(b("x")).unwrap();
+    assert_eq!(pair.client.conn.credit(id), Some(0));
+    pair.client.conn.call(id).close().unwrap();
     assert_eq!(
-        pair.client.conn.stream_send(now, id, b("y")),
+        pair.client.conn.call(id).send(b("y")),
         Err(SendError::Closed)
     );
-    assert_eq!(
-        pair.client.conn.stream_close(now, id),
-        Err(SendError::Closed)
-    );
+    assert_eq!(pair.client.conn.call(id).close(), Err(SendError::Closed));
     pair.drive();
     assert_eq!(
         pair.server.take_events(),
@@ -417,10 +408,7 @@ fn caller_eof_needs_no_credit_and_closes_the_input() {
     );
     // The stream lives on until the callee finishes.
     assert!(pair.client.conn.is_live(id));
-    pair.server
-        .conn
-        .incoming_send(pair.now, inc, b("late"))
-        .unwrap();
+    pair.server.conn.incoming(inc).send(b("late")).unwrap();
     pair.drive();
     assert_eq!(
         pair.client.take_events(),
@@ -439,37 +427,36 @@ fn stream_without_input_sends_eof_on_connect() {
     let id = pair
         .client
         .conn
-        .open_stream(now, COUNT, None, Some(b("p")), None, None)
+        .open_stream(now, OpenStream::new(COUNT).payload(b("p")))
         .unwrap();
     assert_eq!(
-        pair.client.conn.stream_send(now, id, b("x")),
+        pair.client.conn.call(id).send(b("x")),
         Err(SendError::Closed)
     );
-    assert_eq!(
-        pair.client.conn.stream_close(now, id),
-        Err(SendError::Closed)
-    );
+    assert_eq!(pair.client.conn.call(id).close(), Err(SendError::Closed));
     pair.drive();
     let connect = &from_client(&pair)[0];
     assert_eq!(connect.flags, Flags::CRC | Flags::EOF);
     pair.server
         .conn
-        .accept_stream(pair.now, IncomingId(id.0), caps(0, 1));
+        .incoming(IncomingId(id.0))
+        .accept(pair.now, caps(0, 1));
     pair.drive();
-    assert_eq!(pair.client.conn.stream_credit(id), Some(0));
+    assert_eq!(pair.client.conn.credit(id), Some(0));
     // Beyond Go (docs/protocol.md#quirk-q13-eof-on-connect): a callee that has
     // input honours EOF-on-connect.
     let now = pair.now;
     let other = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, None, None, Some(caps(0, 1)))
+        .open_stream(now, OpenStream::new(ECHO).capacities(caps(0, 1)))
         .unwrap();
     pair.drive();
     pair.server.take_events();
     pair.server
         .conn
-        .accept_stream(pair.now, IncomingId(other.0), caps(1, 1));
+        .incoming(IncomingId(other.0))
+        .accept(pair.now, caps(1, 1));
     pair.drive();
     assert_eq!(
         pair.server.take_events(),
@@ -488,11 +475,7 @@ fn count_stream_matches_go() {
         .conn
         .open_stream(
             now,
-            COUNT,
-            None,
-            Some(Bytes::from_static(b"\0\0\0\x05data")),
-            None,
-            None,
+            OpenStream::new(COUNT).payload(Bytes::from_static(b"\0\0\0\x05data")),
         )
         .unwrap();
     let mut got = Vec::new();
@@ -503,7 +486,7 @@ fn count_stream_matches_go() {
             match e {
                 Event::StreamMessage { payload, .. } => {
                     got.push(payload);
-                    pair.client.conn.stream_consumed(pair.now, id);
+                    pair.client.conn.call(id).consumed();
                 }
                 Event::StreamEnd { result, .. } => ended = Some(result),
                 other => panic!("unexpected {other:?}"),
@@ -555,11 +538,7 @@ fn callee_error_ends_the_stream_like_go() {
         .conn
         .open_stream(
             now,
-            COUNT,
-            None,
-            Some(Bytes::from_static(b"\x01\x02")),
-            None,
-            None,
+            OpenStream::new(COUNT).payload(Bytes::from_static(b"\x01\x02")),
         )
         .unwrap();
     pair.drive();
@@ -593,11 +572,11 @@ fn echo_stream_on_a_subroute_prefixes_every_answer() {
     let id = pair
         .client
         .conn
-        .open_stream(now, ECHO, Some(sub), Some(b("p:")), None, None)
+        .open_stream(now, OpenStream::new(ECHO).subroute(sub).payload(b("p:")))
         .unwrap();
     pair.drive();
-    pair.client.conn.stream_send(pair.now, id, b("1")).unwrap();
-    pair.client.conn.stream_close(pair.now, id).unwrap();
+    pair.client.conn.call(id).send(b("1")).unwrap();
+    pair.client.conn.call(id).close().unwrap();
     pair.drive();
     assert_eq!(
         pair.client.take_events(),
@@ -607,7 +586,7 @@ fn echo_stream_on_a_subroute_prefixes_every_answer() {
         }]
     );
     // The handler's EOF needs the credit back.
-    pair.client.conn.stream_consumed(pair.now, id);
+    pair.client.conn.call(id).consumed();
     pair.drive();
     assert_eq!(
         pair.client.take_events(),
@@ -627,7 +606,7 @@ fn unknown_stream_handler_is_refused_and_cleaned_up() {
     let id = pair
         .client
         .conn
-        .open_stream(now, HandlerId(77), None, None, None, None)
+        .open_stream(now, OpenStream::new(HandlerId(77)))
         .unwrap();
     pair.drive();
     assert_eq!(
@@ -698,24 +677,23 @@ fn caller_cancel_sends_a_sequenced_then_a_seq_0_disconnect() {
     let id = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, Some(b("c:")), None, None)
+        .open_stream(now, OpenStream::new(ECHO).payload(b("c:")))
         .unwrap();
     pair.drive();
-    pair.client.conn.stream_send(pair.now, id, b("1")).unwrap();
+    pair.client.conn.call(id).send(b("1")).unwrap();
     pair.drive();
     assert_eq!(pair.client.take_events().len(), 1, "the answer");
-    pair.client.conn.stream_consumed(pair.now, id);
+    pair.client.conn.call(id).consumed();
     pair.drive();
     pair.sent.clear();
 
-    assert!(pair.client.conn.cancel(pair.now, id));
+    assert!(pair.client.conn.call(id).cancel());
     assert!(!pair.client.conn.is_live(id));
-    let now = pair.now;
     assert_eq!(
-        pair.client.conn.stream_send(now, id, b("x")),
+        pair.client.conn.call(id).send(b("x")),
         Err(SendError::UnknownStream)
     );
-    assert!(!pair.client.conn.cancel(now, id));
+    assert!(!pair.client.conn.call(id).cancel());
     pair.drive();
     // Sent so far: ConnectMux 0, MuxClientMsg 1, UnblockSrvMux 2.
     assert_eq!(
@@ -738,7 +716,7 @@ fn caller_cancel_sends_a_sequenced_then_a_seq_0_disconnect() {
 fn rust_callee_sees_the_caller_cancel() {
     let mut pair = scripted(15);
     let (id, inc) = open(&mut pair, 1, 1);
-    pair.client.conn.cancel(pair.now, id);
+    pair.client.conn.call(id).cancel();
     pair.drive();
     assert_eq!(
         pair.server.take_events(),
@@ -747,12 +725,11 @@ fn rust_callee_sees_the_caller_cancel() {
             reason: CancelReason::CallerCancelled
         }]
     );
-    let now = pair.now;
     assert_eq!(
-        pair.server.conn.incoming_send(now, inc, b("x")),
+        pair.server.conn.incoming(inc).send(b("x")),
         Err(SendError::UnknownStream)
     );
-    assert!(!pair.server.conn.incoming_finish(now, inc, Ok(())));
+    assert!(!pair.server.conn.incoming(inc).finish(Ok(())));
     pair.drive();
     assert!(from_server(&pair).iter().all(|m| m.op != Op::MuxServerMsg));
 }
@@ -846,10 +823,7 @@ fn callee_rejects_a_gap_in_the_callers_sequence() {
 fn callee_rejects_a_repeated_sequence_number() {
     let mut pair = scripted(19);
     let (id, inc) = open(&mut pair, 2, 1);
-    pair.client
-        .conn
-        .stream_send(pair.now, id, b("once"))
-        .unwrap();
+    pair.client.conn.call(id).send(b("once")).unwrap();
     pair.drive();
     // The same message again, as a duplicating network would deliver it.
     let dup = from_client(&pair)
@@ -910,7 +884,7 @@ fn caller_fails_on_an_out_of_sequence_answer() {
     let req = pair
         .client
         .conn
-        .request(now, HandlerId::TEST, None, Bytes::new(), None)
+        .request(now, Request::new(HandlerId::TEST, Bytes::new()))
         .unwrap();
     pair.drive();
     pair.sent.clear();
@@ -930,10 +904,7 @@ fn caller_fails_on_an_out_of_sequence_answer() {
 fn overrunning_the_callee_window_is_handler_blocked() {
     let mut pair = scripted(21);
     let (id, inc) = open(&mut pair, 1, 1);
-    pair.client
-        .conn
-        .stream_send(pair.now, id, b("fits"))
-        .unwrap();
+    pair.client.conn.call(id).send(b("fits")).unwrap();
     pair.drive();
     // The handler has not taken it; a second message overruns InCapacity 1.
     pair.inject_to_server(forge_with(Op::MuxClientMsg, id.0, 2, b"overrun").to_bytes());
@@ -961,12 +932,13 @@ fn input_to_a_stream_without_input_is_unexpected() {
     let id = pair
         .client
         .conn
-        .open_stream(now, COUNT, None, None, None, None)
+        .open_stream(now, OpenStream::new(COUNT))
         .unwrap();
     pair.drive();
     pair.server
         .conn
-        .accept_stream(pair.now, IncomingId(id.0), caps(0, 1));
+        .incoming(IncomingId(id.0))
+        .accept(pair.now, caps(0, 1));
     pair.drive();
     pair.inject_to_server(forge_with(Op::MuxClientMsg, id.0, 1, b"x").to_bytes());
     pair.drive();
@@ -987,14 +959,13 @@ fn callee_overrunning_the_caller_buffer_is_response_blocked() {
     let id = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, None, None, Some(caps(1, 1)))
+        .open_stream(now, OpenStream::new(ECHO).capacities(caps(1, 1)))
         .unwrap();
     pair.drive();
     let inc = IncomingId(id.0);
-    pair.server.conn.accept_stream(pair.now, inc, caps(1, 3));
-    let now = pair.now;
-    pair.server.conn.incoming_send(now, inc, b("one")).unwrap();
-    pair.server.conn.incoming_send(now, inc, b("two")).unwrap();
+    pair.server.conn.incoming(inc).accept(pair.now, caps(1, 3));
+    pair.server.conn.incoming(inc).send(b("one")).unwrap();
+    pair.server.conn.incoming(inc).send(b("two")).unwrap();
     pair.drive();
     assert_eq!(
         pair.client.take_events(),
@@ -1026,18 +997,16 @@ fn callee_overrunning_the_caller_buffer_is_response_blocked() {
 fn both_sides_only_sending_is_reported_as_a_stall() {
     let mut pair = scripted(24);
     let (id, inc) = open(&mut pair, 1, 1);
-    let now = pair.now;
-    pair.client.conn.stream_send(now, id, b("c1")).unwrap();
-    pair.server.conn.incoming_send(now, inc, b("s1")).unwrap();
+    pair.client.conn.call(id).send(b("c1")).unwrap();
+    pair.server.conn.incoming(inc).send(b("s1")).unwrap();
     pair.drive();
     // Neither application consumes; both want to send again.
-    let now = pair.now;
     assert_eq!(
-        pair.client.conn.stream_send(now, id, b("c2")),
+        pair.client.conn.call(id).send(b("c2")),
         Err(SendError::NoCredit)
     );
     assert_eq!(
-        pair.server.conn.incoming_send(now, inc, b("s2")),
+        pair.server.conn.incoming(inc).send(b("s2")),
         Err(SendError::NoCredit)
     );
     pair.drive();
@@ -1065,22 +1034,19 @@ fn both_sides_only_sending_is_reported_as_a_stall() {
     );
     // Reported once per episode.
     assert_eq!(
-        pair.client.conn.stream_send(now, id, b("c2")),
+        pair.client.conn.call(id).send(b("c2")),
         Err(SendError::NoCredit)
     );
     pair.drive();
     assert!(pair.client.take_events().is_empty());
     // One side consumes: the deadlock dissolves.
-    pair.client.conn.stream_consumed(pair.now, id);
+    pair.client.conn.call(id).consumed();
     pair.drive();
     assert_eq!(
         pair.server.take_events(),
         vec![Event::IncomingCredit { id: inc }]
     );
-    pair.server
-        .conn
-        .incoming_send(pair.now, inc, b("s2"))
-        .unwrap();
+    pair.server.conn.incoming(inc).send(b("s2")).unwrap();
 }
 
 #[test]
@@ -1089,11 +1055,10 @@ fn one_way_traffic_is_no_stall() {
     let (id, inc) = open(&mut pair, 1, 1);
     // The callee is out of credit but the caller consumes nothing and
     // sends nothing: only the callee waits, which is flow control.
-    let now = pair.now;
-    pair.server.conn.incoming_send(now, inc, b("s1")).unwrap();
+    pair.server.conn.incoming(inc).send(b("s1")).unwrap();
     pair.drive();
     assert_eq!(
-        pair.server.conn.incoming_send(pair.now, inc, b("s2")),
+        pair.server.conn.incoming(inc).send(b("s2")),
         Err(SendError::NoCredit)
     );
     pair.drive();
@@ -1111,7 +1076,7 @@ fn one_way_traffic_is_no_stall() {
             .iter()
             .any(|e| matches!(e, Event::StreamStalled { .. }))
     );
-    assert_eq!(pair.client.conn.stream_credit(id), Some(1));
+    assert_eq!(pair.client.conn.credit(id), Some(1));
 }
 
 #[test]
@@ -1123,9 +1088,9 @@ fn caller_eof_before_the_ack_reaches_the_handler_after_accept() {
     let id = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, Some(b("all at once")), None, None)
+        .open_stream(now, OpenStream::new(ECHO).payload(b("all at once")))
         .unwrap();
-    pair.client.conn.stream_close(now, id).unwrap();
+    pair.client.conn.call(id).close().unwrap();
     pair.drive();
     assert_eq!(pair.sent.len(), 1, "one merged frame");
     assert_eq!(
@@ -1133,22 +1098,19 @@ fn caller_eof_before_the_ack_reaches_the_handler_after_accept() {
         vec![(Op::ConnectMux, 0), (Op::MuxClientMsg, 1)]
     );
     let inc = IncomingId(id.0);
-    assert!(pair.server.conn.is_incoming_live(inc));
+    assert!(pair.server.conn.is_live(inc));
     assert_eq!(pair.server.take_events().len(), 1, "only the opening");
     // The handler starts later and learns at once that no input follows.
-    assert!(pair.server.conn.accept_stream(pair.now, inc, caps(1, 1)));
+    assert!(pair.server.conn.incoming(inc).accept(pair.now, caps(1, 1)));
     pair.drive();
     assert_eq!(
         pair.server.take_events(),
         vec![Event::IncomingInputEnd { id: inc }]
     );
-    pair.server
-        .conn
-        .incoming_send(pair.now, inc, b("r"))
-        .unwrap();
+    pair.server.conn.incoming(inc).send(b("r")).unwrap();
     pair.drive();
-    pair.client.conn.stream_consumed(pair.now, id);
-    pair.server.conn.incoming_finish(pair.now, inc, Ok(()));
+    pair.client.conn.call(id).consumed();
+    pair.server.conn.incoming(inc).finish(Ok(()));
     pair.drive();
     assert_eq!(
         pair.client.take_events(),
@@ -1165,7 +1127,7 @@ fn caller_eof_before_the_ack_reaches_the_handler_after_accept() {
     let other = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, None, None, None)
+        .open_stream(now, OpenStream::new(ECHO))
         .unwrap();
     pair.drive();
     pair.inject_to_server(forge_with(Op::MuxClientMsg, other.0, 1, b"too soon").to_bytes());

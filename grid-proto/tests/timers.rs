@@ -12,7 +12,8 @@ use common::*;
 use grid_proto::sim::{CLIENT_HOST, Pair, RefPeer, SERVER_HOST};
 use grid_proto::{
     CallError, CallId, CancelReason, Config, DisconnectReason, Event, Flags, HandlerId, IncomingId,
-    Op, PingPayload, PongPayload, STREAM_LIVENESS_TIMEOUT, STREAM_PING_INTERVAL, State, Timestamp,
+    Op, OpenStream, PingPayload, PongPayload, Request, STREAM_LIVENESS_TIMEOUT,
+    STREAM_PING_INTERVAL, State, Timestamp,
 };
 
 /// Client opens an echo stream (InCapacity 1, OutCapacity 1, no deadline
@@ -22,11 +23,20 @@ fn open(pair: &mut Pair, deadline: Option<std::time::Duration>) -> (CallId, Inco
     let id = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, None, deadline.map(|d| now + d), None)
+        .open_stream(
+            now,
+            OpenStream {
+                handler: ECHO,
+                subroute: None,
+                payload: None,
+                deadline: deadline.map(|d| now + d),
+                capacities: None,
+            },
+        )
         .unwrap();
     pair.drive();
     let inc = IncomingId(id.0);
-    assert!(pair.server.conn.accept_stream(pair.now, inc, caps(1, 1)));
+    assert!(pair.server.conn.incoming(inc).accept(pair.now, caps(1, 1)));
     pair.drive();
     pair.client.take_events();
     pair.server.take_events();
@@ -188,7 +198,7 @@ fn caller_pings_its_stream_every_15s_and_the_callee_answers() {
     let opened = t0;
     pair.advance(secs(120));
     assert!(pair.client.conn.is_live(id));
-    assert!(pair.server.conn.is_incoming_live(inc));
+    assert!(pair.server.conn.is_live(inc));
     assert!(pair.client.take_events().is_empty());
     assert!(pair.server.take_events().is_empty());
 
@@ -233,7 +243,7 @@ fn ping_for_a_stream_the_callee_lost_ends_it_as_remote_terminated() {
     let (id, inc) = open(&mut pair, None);
     // The callee finishes, but its final messages are lost.
     pair.blackhole_to_client = true;
-    pair.server.conn.incoming_finish(pair.now, inc, Ok(()));
+    pair.server.conn.incoming(inc).finish(Ok(()));
     pair.drive();
     pair.blackhole_to_client = false;
     let log = Log::default();
@@ -313,7 +323,7 @@ fn callee_reaps_a_stream_whose_caller_stopped_pinging() {
     pair.server.set_app(server_log.clone());
     // The caller abandons the stream and its cancellation is lost.
     pair.blackhole_to_server = true;
-    assert!(pair.client.conn.cancel(pair.now, id));
+    assert!(pair.client.conn.call(id).cancel());
     pair.drive();
     pair.blackhole_to_server = false;
     assert!(wire(&pair).iter().any(|w| w.dropped));
@@ -323,7 +333,7 @@ fn callee_reaps_a_stream_whose_caller_stopped_pinging() {
     // (docs/protocol.md#quirk-q17-idle-resolution).
     let reaped = accepted + secs(75);
     pair.advance(reaped - pair.now - NS);
-    assert!(pair.server.conn.is_incoming_live(inc));
+    assert!(pair.server.conn.is_live(inc));
     pair.advance(NS);
     assert_eq!(
         server_log.entries(),
@@ -350,15 +360,15 @@ fn stream_ping_before_the_callee_accepts_keeps_the_stream() {
     let id = pair
         .client
         .conn
-        .open_stream(now, ECHO, None, None, None, None)
+        .open_stream(now, OpenStream::new(ECHO))
         .unwrap();
     // The handler takes 20 s to be ready: the first mux ping (15 s)
     // arrives before the ack (Go acks before starting the handler, but a
     // Rust application may accept late).
     pair.advance(secs(20));
     let inc = IncomingId(id.0);
-    assert!(pair.server.conn.is_incoming_live(inc));
-    assert!(pair.server.conn.accept_stream(pair.now, inc, caps(1, 1)));
+    assert!(pair.server.conn.is_live(inc));
+    assert!(pair.server.conn.incoming(inc).accept(pair.now, caps(1, 1)));
     pair.advance(secs(60));
     assert!(pair.client.conn.is_live(id), "{:#?}", pair.client.events);
     let pongs: Vec<_> = from_server(&pair)
@@ -372,7 +382,8 @@ fn stream_ping_before_the_callee_accepts_keeps_the_stream() {
     }
     pair.client
         .conn
-        .stream_send(pair.now, id, b"x".as_slice().into())
+        .call(id)
+        .send(b"x".as_slice().into())
         .unwrap();
     pair.drive();
     assert!(
@@ -423,7 +434,7 @@ fn caller_stream_deadline_cancels_at_the_exact_instant() {
     let id = pair
         .client
         .conn
-        .open_stream(t0, ECHO, None, None, Some(t0 + secs(5)), None)
+        .open_stream(t0, OpenStream::new(ECHO).deadline(t0 + secs(5)))
         .unwrap();
     pair.advance(secs(5) - NS);
     assert!(pair.client.conn.is_live(id));
@@ -508,13 +519,14 @@ fn each_call_arms_only_the_timers_it_needs() {
     let req = pair
         .client
         .conn
-        .request(now, HandlerId::TEST, None, Bytes::new(), None)
+        .request(now, Request::new(HandlerId::TEST, Bytes::new()))
         .unwrap();
     pair.drive();
     assert_eq!(timers(&pair), (1, 1));
     pair.server
         .conn
-        .respond(pair.now, IncomingId(req.0), Ok(None));
+        .incoming(IncomingId(req.0))
+        .respond(Ok(None));
     pair.drive();
     assert_eq!(timers(&pair), (0, 0));
 
@@ -530,7 +542,7 @@ fn each_call_arms_only_the_timers_it_needs() {
     for (deadline, want) in cases {
         let (id, _inc) = open(&mut pair, deadline);
         assert_eq!(timers(&pair), want, "deadline {deadline:?}");
-        pair.client.conn.cancel(pair.now, id);
+        pair.client.conn.call(id).cancel();
         pair.drive();
         assert_eq!(timers(&pair), (0, 0));
     }

@@ -12,13 +12,13 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 
 use crate::config::Capacities;
-use crate::connection::State;
 use crate::driver::mailbox::Mailbox;
 use crate::driver::runtime::BoxFuture;
 use crate::driver::stream::{StreamKey, StreamReceiver, StreamSender, StreamShared};
 use crate::error::CallError;
 use crate::handler::HandlerId;
 use crate::redial::DialFailure;
+use crate::state::State;
 use crate::stats::Stats;
 use crate::subroute::{SubrouteId, join_route};
 

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use futures_util::future::{AbortHandle, Abortable, FutureExt};
 use tracing::{debug, error, info, warn};
 
-use crate::connection::State;
 use crate::driver::conn::Command;
 use crate::driver::isolate;
 use crate::driver::registry::{Route, StreamCall};
@@ -23,6 +22,8 @@ use crate::driver::trace::{CallKind, Outcome};
 use crate::error::{CallError, CancelReason, DisconnectReason, SendError};
 use crate::event::{CallId, Event, IncomingId};
 use crate::handler::HandlerId;
+use crate::outgoing::{OpenStream, Request};
+use crate::state::State;
 
 impl<R: Runtime> ConnTask<R> {
     // ---- commands from handles and handler tasks ----
@@ -38,35 +39,27 @@ impl<R: Runtime> ConnTask<R> {
                 deadline,
                 reply,
             } => {
-                let size = payload.len();
-                match self.core.request(
-                    now,
+                let size = Some(payload.len());
+                let request = Request {
                     handler,
                     subroute,
                     payload,
-                    deadline.map(|d| d.at(now)),
-                ) {
+                    deadline: deadline.map(|d| d.at(now)),
+                };
+                let route = route.as_ref();
+                match self.core.request(now, request) {
                     Ok(id) => {
                         let key = StreamKey::Call(id.0);
                         let kind = CallKind::Request;
-                        let route = route.as_ref();
-                        let (sub, len) = (subroute, Some(size));
-                        self.trace.start(key, kind, handler, route, sub, now, len);
+                        self.trace
+                            .start(key, kind, handler, route, subroute, now, size);
                         self.calls.insert(id.0, (ticket, reply));
                         self.tickets.insert(ticket, id.0);
                     }
                     Err(e) => {
-                        self.trace.refused(
-                            CallKind::Request,
-                            handler,
-                            route.as_ref(),
-                            subroute,
-                            now,
-                            Some(size),
-                            &e,
-                            &self.shared,
-                            &self.core,
-                        );
+                        let (kind, conn, core) = (CallKind::Request, &self.shared, &self.core);
+                        self.trace
+                            .refused(kind, handler, route, subroute, now, size, &e, conn, core);
                         let _ = reply.send(Err(e));
                     }
                 }
@@ -74,8 +67,8 @@ impl<R: Runtime> ConnTask<R> {
             Command::CancelRequest { ticket } => {
                 if let Some(id) = self.tickets.remove(&ticket) {
                     self.calls.remove(&id);
-                    self.core.cancel(now, CallId(id));
-                    self.trace_end(StreamKey::Call(id), now, Outcome::Cancelled);
+                    self.core.call(CallId(id)).cancel();
+                    self.trace_end(StreamKey::Call(id), Outcome::Cancelled);
                 }
             }
             Command::OpenStream {
@@ -91,43 +84,41 @@ impl<R: Runtime> ConnTask<R> {
                     capacities.or_else(|| self.mgr.registry.capacities(handler, subroute.as_ref()));
                 let deadline = deadline.map(|d| d.at(now));
                 let size = payload.as_ref().map(Bytes::len);
-                match self
-                    .core
-                    .open_stream(now, handler, subroute, payload, deadline, caps)
-                {
+                let route = route.as_ref();
+                match self.core.open_stream(
+                    now,
+                    OpenStream {
+                        handler,
+                        subroute,
+                        payload,
+                        deadline,
+                        capacities: caps,
+                    },
+                ) {
                     Ok(id) => {
                         let window = caps.map_or(0, |c| c.in_capacity as usize);
                         let key = StreamKey::Call(id.0);
                         let kind = CallKind::Stream;
-                        let route = route.as_ref();
                         self.trace
                             .start(key, kind, handler, route, subroute, now, size);
                         let shared = StreamShared::new(key, Arc::clone(&self.shared), window);
                         if reply.send(Ok(Arc::clone(&shared))).is_err() {
                             // The opener went away before it got the stream.
-                            self.core.cancel(now, id);
-                            self.trace_end(key, now, Outcome::Cancelled);
+                            self.core.call(id).cancel();
+                            self.trace_end(key, Outcome::Cancelled);
                         } else {
                             self.streams.insert(key, shared);
                         }
                     }
                     Err(e) => {
-                        self.trace.refused(
-                            CallKind::Stream,
-                            handler,
-                            route.as_ref(),
-                            subroute,
-                            now,
-                            size,
-                            &e,
-                            &self.shared,
-                            &self.core,
-                        );
+                        let (kind, conn, core) = (CallKind::Stream, &self.shared, &self.core);
+                        self.trace
+                            .refused(kind, handler, route, subroute, now, size, &e, conn, core);
                         let _ = reply.send(Err(e));
                     }
                 }
             }
-            Command::Poke(key) => self.sync_stream(now, key),
+            Command::Poke(key) => self.sync_stream(key),
             Command::Respond { id, result } => {
                 self.handlers.remove(&id);
                 let key = StreamKey::Incoming(id);
@@ -135,17 +126,17 @@ impl<R: Runtime> ConnTask<R> {
                     Ok(response) => {
                         self.trace
                             .sent(key, response.as_ref().map_or(0, Bytes::len));
-                        self.trace_end(key, now, Outcome::Ok);
+                        self.trace_end(key, Outcome::Ok);
                     }
-                    Err(text) => self.trace_end(key, now, Outcome::Handler(text)),
+                    Err(text) => self.trace_end(key, Outcome::Handler(text)),
                 }
-                self.core.respond(now, IncomingId(id), result);
+                self.core.incoming(IncomingId(id)).respond(result);
             }
             Command::HandlerDone { id, result } => {
                 self.handlers.remove(&id);
                 if let Some(s) = self.streams.get(&StreamKey::Incoming(id)) {
                     s.lock().finish = Some(result);
-                    self.sync_stream(now, StreamKey::Incoming(id));
+                    self.sync_stream(StreamKey::Incoming(id));
                 }
             }
             Command::Shutdown => self.shutdown(now),
@@ -154,7 +145,7 @@ impl<R: Runtime> ConnTask<R> {
 
     /// Moves a stream's queued messages onto the wire as credit allows, and
     /// applies its EOF, consumed count, finish and abandonment.
-    fn sync_stream(&mut self, now: Instant, key: StreamKey) {
+    fn sync_stream(&mut self, key: StreamKey) {
         let Some(shared) = self.streams.get(&key).cloned() else {
             return;
         };
@@ -165,19 +156,16 @@ impl<R: Runtime> ConnTask<R> {
         // sends them in that order (the sequence numbers show it).
         for _ in 0..std::mem::take(&mut st.consumed) {
             match key {
-                StreamKey::Call(id) => self.core.stream_consumed(now, CallId(id)),
-                StreamKey::Incoming(id) => self.core.incoming_consumed(now, IncomingId(id)),
+                StreamKey::Call(id) => self.core.call(CallId(id)).consumed(),
+                StreamKey::Incoming(id) => self.core.incoming(IncomingId(id)).consumed(),
             }
         }
         let mut moved = false;
         while let Some(payload) = st.outq.pop_front() {
             let len = payload.len();
             let sent = match key {
-                StreamKey::Call(id) => self.core.stream_send(now, CallId(id), payload.clone()),
-                StreamKey::Incoming(id) => {
-                    self.core
-                        .incoming_send(now, IncomingId(id), payload.clone())
-                }
+                StreamKey::Call(id) => self.core.call(CallId(id)).send(payload.clone()),
+                StreamKey::Incoming(id) => self.core.incoming(IncomingId(id)).send(payload.clone()),
             };
             match sent {
                 Ok(()) => {
@@ -206,12 +194,12 @@ impl<R: Runtime> ConnTask<R> {
                 if st.abandoned && st.end.is_none() {
                     // Both halves are gone: a cancellation, not the end of
                     // input the sender's drop asked for.
-                    self.core.cancel(now, CallId(id));
-                    self.trace_end(key, now, Outcome::Cancelled);
+                    self.core.call(CallId(id)).cancel();
+                    self.trace_end(key, Outcome::Cancelled);
                     remove = true;
                 } else if st.close_requested && st.outq.is_empty() {
                     st.close_requested = false;
-                    let _ = self.core.stream_close(now, CallId(id));
+                    let _ = self.core.call(CallId(id)).close();
                 }
             }
             StreamKey::Incoming(id) => {
@@ -223,8 +211,8 @@ impl<R: Runtime> ConnTask<R> {
                         Ok(()) => Outcome::Ok,
                         Err(text) => Outcome::Handler(text),
                     };
-                    self.trace_end(key, now, outcome);
-                    self.core.incoming_finish(now, IncomingId(id), result);
+                    self.trace_end(key, outcome);
+                    self.core.incoming(IncomingId(id)).finish(result);
                     remove = true;
                 }
             }
@@ -305,9 +293,9 @@ impl<R: Runtime> ConnTask<R> {
                         Ok(response) => {
                             let len = response.as_ref().map_or(0, Bytes::len);
                             self.trace.received(key, len);
-                            self.trace_end(key, now, Outcome::Ok);
+                            self.trace_end(key, Outcome::Ok);
                         }
-                        Err(e) => self.trace_end(key, now, Outcome::Failed(e)),
+                        Err(e) => self.trace_end(key, Outcome::Failed(e)),
                     }
                     let _ = reply.send(result);
                 }
@@ -320,13 +308,13 @@ impl<R: Runtime> ConnTask<R> {
                     st.wake_receiver();
                 }
             }
-            Event::StreamCredit { id } => self.sync_stream(now, StreamKey::Call(id.0)),
+            Event::StreamCredit { id } => self.sync_stream(StreamKey::Call(id.0)),
             Event::StreamEnd { id, result } => {
                 let outcome = match &result {
                     Ok(()) => Outcome::Ok,
                     Err(e) => Outcome::Failed(e),
                 };
-                self.trace_end(StreamKey::Call(id.0), now, outcome);
+                self.trace_end(StreamKey::Call(id.0), outcome);
                 if let Some(s) = self.streams.remove(&StreamKey::Call(id.0)) {
                     s.lock().end(result);
                 }
@@ -343,7 +331,7 @@ impl<R: Runtime> ConnTask<R> {
                 let kind = CallKind::Request;
                 self.trace
                     .start(key, kind, handler, None, subroute, now, size);
-                self.start_single_handler(now, id, handler, Route::of(handler, subroute), payload)
+                self.start_single_handler(id, handler, Route::of(handler, subroute), payload)
             }
             Event::IncomingStream {
                 id,
@@ -378,10 +366,10 @@ impl<R: Runtime> ConnTask<R> {
                     st.wake_receiver();
                 }
             }
-            Event::IncomingCredit { id } => self.sync_stream(now, StreamKey::Incoming(id.0)),
+            Event::IncomingCredit { id } => self.sync_stream(StreamKey::Incoming(id.0)),
             Event::IncomingCancelled { id, reason } => {
                 debug!(remote = %self.shared.remote, id = id.0, %reason, "incoming call cancelled");
-                self.trace_end(StreamKey::Incoming(id.0), now, Outcome::Ended(&reason));
+                self.trace_end(StreamKey::Incoming(id.0), Outcome::Ended(&reason));
                 if let Some(h) = self.handlers.remove(&id.0) {
                     h.abort();
                 }
@@ -419,9 +407,13 @@ impl<R: Runtime> ConnTask<R> {
 
     /// Spawns `work` as the handler task of incoming call `id`; it can be
     /// aborted when the call is cancelled.
-    /// Hands a finished call's record to the trace hook, if one is set.
-    fn trace_end(&mut self, key: StreamKey, now: Instant, outcome: Outcome<'_>) {
-        self.trace.end(key, now, outcome, &self.shared, &self.core);
+    /// Hands a finished call's record to the trace hook, if one is set (the
+    /// clock is read only then).
+    fn trace_end(&mut self, key: StreamKey, outcome: Outcome<'_>) {
+        if self.trace.is_on() {
+            let now = self.rt.now();
+            self.trace.end(key, now, outcome, &self.shared, &self.core);
+        }
     }
 
     fn spawn_handler(
@@ -447,15 +439,14 @@ impl<R: Runtime> ConnTask<R> {
 
     fn start_single_handler(
         &mut self,
-        now: Instant,
         id: IncomingId,
         handler: HandlerId,
         route: Route,
         payload: Option<Bytes>,
     ) {
         let Some(handler_fn) = self.mgr.registry.single(route) else {
-            self.core.reject_unknown_handler(now, id);
-            self.trace_end(StreamKey::Incoming(id.0), now, Outcome::NoHandler);
+            self.core.incoming(id).reject_unknown_handler();
+            self.trace_end(StreamKey::Incoming(id.0), Outcome::NoHandler);
             return;
         };
         // Go's text for a panic in a single-request handler.
@@ -475,8 +466,8 @@ impl<R: Runtime> ConnTask<R> {
             Err(text) => {
                 log_panic(&remote, handler, &text);
                 let text = failed(&text);
-                self.trace_end(StreamKey::Incoming(id.0), now, Outcome::Handler(&text));
-                self.core.respond(now, id, Err(text));
+                self.trace_end(StreamKey::Incoming(id.0), Outcome::Handler(&text));
+                self.core.incoming(id).respond(Err(text));
             }
         }
     }
@@ -491,11 +482,11 @@ impl<R: Runtime> ConnTask<R> {
         deadline: Option<Instant>,
     ) {
         let Some(entry) = self.mgr.registry.stream(route) else {
-            self.core.reject_unknown_handler(now, id);
-            self.trace_end(StreamKey::Incoming(id.0), now, Outcome::NoHandler);
+            self.core.incoming(id).reject_unknown_handler();
+            self.trace_end(StreamKey::Incoming(id.0), Outcome::NoHandler);
             return;
         };
-        if !self.core.accept_stream(now, id, entry.capacities) {
+        if !self.core.incoming(id).accept(now, entry.capacities) {
             return;
         }
         let key = StreamKey::Incoming(id.0);
@@ -534,7 +525,7 @@ impl<R: Runtime> ConnTask<R> {
         }
         // The core may already hold input for it (EOF-on-connect), or the
         // handler already failed.
-        self.sync_stream(now, key);
+        self.sync_stream(key);
     }
 }
 

@@ -22,7 +22,7 @@ use tungstenite::http::{HeaderValue, StatusCode};
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::config::{Backoff, Capacities, CapacityTable, Config};
-use crate::connection::{Connection as Core, State};
+use crate::connection::Connection as Core;
 use crate::dial::should_dial;
 use crate::driver::conn::{ConnShared, Connection};
 use crate::driver::isolate;
@@ -35,10 +35,13 @@ use crate::driver::runtime::Runtime;
 use crate::driver::task::{ConnTask, Incoming};
 use crate::driver::trace::TraceFn;
 use crate::handler::HandlerId;
-use crate::handshake::{HandshakeError, check_connect, rejection_frame};
+use crate::handshake::{HandshakeError, IncomingHandshake};
 use crate::payload::InstanceId;
+use crate::state::State;
 use crate::stats::{Stats, StatsTotal};
 use crate::time::Timestamp;
+use crate::upgrade;
+pub use crate::upgrade::{DEFAULT_ROUTE, LOCK_ROUTE, MAX_HTTP_CLOCK_SKEW, UpgradeError, ws_url};
 
 /// The check of an incoming upgrade request, as a tungstenite server
 /// callback (see [`Manager::upgrade_check`]).
@@ -64,7 +67,8 @@ impl<R: Runtime> Callback for UpgradeCheck<'_, R> {
                 // A bare status, as MinIO answers: the reason is logged and
                 // counted here, not told to whoever knocked.
                 let mut refusal = ErrorResponse::new(None);
-                *refusal.status_mut() = e.status();
+                *refusal.status_mut() =
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
                 Err(refusal)
             }
         }
@@ -73,13 +77,6 @@ impl<R: Runtime> Callback for UpgradeCheck<'_, R> {
 
 /// How much tungstenite reads (and zero-fills) per read call.
 const READ_BUFFER_SIZE: usize = 16 * 1024;
-
-/// MinIO's grid route.
-pub const DEFAULT_ROUTE: &str = "/minio/grid/v1";
-/// MinIO's lock grid route.
-pub const LOCK_ROUTE: &str = "/minio/grid/lock/v1";
-/// Most clock skew the HTTP upgrade check tolerates (MinIO's 15 minutes).
-pub const MAX_HTTP_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 
 /// Produces the token for an outgoing connection to the given host.
 pub type AuthFn = Arc<dyn Fn(&str) -> String + Send + Sync>;
@@ -188,44 +185,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Why an incoming upgrade request was refused (answer 403, or 404 for a
-/// wrong path).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum UpgradeError {
-    /// Not this grid's route.
-    WrongPath(String),
-    /// No `Authorization` header, or an empty one.
-    MissingToken,
-    /// The token check failed.
-    BadToken(String),
-    /// `X-Minio-Time` missing, malformed, or more than 15 minutes off.
-    BadTime(String),
-}
-
-impl UpgradeError {
-    /// The HTTP status to answer with.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            UpgradeError::WrongPath(_) => StatusCode::NOT_FOUND,
-            _ => StatusCode::FORBIDDEN,
-        }
-    }
-}
-
-impl fmt::Display for UpgradeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UpgradeError::WrongPath(p) => write!(f, "not a grid route: {p}"),
-            UpgradeError::MissingToken => f.write_str("missing bearer token"),
-            UpgradeError::BadToken(e) => write!(f, "invalid token: {e}"),
-            UpgradeError::BadTime(e) => write!(f, "bad X-Minio-Time: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for UpgradeError {}
-
 /// Why an incoming connection was not taken.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -274,12 +233,11 @@ impl ManagerShared {
         let url =
             ws_url(remote, &self.options.route).ok_or_else(|| format!("bad host {remote}"))?;
         let mut req = url.into_client_request().map_err(|e| e.to_string())?;
-        let headers = req.headers_mut();
-        let bearer =
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
-        headers.insert("Authorization", bearer);
-        let nanos = Timestamp::from_system_time(wall).unix_nanos();
-        headers.insert("X-Minio-Time", HeaderValue::from(nanos));
+        let wall = Timestamp::from_system_time(wall);
+        for (name, value) in upgrade::dial_headers(token, wall) {
+            let value = HeaderValue::from_str(&value).map_err(|e| e.to_string())?;
+            req.headers_mut().insert(name, value);
+        }
         Ok(req)
     }
 
@@ -295,22 +253,6 @@ impl ManagerShared {
             .write_buffer_size(128 * 1024)
             .max_write_buffer_size(usize::MAX)
     }
-}
-
-/// `http://h` → `ws://h/route`, `https://h` → `wss://h/route`.
-pub fn ws_url(host: &str, route: &str) -> Option<String> {
-    let rest = host
-        .strip_prefix("http://")
-        .map(|r| ("ws://", r))
-        .or_else(|| host.strip_prefix("https://").map(|r| ("wss://", r)))
-        .or_else(|| host.strip_prefix("ws://").map(|r| ("ws://", r)))
-        .or_else(|| host.strip_prefix("wss://").map(|r| ("wss://", r)))?;
-    Some(format!(
-        "{}{}{}",
-        rest.0,
-        rest.1.trim_end_matches('/'),
-        route
-    ))
 }
 
 struct Peer<R: Runtime> {
@@ -646,36 +588,16 @@ impl<R: Runtime> Manager<R> {
         request: &tungstenite::http::Request<B>,
     ) -> Result<(), UpgradeError> {
         let opts = &self.inner.shared.options;
-        if request.uri().path() != opts.route {
-            return Err(UpgradeError::WrongPath(request.uri().path().to_owned()));
-        }
-        let header = request
-            .headers()
-            .get("Authorization")
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| UpgradeError::BadToken("not text".into()))
-            })
-            .transpose()?
-            .filter(|v| !v.is_empty())
-            .ok_or(UpgradeError::MissingToken)?;
-        validate(opts, bearer_token(header)).map_err(UpgradeError::BadToken)?;
-        if opts.check_upgrade_time {
-            let ns: i64 = request
-                .headers()
-                .get("X-Minio-Time")
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| UpgradeError::BadTime("missing".into()))?
-                .parse()
-                .map_err(|_| UpgradeError::BadTime("not a number".into()))?;
-            let theirs = Timestamp::from_unix_nanos(ns);
-            let ours = Timestamp::from_system_time(self.inner.rt.wall());
-            let skew = ours.abs_diff(theirs);
-            if skew > MAX_HTTP_CLOCK_SKEW {
-                return Err(UpgradeError::BadTime(format!("clock differs by {skew:?}")));
-            }
-        }
-        Ok(())
+        let header = |name| request.headers().get(name).map(HeaderValue::as_bytes);
+        let checked = upgrade::UpgradeRequest {
+            path: request.uri().path(),
+            authorization: header(upgrade::AUTHORIZATION),
+            minio_time: header(upgrade::MINIO_TIME),
+        };
+        let clock = opts
+            .check_upgrade_time
+            .then(|| Timestamp::from_system_time(self.inner.rt.wall()));
+        upgrade::check_upgrade(&checked, &opts.route, clock, |t| validate(opts, t))
     }
 
     /// The upgrade callback for tungstenite's `accept_hdr_async`: runs
@@ -692,11 +614,37 @@ impl<R: Runtime> Manager<R> {
             self.start();
         }
         let rt = &self.inner.rt;
-        let deadline = rt.now() + self.inner.shared.options.handshake_timeout;
-        let first = loop {
+        let shared = &self.inner.shared;
+        let mut handshake = IncomingHandshake::new(
+            rt.now(),
+            shared.options.handshake_timeout,
+            &shared.local,
+            self.inner.instance_id,
+        );
+        // The core decides on the first binary frame or at its deadline;
+        // other WebSocket messages are skipped (Go reads on past them).
+        let (outcome, first) = loop {
+            let Some(deadline) = handshake.poll_timeout() else {
+                let outcome = handshake.poll_outcome();
+                break (
+                    outcome.unwrap_or(Err(HandshakeError::Timeout)),
+                    Bytes::new(),
+                );
+            };
             let next = select(socket.next(), Box::pin(rt.sleep_until(deadline))).await;
             match next {
-                Either::Left((Some(Ok(WsMessage::Binary(frame))), _)) => break frame,
+                Either::Left((Some(Ok(WsMessage::Binary(frame))), _)) => {
+                    let wall = Timestamp::from_system_time(rt.wall());
+                    handshake.handle_frame(
+                        &frame,
+                        wall,
+                        |h| self.inner.peers.contains_key(h),
+                        |t| validate(&shared.options, t),
+                    );
+                    if let Some(outcome) = handshake.poll_outcome() {
+                        break (outcome, frame);
+                    }
+                }
                 Either::Left((Some(Ok(WsMessage::Close(_))) | None, _)) => {
                     return Err(AcceptError::Transport("closed before connect".into()));
                 }
@@ -704,24 +652,17 @@ impl<R: Runtime> Manager<R> {
                 Either::Left((Some(Err(e)), _)) => {
                     return Err(AcceptError::Transport(e.to_string()));
                 }
-                Either::Right(_) => return Err(AcceptError::Timeout),
+                Either::Right(_) => handshake.handle_timeout(rt.now()),
             }
         };
-        let shared = &self.inner.shared;
-        let wall = Timestamp::from_system_time(rt.wall());
-        let checked = check_connect(
-            &first,
-            &shared.local,
-            wall,
-            |h| self.inner.peers.contains_key(h),
-            |t| validate(&shared.options, t),
-        );
-        let req = match checked {
+        let req = match outcome {
             Ok(req) => req,
+            Err(HandshakeError::Timeout) => return Err(AcceptError::Timeout),
             Err(e) => {
                 shared.refusals.record("handshake", e.to_string());
-                let reject = rejection_frame(self.inner.instance_id, &e);
-                let _ = socket.send(WsMessage::Binary(reject)).await;
+                if let Some(reject) = handshake.poll_transmit() {
+                    let _ = socket.send(WsMessage::Binary(reject)).await;
+                }
                 let _ = socket.close().await;
                 return Err(AcceptError::Handshake(e));
             }
@@ -769,17 +710,6 @@ impl<R: Runtime> Manager<R> {
     }
 }
 
-/// The token of an `Authorization` header as MinIO's extractor takes it:
-/// after a case-insensitive `Bearer ` prefix, else the whole value. Only
-/// that one space goes: `Bearer  t` gives ` t`, which no token check
-/// accepts.
-pub(crate) fn bearer_token(header: &str) -> &str {
-    match header.get(..7) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => &header[7..],
-        _ => header,
-    }
-}
-
 /// Runs the application's token check; a panic in it refuses the token.
 fn validate(options: &Options, token: &str) -> Result<(), String> {
     isolate::call(|| (options.validate_token)(token)).unwrap_or_else(|panic| {
@@ -800,38 +730,4 @@ fn _accept_is_send<R: Runtime>(
     s: R::Socket,
 ) -> impl Future<Output = Result<(), AcceptError>> + Send + '_ {
     m.accept(s)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ws_url_follows_go() {
-        assert_eq!(
-            ws_url("http://10.0.0.2:9000", DEFAULT_ROUTE).unwrap(),
-            "ws://10.0.0.2:9000/minio/grid/v1"
-        );
-        assert_eq!(
-            ws_url("https://a:1/", LOCK_ROUTE).unwrap(),
-            "wss://a:1/minio/grid/lock/v1"
-        );
-        assert_eq!(ws_url("ftp://a", DEFAULT_ROUTE), None);
-    }
-
-    #[test]
-    fn bearer_prefix_as_minio_strips_it() {
-        assert_eq!(bearer_token("Bearer abc"), "abc");
-        assert_eq!(bearer_token("bearer abc"), "abc");
-        assert_eq!(bearer_token("BEARER abc"), "abc");
-        // A bare token is taken whole.
-        assert_eq!(bearer_token("abc.def.ghi"), "abc.def.ghi");
-        // Only one space goes.
-        assert_eq!(bearer_token("Bearer  abc"), " abc");
-        assert_eq!(bearer_token("Bearer "), "");
-        assert_eq!(bearer_token("Bearer"), "Bearer");
-        assert_eq!(bearer_token("Bearerabc"), "Bearerabc");
-        // No panic on a multi-byte character near the prefix.
-        assert_eq!(bearer_token("Bearé abc"), "Bearé abc");
-    }
 }

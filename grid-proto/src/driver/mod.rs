@@ -12,6 +12,7 @@
 
 mod conn;
 mod dispatch;
+mod http_upgrade;
 mod isolate;
 mod mailbox;
 mod manager;
@@ -26,9 +27,9 @@ mod stream;
 mod task;
 mod trace;
 mod typed;
-mod upgrade;
 
 pub use conn::{Connection, RequestFuture, StreamOptions};
+pub use http_upgrade::{HttpUpgradeError, switching_protocols};
 pub use manager::{
     AcceptError, AuthFn, ConfigError, DEFAULT_ROUTE, LOCK_ROUTE, MAX_HTTP_CLOCK_SKEW, Manager,
     Options, UpgradeCheck, UpgradeError, ValidateFn, default_capacities, ws_url,
@@ -45,4 +46,3 @@ pub use trace::{
 };
 pub use tungstenite;
 pub use typed::{Mss, TypedError, TypedReceiver, TypedSender, decode, encode};
-pub use upgrade::{HttpUpgradeError, switching_protocols};

@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 use tungstenite::Message as WsMessage;
 use tungstenite::handshake::client::generate_request;
 
-use crate::connection::{Connection as Core, State};
+use crate::connection::Connection as Core;
 use crate::driver::conn::{Command, ConnShared};
 use crate::driver::isolate;
 use crate::driver::mailbox::Mailbox;
@@ -32,6 +32,7 @@ use crate::driver::trace::{Outcome, Tracer};
 use crate::error::{CallError, CancelReason};
 use crate::payload::ConnectRequest;
 use crate::redial::DialFailure;
+use crate::state::State;
 use crate::time::Timestamp;
 
 /// Frames read per turn before the task lets writes and other tasks run.
@@ -352,7 +353,7 @@ impl<R: Runtime> ConnTask<R> {
             // out, read nothing more (what the peer sends would mostly queue
             // more answers). The write side wakes the task once the queue
             // drains; a peer that never reads is dropped by the write timeout.
-            if self.core.queued_bytes() > self.mgr.options.core.max_queued_bytes {
+            if !self.core.wants_read() {
                 return worked;
             }
             if self.read_bytes >= READ_BYTES_BUDGET {

@@ -267,6 +267,11 @@ impl Tracer {
         }
     }
 
+    /// Whether a hook is set (else nothing is traced).
+    pub(crate) fn is_on(&self) -> bool {
+        self.hook.is_some()
+    }
+
     /// A call began at `now`; `payload` is the size of the request or the
     /// stream's initial payload (`None`: the stream has none).
     #[allow(clippy::too_many_arguments)]

@@ -33,7 +33,9 @@ impl HttpUpgradeError {
     pub fn status(&self) -> StatusCode {
         match self {
             HttpUpgradeError::NotWebSocket(_) => StatusCode::BAD_REQUEST,
-            HttpUpgradeError::Refused(e) => e.status(),
+            HttpUpgradeError::Refused(e) => {
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN)
+            }
         }
     }
 }
