@@ -132,6 +132,7 @@ impl std::error::Error for TraceError {}
 
 /// One finished call.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CallTrace {
     /// Who started it.
     pub direction: Direction,
