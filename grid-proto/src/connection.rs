@@ -67,6 +67,8 @@ pub struct Connection {
     pub(crate) incoming_requests: HashMap<u64, InRequest>,
     next_mux_id: u64,
     last_pong: Instant,
+    /// When the latest session was established.
+    last_connected: Option<Instant>,
     rtt: Option<Duration>,
     remote_id: Option<InstanceId>,
     /// The reconnect policy's state.
@@ -87,6 +89,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_received: u64,
     pub(crate) frames_sent: u64,
     pub(crate) frames_received: u64,
+    pub(crate) connects: u64,
     pub(crate) reconnects: u64,
     pub(crate) ignored_messages: u64,
     pub(crate) dial_failures: u64,
@@ -185,6 +188,7 @@ impl Connection {
             incoming_requests: HashMap::new(),
             next_mux_id: 0,
             last_pong: now,
+            last_connected: None,
             rtt: None,
             remote_id: None,
             redial,
@@ -246,6 +250,9 @@ impl Connection {
             rtt: self.rtt,
             last_pong_age: (self.state == State::Connected)
                 .then(|| now.saturating_duration_since(self.last_pong)),
+            last_pong: self.last_connected.map(|_| self.wall_clock(self.last_pong)),
+            last_connected: self.last_connected.map(|at| self.wall_clock(at)),
+            connects: self.counters.connects,
             outgoing_requests: requests,
             outgoing_streams: streams,
             incoming_requests: self.incoming_requests.len(),
@@ -266,9 +273,14 @@ impl Connection {
         }
     }
 
-    /// The wall clock at `now`, derived from the last reading passed in.
+    /// The wall clock at `now`, derived from the last reading passed in
+    /// (also for an instant before that reading).
     pub fn wall_clock(&self, now: Instant) -> Timestamp {
-        self.wall_base.1 + now.saturating_duration_since(self.wall_base.0)
+        let (base, wall) = self.wall_base;
+        match now.checked_duration_since(base) {
+            Some(after) => wall + after,
+            None => wall - base.saturating_duration_since(now),
+        }
     }
 
     /// Whether a call of either side is still live: a request or stream
@@ -369,6 +381,8 @@ impl Connection {
         if self.was_connected {
             self.counters.reconnects = self.counters.reconnects.saturating_add(1);
         }
+        self.counters.connects = self.counters.connects.saturating_add(1);
+        self.last_connected = Some(now);
         self.remote_id = Some(remote_id);
         self.state = State::Connected;
         self.was_connected = true;

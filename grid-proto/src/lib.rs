@@ -135,7 +135,7 @@ pub use payload::{
 };
 pub use redial::DialFailure;
 pub use state::State;
-pub use stats::Stats;
+pub use stats::{Stats, StatsTotal};
 pub use subroute::{SubrouteId, join_route};
 pub use time::Timestamp;
 

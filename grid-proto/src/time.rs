@@ -40,6 +40,21 @@ impl Timestamp {
         }
     }
 
+    /// The same instant as a `SystemTime` (for the application's own
+    /// clocks and formatting; no clock is read).
+    pub fn to_system_time(self) -> SystemTime {
+        let before_epoch = Timestamp::UNIX_EPOCH.duration_since(self);
+        match before_epoch {
+            Some(d) if !d.is_zero() => UNIX_EPOCH.checked_sub(d).unwrap_or(UNIX_EPOCH),
+            _ => {
+                let after = self
+                    .duration_since(Timestamp::UNIX_EPOCH)
+                    .unwrap_or_default();
+                UNIX_EPOCH.checked_add(after).unwrap_or(UNIX_EPOCH)
+            }
+        }
+    }
+
     /// Nanoseconds since the Unix epoch, saturating (the `X-Minio-Time` form).
     pub fn unix_nanos(self) -> i64 {
         self.secs
@@ -213,5 +228,12 @@ mod tests {
         assert_eq!(t.duration_since(later), None);
         assert_eq!(t.abs_diff(later), Duration::from_millis(1500));
         assert_eq!(later - Duration::from_millis(1500), t);
+        for t in [
+            t,
+            Timestamp::from_unix_nanos(-1_500_000_000),
+            Timestamp::UNIX_EPOCH,
+        ] {
+            assert_eq!(Timestamp::from_system_time(t.to_system_time()), t);
+        }
     }
 }

@@ -47,7 +47,7 @@ use tungstenite::protocol::WebSocketConfig;
 pub use grid_proto::driver::*;
 pub use grid_proto::{
     self as proto, Backoff, CallError, CancelReason, Capacities, CapacityTable, Config,
-    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, SubrouteId,
+    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, StatsTotal, SubrouteId,
 };
 
 mod executor;
@@ -168,6 +168,28 @@ where
         .await
         .ok_or(AcceptError::Timeout)?
         .map_err(|e| AcceptError::Transport(e.to_string()))?;
+    manager.accept(Box::pin(ws)).await
+}
+
+/// Takes a connection your own HTTP server has already upgraded, after
+/// answering with [`Manager::upgrade_response`]: the raw byte stream
+/// becomes a grid WebSocket (with [`Manager::websocket_config`]) and goes
+/// to the manager, which reads the peer's `Connect` as [`Manager::accept`]
+/// does.
+pub async fn accept_upgraded<R, S>(
+    manager: &grid_proto::driver::Manager<R>,
+    stream: S,
+) -> Result<(), AcceptError>
+where
+    R: Runtime<Socket = BoxSocket>,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ws = async_tungstenite::WebSocketStream::from_raw_socket(
+        stream,
+        tungstenite::protocol::Role::Server,
+        Some(manager.websocket_config()),
+    )
+    .await;
     manager.accept(Box::pin(ws)).await
 }
 

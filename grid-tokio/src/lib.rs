@@ -41,7 +41,7 @@ use tungstenite::protocol::WebSocketConfig;
 pub use grid_proto::driver::*;
 pub use grid_proto::{
     self as proto, Backoff, CallError, CancelReason, Capacities, CapacityTable, Config,
-    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, SubrouteId,
+    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, StatsTotal, SubrouteId,
 };
 
 #[cfg(feature = "tls")]
@@ -133,5 +133,27 @@ where
         .await
         .map_err(|_| AcceptError::Timeout)?
         .map_err(|e| AcceptError::Transport(e.to_string()))?;
+    manager.accept(Box::pin(ws)).await
+}
+
+/// Takes a connection your own HTTP server (axum, hyper...) has already
+/// upgraded, after answering with [`Manager::upgrade_response`]: the raw
+/// byte stream becomes a grid WebSocket (with
+/// [`Manager::websocket_config`]) and goes to the manager, which reads the
+/// peer's `Connect` as [`Manager::accept`] does. See `examples/axum.rs`.
+pub async fn accept_upgraded<R, S>(
+    manager: &grid_proto::driver::Manager<R>,
+    stream: S,
+) -> Result<(), AcceptError>
+where
+    R: Runtime<Socket = BoxSocket>,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        stream,
+        tungstenite::protocol::Role::Server,
+        Some(manager.websocket_config()),
+    )
+    .await;
     manager.accept(Box::pin(ws)).await
 }

@@ -49,6 +49,8 @@ pub(crate) enum Command {
         ticket: u64,
         handler: HandlerId,
         subroute: Option<SubrouteId>,
+        /// The subroute's name, when the handle knows it (for the trace).
+        route: Option<Arc<str>>,
         payload: Bytes,
         deadline: Option<Deadline>,
         reply: oneshot::Sender<Result<Option<Bytes>, CallError>>,
@@ -59,6 +61,8 @@ pub(crate) enum Command {
     OpenStream {
         handler: HandlerId,
         subroute: Option<SubrouteId>,
+        /// The subroute's name, when the handle knows it (for the trace).
+        route: Option<Arc<str>>,
         payload: Option<Bytes>,
         deadline: Option<Deadline>,
         capacities: Option<Capacities>,
@@ -414,13 +418,28 @@ impl Connection {
     ) -> RequestFuture {
         RequestFuture {
             shared: Arc::clone(&self.shared),
+            span: self.call_span("request", handler),
             state: ReqState::Init {
                 handler,
                 subroute: self.subroute_id(handler),
+                route: self.route.clone(),
                 payload,
                 deadline,
             },
         }
+    }
+
+    /// A span for one outgoing call, a child of the caller's current span:
+    /// what the application logs while it waits on the call is under it.
+    fn call_span(&self, kind: &'static str, handler: HandlerId) -> tracing::Span {
+        tracing::debug_span!(
+            "call",
+            kind,
+            %handler,
+            subroute = self.route.as_deref(),
+            remote = %self.shared.remote,
+            error = tracing::field::Empty,
+        )
     }
 
     /// Opens a stream to `handler` with an optional initial payload.
@@ -443,13 +462,16 @@ impl Connection {
         payload: Option<Bytes>,
         options: StreamOptions,
     ) -> Result<(StreamSender, StreamReceiver), CallError> {
+        let span = self.call_span("stream", handler);
         if let Some(e) = self.shared.refuse() {
+            span.record("error", tracing::field::display(&e));
             return Err(e);
         }
         let (tx, rx) = oneshot::channel();
         let cmd = Command::OpenStream {
             handler,
             subroute: self.subroute_id(handler),
+            route: self.route.clone(),
             payload,
             deadline: options
                 .timeout
@@ -458,15 +480,23 @@ impl Connection {
             capacities: options.capacities,
             reply: tx,
         };
-        self.shared
-            .mailbox
-            .push(cmd)
-            .map_err(|_| CallError::Shutdown)?;
-        let shared = rx.await.map_err(|_| CallError::Shutdown)??;
-        Ok((
-            StreamSender::new(Arc::clone(&shared)),
-            StreamReceiver::new(shared),
-        ))
+        let opened = async {
+            self.shared
+                .mailbox
+                .push(cmd)
+                .map_err(|_| CallError::Shutdown)?;
+            rx.await.map_err(|_| CallError::Shutdown)?
+        };
+        match tracing::Instrument::instrument(opened, span.clone()).await {
+            Ok(shared) => Ok((
+                StreamSender::new(Arc::clone(&shared)).in_span(span.clone()),
+                StreamReceiver::new(shared).in_span(span),
+            )),
+            Err(e) => {
+                span.record("error", tracing::field::display(&e));
+                Err(e)
+            }
+        }
     }
 }
 
@@ -474,6 +504,7 @@ enum ReqState {
     Init {
         handler: HandlerId,
         subroute: Option<SubrouteId>,
+        route: Option<Arc<str>>,
         payload: Bytes,
         deadline: Option<Deadline>,
     },
@@ -491,6 +522,9 @@ enum ReqState {
 #[must_use = "a request does nothing unless awaited"]
 pub struct RequestFuture {
     shared: Arc<ConnShared>,
+    /// The call's span (see `Connection::call_span`); closed when the
+    /// future is dropped.
+    span: tracing::Span,
     state: ReqState,
 }
 
@@ -507,14 +541,17 @@ impl Future for RequestFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        let _entered = this.span.enter();
         if let ReqState::Init { .. } = this.state {
             if let Some(e) = this.shared.refuse() {
                 this.state = ReqState::Done;
+                this.span.record("error", tracing::field::display(&e));
                 return Poll::Ready(Err(e));
             }
             let ReqState::Init {
                 handler,
                 subroute,
+                route,
                 payload,
                 deadline,
             } = std::mem::replace(&mut this.state, ReqState::Done)
@@ -527,6 +564,7 @@ impl Future for RequestFuture {
                 ticket,
                 handler,
                 subroute,
+                route,
                 payload,
                 deadline,
                 reply: tx,
@@ -541,6 +579,9 @@ impl Future for RequestFuture {
                 Poll::Ready(result) => {
                     this.state = ReqState::Done;
                     let result = result.unwrap_or(Err(CallError::Shutdown));
+                    if let Err(e) = &result {
+                        this.span.record("error", tracing::field::display(e));
+                    }
                     Poll::Ready(result.map(Option::unwrap_or_default))
                 }
                 Poll::Pending => Poll::Pending,

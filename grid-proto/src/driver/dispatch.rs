@@ -18,7 +18,8 @@ use crate::driver::registry::{Route, StreamCall};
 use crate::driver::runtime::Runtime;
 use crate::driver::stream::{StreamKey, StreamReceiver, StreamSender, StreamShared};
 use crate::driver::task::ConnTask;
-use crate::error::{CallError, DisconnectReason, SendError};
+use crate::driver::trace::{CallKind, Outcome};
+use crate::error::{CallError, CancelReason, DisconnectReason, SendError};
 use crate::event::{CallId, Event, IncomingId};
 use crate::handler::HandlerId;
 use crate::outgoing::{OpenStream, Request};
@@ -33,35 +34,47 @@ impl<R: Runtime> ConnTask<R> {
                 ticket,
                 handler,
                 subroute,
+                route,
                 payload,
                 deadline,
                 reply,
-            } => match self.core.request(
-                now,
-                Request {
+            } => {
+                let size = Some(payload.len());
+                let request = Request {
                     handler,
                     subroute,
                     payload,
                     deadline: deadline.map(|d| d.at(now)),
-                },
-            ) {
-                Ok(id) => {
-                    self.calls.insert(id.0, (ticket, reply));
-                    self.tickets.insert(ticket, id.0);
+                };
+                let route = route.as_ref();
+                match self.core.request(now, request) {
+                    Ok(id) => {
+                        let key = StreamKey::Call(id.0);
+                        let kind = CallKind::Request;
+                        self.trace
+                            .start(key, kind, handler, route, subroute, now, size);
+                        self.calls.insert(id.0, (ticket, reply));
+                        self.tickets.insert(ticket, id.0);
+                    }
+                    Err(e) => {
+                        let (kind, conn, core) = (CallKind::Request, &self.shared, &self.core);
+                        self.trace
+                            .refused(kind, handler, route, subroute, now, size, &e, conn, core);
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+            }
             Command::CancelRequest { ticket } => {
                 if let Some(id) = self.tickets.remove(&ticket) {
                     self.calls.remove(&id);
                     self.core.call(CallId(id)).cancel();
+                    self.trace_end(StreamKey::Call(id), Outcome::Cancelled);
                 }
             }
             Command::OpenStream {
                 handler,
                 subroute,
+                route,
                 payload,
                 deadline,
                 capacities,
@@ -70,6 +83,8 @@ impl<R: Runtime> ConnTask<R> {
                 let caps =
                     capacities.or_else(|| self.mgr.registry.capacities(handler, subroute.as_ref()));
                 let deadline = deadline.map(|d| d.at(now));
+                let size = payload.as_ref().map(Bytes::len);
+                let route = route.as_ref();
                 match self.core.open_stream(
                     now,
                     OpenStream {
@@ -83,15 +98,22 @@ impl<R: Runtime> ConnTask<R> {
                     Ok(id) => {
                         let window = caps.map_or(0, |c| c.in_capacity as usize);
                         let key = StreamKey::Call(id.0);
+                        let kind = CallKind::Stream;
+                        self.trace
+                            .start(key, kind, handler, route, subroute, now, size);
                         let shared = StreamShared::new(key, Arc::clone(&self.shared), window);
                         if reply.send(Ok(Arc::clone(&shared))).is_err() {
                             // The opener went away before it got the stream.
                             self.core.call(id).cancel();
+                            self.trace_end(key, Outcome::Cancelled);
                         } else {
                             self.streams.insert(key, shared);
                         }
                     }
                     Err(e) => {
+                        let (kind, conn, core) = (CallKind::Stream, &self.shared, &self.core);
+                        self.trace
+                            .refused(kind, handler, route, subroute, now, size, &e, conn, core);
                         let _ = reply.send(Err(e));
                     }
                 }
@@ -99,6 +121,15 @@ impl<R: Runtime> ConnTask<R> {
             Command::Poke(key) => self.sync_stream(key),
             Command::Respond { id, result } => {
                 self.handlers.remove(&id);
+                let key = StreamKey::Incoming(id);
+                match &result {
+                    Ok(response) => {
+                        self.trace
+                            .sent(key, response.as_ref().map_or(0, Bytes::len));
+                        self.trace_end(key, Outcome::Ok);
+                    }
+                    Err(text) => self.trace_end(key, Outcome::Handler(text)),
+                }
                 self.core.incoming(IncomingId(id)).respond(result);
             }
             Command::HandlerDone { id, result } => {
@@ -131,12 +162,16 @@ impl<R: Runtime> ConnTask<R> {
         }
         let mut moved = false;
         while let Some(payload) = st.outq.pop_front() {
+            let len = payload.len();
             let sent = match key {
                 StreamKey::Call(id) => self.core.call(CallId(id)).send(payload.clone()),
                 StreamKey::Incoming(id) => self.core.incoming(IncomingId(id)).send(payload.clone()),
             };
             match sent {
-                Ok(()) => moved = true,
+                Ok(()) => {
+                    moved = true;
+                    self.trace.sent(key, len);
+                }
                 Err(SendError::NoCredit) | Err(SendError::QueueFull) => {
                     // The core reports credit back with an event.
                     st.outq.push_front(payload);
@@ -160,6 +195,7 @@ impl<R: Runtime> ConnTask<R> {
                     // Both halves are gone: a cancellation, not the end of
                     // input the sender's drop asked for.
                     self.core.call(CallId(id)).cancel();
+                    self.trace_end(key, Outcome::Cancelled);
                     remove = true;
                 } else if st.close_requested && st.outq.is_empty() {
                     st.close_requested = false;
@@ -171,6 +207,11 @@ impl<R: Runtime> ConnTask<R> {
                     && let Some(result) = st.finish.take()
                 {
                     st.send_error = Some(SendError::Closed);
+                    let outcome = match &result {
+                        Ok(()) => Outcome::Ok,
+                        Err(text) => Outcome::Handler(text),
+                    };
+                    self.trace_end(key, outcome);
                     self.core.incoming(IncomingId(id)).finish(result);
                     remove = true;
                 }
@@ -247,10 +288,20 @@ impl<R: Runtime> ConnTask<R> {
             Event::Response { id, result } => {
                 if let Some((ticket, reply)) = self.calls.remove(&id.0) {
                     self.tickets.remove(&ticket);
+                    let key = StreamKey::Call(id.0);
+                    match &result {
+                        Ok(response) => {
+                            let len = response.as_ref().map_or(0, Bytes::len);
+                            self.trace.received(key, len);
+                            self.trace_end(key, Outcome::Ok);
+                        }
+                        Err(e) => self.trace_end(key, Outcome::Failed(e)),
+                    }
                     let _ = reply.send(result);
                 }
             }
             Event::StreamMessage { id, payload } => {
+                self.trace.received(StreamKey::Call(id.0), payload.len());
                 if let Some(s) = self.streams.get(&StreamKey::Call(id.0)) {
                     let mut st = s.lock();
                     st.inbox.push_back(payload);
@@ -259,6 +310,11 @@ impl<R: Runtime> ConnTask<R> {
             }
             Event::StreamCredit { id } => self.sync_stream(StreamKey::Call(id.0)),
             Event::StreamEnd { id, result } => {
+                let outcome = match &result {
+                    Ok(()) => Outcome::Ok,
+                    Err(e) => Outcome::Failed(e),
+                };
+                self.trace_end(StreamKey::Call(id.0), outcome);
                 if let Some(s) = self.streams.remove(&StreamKey::Call(id.0)) {
                     s.lock().end(result);
                 }
@@ -269,7 +325,14 @@ impl<R: Runtime> ConnTask<R> {
                 subroute,
                 payload,
                 ..
-            } => self.start_single_handler(id, handler, Route::of(handler, subroute), payload),
+            } => {
+                let key = StreamKey::Incoming(id.0);
+                let size = Some(payload.as_ref().map_or(0, Bytes::len));
+                let kind = CallKind::Request;
+                self.trace
+                    .start(key, kind, handler, None, subroute, now, size);
+                self.start_single_handler(id, handler, Route::of(handler, subroute), payload)
+            }
             Event::IncomingStream {
                 id,
                 handler,
@@ -277,10 +340,17 @@ impl<R: Runtime> ConnTask<R> {
                 payload,
                 deadline,
             } => {
+                let key = StreamKey::Incoming(id.0);
+                let size = payload.as_ref().map(Bytes::len);
+                let kind = CallKind::Stream;
+                self.trace
+                    .start(key, kind, handler, None, subroute, now, size);
                 let route = Route::of(handler, subroute);
                 self.start_stream_handler(now, id, handler, route, payload, deadline)
             }
             Event::IncomingMessage { id, payload } => {
+                let len = payload.as_ref().map_or(0, Bytes::len);
+                self.trace.received(StreamKey::Incoming(id.0), len);
                 if let Some(s) = self.streams.get(&StreamKey::Incoming(id.0)) {
                     let mut st = s.lock();
                     st.inbox.push_back(payload.unwrap_or_default());
@@ -299,6 +369,7 @@ impl<R: Runtime> ConnTask<R> {
             Event::IncomingCredit { id } => self.sync_stream(StreamKey::Incoming(id.0)),
             Event::IncomingCancelled { id, reason } => {
                 debug!(remote = %self.shared.remote, id = id.0, %reason, "incoming call cancelled");
+                self.trace_end(StreamKey::Incoming(id.0), Outcome::Ended(&reason));
                 if let Some(h) = self.handlers.remove(&id.0) {
                     h.abort();
                 }
@@ -327,19 +398,36 @@ impl<R: Runtime> ConnTask<R> {
             let _ = reply.send(Err(CallError::Shutdown));
         }
         self.tickets.clear();
+        let now = self.rt.now();
+        self.trace
+            .end_all(now, ended_by_shutdown, &self.shared, &self.core);
         // The last snapshot: shut down, nothing in flight.
         self.shared.publish_stats(self.core.stats(self.rt.now()));
     }
 
     /// Spawns `work` as the handler task of incoming call `id`; it can be
     /// aborted when the call is cancelled.
-    fn spawn_handler(&mut self, id: u64, work: impl Future<Output = Command> + Send + 'static) {
+    /// Hands a finished call's record to the trace hook, if one is set (the
+    /// clock is read only then).
+    fn trace_end(&mut self, key: StreamKey, outcome: Outcome<'_>) {
+        if self.trace.is_on() {
+            let now = self.rt.now();
+            self.trace.end(key, now, outcome, &self.shared, &self.core);
+        }
+    }
+
+    fn spawn_handler(
+        &mut self,
+        id: u64,
+        handler: HandlerId,
+        work: impl Future<Output = Command> + Send + 'static,
+    ) {
         let (abort, registration) = AbortHandle::new_pair();
         self.handlers.insert(id, abort);
         let shared = Arc::clone(&self.shared);
         // A span per served call, under the connection's span (the task is
         // being polled inside it).
-        let span = tracing::debug_span!("incoming", mux = id);
+        let span = tracing::debug_span!("incoming", mux = id, %handler);
         let work = tracing::Instrument::instrument(work, span);
         let task = Abortable::new(work, registration).map(move |done| {
             if let Ok(cmd) = done {
@@ -358,13 +446,14 @@ impl<R: Runtime> ConnTask<R> {
     ) {
         let Some(handler_fn) = self.mgr.registry.single(route) else {
             self.core.incoming(id).reject_unknown_handler();
+            self.trace_end(StreamKey::Incoming(id.0), Outcome::NoHandler);
             return;
         };
         // Go's text for a panic in a single-request handler.
         let failed = |text: &str| format!("handleMessages: panic recovered: {text}");
         let remote = Arc::clone(&self.shared.remote);
         match isolate::call(|| handler_fn(payload)) {
-            Ok(fut) => self.spawn_handler(id.0, async move {
+            Ok(fut) => self.spawn_handler(id.0, handler, async move {
                 let result = match isolate::run(fut).await {
                     Ok(r) => r.map_err(|e| e.0),
                     Err(text) => {
@@ -376,7 +465,9 @@ impl<R: Runtime> ConnTask<R> {
             }),
             Err(text) => {
                 log_panic(&remote, handler, &text);
-                self.core.incoming(id).respond(Err(failed(&text)));
+                let text = failed(&text);
+                self.trace_end(StreamKey::Incoming(id.0), Outcome::Handler(&text));
+                self.core.incoming(id).respond(Err(text));
             }
         }
     }
@@ -392,12 +483,14 @@ impl<R: Runtime> ConnTask<R> {
     ) {
         let Some(entry) = self.mgr.registry.stream(route) else {
             self.core.incoming(id).reject_unknown_handler();
+            self.trace_end(StreamKey::Incoming(id.0), Outcome::NoHandler);
             return;
         };
         if !self.core.incoming(id).accept(now, entry.capacities) {
             return;
         }
         let key = StreamKey::Incoming(id.0);
+        self.trace.name_route(key, entry.subroute.as_ref());
         let out_cap = entry.capacities.effective_out() as usize;
         let shared = StreamShared::new(key, Arc::clone(&self.shared), out_cap);
         self.streams.insert(key, Arc::clone(&shared));
@@ -415,7 +508,7 @@ impl<R: Runtime> ConnTask<R> {
         let failed = |text: &str| format!("handler panic: {text}");
         let remote = Arc::clone(&self.shared.remote);
         match isolate::call(|| (entry.handler)(call)) {
-            Ok(fut) => self.spawn_handler(id.0, async move {
+            Ok(fut) => self.spawn_handler(id.0, handler, async move {
                 let result = match isolate::run(fut).await {
                     Ok(r) => r.map_err(|e| e.0),
                     Err(text) => {
@@ -433,6 +526,14 @@ impl<R: Runtime> ConnTask<R> {
         // The core may already hold input for it (EOF-on-connect), or the
         // handler already failed.
         self.sync_stream(key);
+    }
+}
+
+/// How a call still traced ends when the connection shuts down.
+fn ended_by_shutdown(key: StreamKey) -> Outcome<'static> {
+    match key {
+        StreamKey::Call(_) => Outcome::Failed(&CallError::Shutdown),
+        StreamKey::Incoming(_) => Outcome::Ended(&CancelReason::Disconnected),
     }
 }
 

@@ -33,11 +33,12 @@ use crate::driver::refusals::{RefusalLog, Refusals};
 use crate::driver::registry::{RegisterError, Registry, RemoteError, StreamCall};
 use crate::driver::runtime::Runtime;
 use crate::driver::task::{ConnTask, Incoming};
+use crate::driver::trace::TraceFn;
 use crate::handler::HandlerId;
 use crate::handshake::{HandshakeError, IncomingHandshake};
 use crate::payload::InstanceId;
 use crate::state::State;
-use crate::stats::Stats;
+use crate::stats::{Stats, StatsTotal};
 use crate::time::Timestamp;
 use crate::upgrade;
 pub use crate::upgrade::{DEFAULT_ROUTE, LOCK_ROUTE, MAX_HTTP_CLOCK_SKEW, UpgradeError, ws_url};
@@ -113,6 +114,11 @@ pub struct Options {
     /// conformance suite (default: off; see [`Recorder`]).
     #[cfg(feature = "recorder")]
     pub recorder: Option<Recorder>,
+    /// Called with a record of every call, made or served, when it ends
+    /// (Go's `TraceTo`; default: off, and then tracing costs nothing). A
+    /// call refused by its handle before it reached the connection (not
+    /// connected, shutting down) leaves no record, as in Go.
+    pub trace: Option<TraceFn>,
 }
 
 impl fmt::Debug for Options {
@@ -122,7 +128,8 @@ impl fmt::Debug for Options {
             .field("dial_timeout", &self.dial_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
-            .field("max_message_size", &self.max_message_size);
+            .field("max_message_size", &self.max_message_size)
+            .field("trace", &self.trace.is_some());
         #[cfg(feature = "recorder")]
         d.field("recorder", &self.recorder.is_some());
         d.finish_non_exhaustive()
@@ -146,6 +153,7 @@ impl Default for Options {
             seed: None,
             #[cfg(feature = "recorder")]
             recorder: None,
+            trace: None,
         }
     }
 }
@@ -539,6 +547,19 @@ impl<R: Runtime> Manager<R> {
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
+    }
+
+    /// Every connection's last published stats summed up, as MinIO
+    /// aggregates its RPC metrics (connections whose task has not published
+    /// yet, before [`start`](Self::start), are left out).
+    pub fn stats_total(&self) -> StatsTotal {
+        let mut total = StatsTotal::default();
+        for peer in self.inner.peers.values() {
+            if let Some(s) = peer.handle.stats() {
+                total.add(&s);
+            }
+        }
+        total
     }
 
     /// Incoming connections refused so far, and why the latest was (the

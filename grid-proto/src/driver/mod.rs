@@ -12,6 +12,7 @@
 
 mod conn;
 mod dispatch;
+mod http_upgrade;
 mod isolate;
 mod mailbox;
 mod manager;
@@ -24,9 +25,11 @@ mod registry;
 mod runtime;
 mod stream;
 mod task;
+mod trace;
 mod typed;
 
 pub use conn::{Connection, RequestFuture, StreamOptions};
+pub use http_upgrade::{HttpUpgradeError, switching_protocols};
 pub use manager::{
     AcceptError, AuthFn, ConfigError, DEFAULT_ROUTE, LOCK_ROUTE, MAX_HTTP_CLOCK_SKEW, Manager,
     Options, UpgradeCheck, UpgradeError, ValidateFn, default_capacities, ws_url,
@@ -38,5 +41,8 @@ pub use refusals::Refusals;
 pub use registry::{RegisterError, RemoteError, StreamCall};
 pub use runtime::{BoxFuture, BoxSocket, Runtime, WebSocket};
 pub use stream::{StreamReceiver, StreamSender};
+pub use trace::{
+    CallKind, CallTrace, Direction, TraceError, TraceFn, TraceRoute, Transfer, handler_family,
+};
 pub use tungstenite;
 pub use typed::{Mss, TypedError, TypedReceiver, TypedSender, decode, encode};

@@ -132,6 +132,9 @@ impl StreamState {
 pub struct StreamSender {
     shared: Arc<StreamShared>,
     closed: bool,
+    /// The span of the call this half belongs to (a stream this side
+    /// opened); the span closes when both halves are gone.
+    _span: tracing::Span,
 }
 
 impl StreamSender {
@@ -139,7 +142,14 @@ impl StreamSender {
         StreamSender {
             shared,
             closed: false,
+            _span: tracing::Span::none(),
         }
+    }
+
+    /// This half, keeping the call's span open while it lives.
+    pub(crate) fn in_span(mut self, span: tracing::Span) -> StreamSender {
+        self._span = span;
+        self
     }
 
     /// Sends one message, waiting while the peer has no room for it.
@@ -212,6 +222,9 @@ impl Drop for StreamSender {
 pub struct StreamReceiver {
     shared: Arc<StreamShared>,
     done: bool,
+    /// The span of the call (see [`StreamSender`]); records how the
+    /// stream failed, if it did.
+    span: tracing::Span,
 }
 
 impl StreamReceiver {
@@ -219,7 +232,14 @@ impl StreamReceiver {
         StreamReceiver {
             shared,
             done: false,
+            span: tracing::Span::none(),
         }
+    }
+
+    /// This half, keeping the call's span open while it lives.
+    pub(crate) fn in_span(mut self, span: tracing::Span) -> StreamReceiver {
+        self.span = span;
+        self
     }
 
     /// The next message; `None` after the end.
@@ -270,6 +290,7 @@ impl Stream for StreamReceiver {
             Some(Err(e)) => {
                 drop(st);
                 self.done = true;
+                self.span.record("error", tracing::field::display(&e));
                 Poll::Ready(Some(Err(e)))
             }
             None => {

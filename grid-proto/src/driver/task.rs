@@ -28,7 +28,8 @@ use crate::driver::manager::ManagerShared;
 use crate::driver::recording::{Dir, Header, Recording};
 use crate::driver::runtime::{BoxFuture, Runtime};
 use crate::driver::stream::{StreamKey, StreamShared};
-use crate::error::CallError;
+use crate::driver::trace::{Outcome, Tracer};
+use crate::error::{CallError, CancelReason};
 use crate::payload::ConnectRequest;
 use crate::redial::DialFailure;
 use crate::state::State;
@@ -97,6 +98,8 @@ pub(crate) struct ConnTask<R: Runtime> {
     pub(super) streams: HashMap<StreamKey, Arc<StreamShared>>,
     /// Running handler tasks of incoming calls.
     pub(super) handlers: HashMap<u64, AbortHandle>,
+    /// Records of the calls in flight, for the trace hook.
+    pub(super) trace: Tracer,
     pub(super) last_stats: Option<Instant>,
     /// Something happened since the stats were last published.
     pub(super) stats_dirty: bool,
@@ -115,6 +118,7 @@ impl<R: Runtime> ConnTask<R> {
         incoming: Arc<Mailbox<Incoming<R::Socket>>>,
     ) -> ConnTask<R> {
         ConnTask {
+            trace: Tracer::new(mgr.options.trace.clone()),
             rt,
             core,
             shared,
@@ -619,6 +623,14 @@ impl<R: Runtime> ConnTask<R> {
     }
 }
 
+/// How a call still traced ends when its connection is lost for good.
+pub(super) fn ended_by_loss(key: StreamKey) -> Outcome<'static> {
+    match key {
+        StreamKey::Call(_) => Outcome::Failed(&CallError::Disconnected),
+        StreamKey::Incoming(_) => Outcome::Ended(&CancelReason::Disconnected),
+    }
+}
+
 /// What a failed dial + upgrade says about the peer.
 fn classify_dial_error(e: &tungstenite::Error) -> DialFailure {
     use tungstenite::Error;
@@ -660,6 +672,13 @@ impl<R: Runtime> Drop for ConnTask<R> {
         self.shared.set_stats_state(state);
         self.shared.set_busy(false);
         self.shared.set_state(state);
+        // Every call still traced ends here; not while unwinding, where
+        // a panicking hook could not be caught.
+        if !std::thread::panicking() {
+            let now = self.rt.now();
+            self.trace
+                .end_all(now, ended_by_loss, &self.shared, &self.core);
+        }
         for (_, h) in self.handlers.drain() {
             h.abort();
         }
