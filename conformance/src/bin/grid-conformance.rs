@@ -5,6 +5,7 @@
 //! ```text
 //! grid-conformance replay FILE_OR_DIR... [--target core|tokio|smol|all|LIST] [--role client|server|both] [-v]
 //! grid-conformance serve --local URL --hosts URL,URL [--token T] [--runtime tokio|smol] [--record DIR]
+//!                        [--ping-interval SECONDS] [--pong-timeout SECONDS]
 //! grid-conformance call  --local URL --hosts URL,URL [--remote URL] [--token T] [--runtime tokio|smol]
 //!                        [--scenario all|NAME,...] [--record DIR]
 //! ```
@@ -47,6 +48,7 @@ use grid_proto::driver::{Options, Recorder};
 const USAGE: &str = "usage:
   grid-conformance replay FILE_OR_DIR... [--target core|tokio|smol|all|LIST] [--role client|server|both] [-v]
   grid-conformance serve --local URL --hosts URL,URL [--token T] [--runtime tokio|smol] [--record DIR]
+                         [--ping-interval SECONDS] [--pong-timeout SECONDS]
   grid-conformance call --local URL --hosts URL,URL [--remote URL] [--token T] [--runtime tokio|smol]
                         [--scenario all|NAME,...] [--record DIR]
   grid-conformance record --out DIR [--runtime tokio|smol] [--scenario all|NAME,...]
@@ -70,7 +72,15 @@ struct Parsed {
 fn known_options(command: &str) -> &'static [&'static str] {
     match command {
         "replay" => &["--target", "--role"],
-        "serve" => &["--local", "--hosts", "--token", "--runtime", "--record"],
+        "serve" => &[
+            "--local",
+            "--hosts",
+            "--token",
+            "--runtime",
+            "--record",
+            "--ping-interval",
+            "--pong-timeout",
+        ],
         "call" => &[
             "--local",
             "--hosts",
@@ -238,7 +248,8 @@ fn start_peer(p: &Parsed) -> Result<Peer, String> {
         .get("--token")
         .cloned()
         .unwrap_or_else(|| "debug".to_owned());
-    let options = token_options(&token, p.options.get("--record").map(Recorder::to_dir));
+    let mut options = token_options(&token, p.options.get("--record").map(Recorder::to_dir));
+    timer_options(p, &mut options)?;
     let listener = listen(&local)?;
     let node = Node::start(kind, &local, &hosts, options, Some(listener))?;
     eprintln!("grid-conformance: {local} ({kind}) listening");
@@ -264,6 +275,27 @@ fn token_options(token: &str, recorder: Option<Recorder>) -> Options {
         }
     });
     options
+}
+
+/// `--ping-interval` and `--pong-timeout` (seconds; Go: 10 and 20): a
+/// fault suite shortens them to see a silent peer lost in seconds.
+fn timer_options(p: &Parsed, options: &mut Options) -> Result<(), String> {
+    let seconds = |name: &str| -> Result<Option<Duration>, String> {
+        p.options
+            .get(name)
+            .map(|v| match v.parse::<f64>() {
+                Ok(s) if s > 0.0 && s < 86_400.0 => Ok(Duration::from_secs_f64(s)),
+                _ => Err(format!("{name}: bad number of seconds {v:?}")),
+            })
+            .transpose()
+    };
+    if let Some(d) = seconds("--ping-interval")? {
+        options.core.ping_interval = d;
+    }
+    if let Some(d) = seconds("--pong-timeout")? {
+        options.core.pong_timeout = d;
+    }
+    Ok(())
 }
 
 /// A listener on the address of a host name such as `http://127.0.0.1:9001`.
