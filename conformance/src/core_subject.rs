@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use grid_proto::handshake::{self, check_connect};
 use grid_proto::sim::{App, RefPeer};
-use grid_proto::{CallId, Config, Connection, Event, InstanceId, State, Timestamp};
+use grid_proto::{CallId, Config, Connection, DialFailure, Event, InstanceId, State, Timestamp};
 
 use crate::subject::{AppCall, Subject, SubjectSetup};
 
@@ -115,7 +115,9 @@ impl Subject for CoreSubject {
     fn transport_opened(&mut self, now: Instant, wall: Option<Timestamp>) -> Result<(), String> {
         match wall {
             Some(wall) => self.conn.start_handshake(now, wall, &self.setup.token),
-            None => self.conn.handle_dial_failed(now),
+            None => self
+                .conn
+                .handle_dial_failed(now, DialFailure::Unreachable("no transport".into())),
         }
         self.pump(now);
         Ok(())

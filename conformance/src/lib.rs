@@ -48,6 +48,7 @@ pub mod node;
 mod reference;
 pub mod replay;
 pub mod scenarios;
+pub mod stderr_log;
 pub mod subject;
 pub mod transcript;
 mod ws_peer;

@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::str::FromStr;
 use std::time::Duration;
 
-use grid_proto::driver::{Connection, Options};
+use grid_proto::driver::{Connection, Options, Refusals};
 
 use crate::reference::register_reference_handlers;
 
@@ -161,6 +161,14 @@ impl Node {
         match &self.inner {
             Inner::Tokio { manager, .. } => manager.connection(host),
             Inner::Smol { manager, .. } => manager.connection(host),
+        }
+    }
+
+    /// Incoming connections this node refused, and why the latest was.
+    pub fn refusals(&self) -> Refusals {
+        match &self.inner {
+            Inner::Tokio { manager, .. } => manager.refusals(),
+            Inner::Smol { manager, .. } => manager.refusals(),
         }
     }
 

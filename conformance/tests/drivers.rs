@@ -15,6 +15,8 @@
 mod flow;
 #[path = "drivers/harness.rs"]
 mod harness;
+#[path = "drivers/isolation.rs"]
+mod isolation;
 #[path = "drivers/lifecycle.rs"]
 mod lifecycle;
 #[path = "drivers/reference.rs"]
@@ -69,4 +71,23 @@ scenarios!(
     lifecycle::handshake_rejections,
     lifecycle::reconnect,
     lifecycle::graceful_shutdown,
+    // Panics in user code, and in the connection task.
+    isolation::handler_panics,
+    isolation::auth_token_panics,
+    isolation::validate_token_panics,
+    isolation::recorder_panics,
 );
+
+/// A connection task that panics (the runtime's `spawn` is rigged): one
+/// runtime per test, both nodes on it.
+mod task_panic {
+    #[test]
+    fn on_tokio() {
+        crate::harness::run(crate::harness::Setup::Tokio, crate::isolation::task_panic);
+    }
+
+    #[test]
+    fn on_smol() {
+        crate::harness::run(crate::harness::Setup::Smol, crate::isolation::task_panic);
+    }
+}

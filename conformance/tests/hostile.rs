@@ -1,8 +1,10 @@
-//! Hostile peers against the tokio driver (issue 8): a hand-driven
+//! Hostile peers against both drivers (issue 8, issue 12): a hand-driven
 //! tungstenite peer (blocking, std `TcpStream`, see `hostile/peer.rs`)
-//! attacks a real grid-tokio `Manager` serving the reference handlers,
-//! while a well-behaved grid-tokio node stays connected to the same manager
-//! and calls both ways for the whole test (`hostile/bed.rs`).
+//! attacks a real grid-tokio or grid-smol `Manager` serving the reference
+//! handlers, while a well-behaved node on the same runtime stays connected
+//! to the same manager and calls both ways for the whole test
+//! (`hostile/bed.rs`). Every case runs on each runtime (`on_tokio::`,
+//! `on_smol::`).
 //!
 //! Every test checks that the offending stream or connection is closed
 //! (seen on the wire: a rejection, an error message, the socket closing),
@@ -44,7 +46,7 @@ use grid_proto::{
 };
 
 use crate::bed::{Bed, Sampler};
-use crate::harness::TOKEN;
+use crate::harness::{Kind, TOKEN};
 use crate::peer::{
     LIMIT, Peer, Seen, connect_frame, echo_request, handshake, tcp, tcp_closed_within, upgrade,
     upgrade_request, ws_closed_within,
@@ -66,9 +68,8 @@ fn not_connected(bed: &Bed, host: &str) {
 /// ahead, and the good node's host from the wrong side when the target is
 /// its dialer): each gets a rejection and its socket closed; the good
 /// connection is not replaced and memory does not grow.
-#[test]
-fn handshake_rejections_flood() {
-    let bed = Bed::start("handshake_rejections_flood", |_| {});
+fn handshake_rejections_flood(kind: Kind) {
+    let bed = Bed::start("handshake_rejections_flood", kind, |_| {});
     let hostile = bed.hostile[0].clone();
     let good = bed.good_host.clone();
     // (claimed host, clock offset in seconds, token, start of the reason)
@@ -138,10 +139,11 @@ fn handshake_rejections_flood() {
 /// or finish it but never send a binary `Connect` (silent, or only pings),
 /// are closed after the timeout; a 100 KiB request head is refused at
 /// once (tungstenite caps it at 64 KiB).
-#[test]
-fn upgrade_never_completes() {
+fn upgrade_never_completes(kind: Kind) {
     let timeout = Duration::from_millis(300);
-    let bed = Bed::start("upgrade_never_completes", |o| o.handshake_timeout = timeout);
+    let bed = Bed::start("upgrade_never_completes", kind, |o| {
+        o.handshake_timeout = timeout
+    });
     let addr = bed.addr;
     let request = {
         let req = upgrade_request(addr);
@@ -280,9 +282,8 @@ fn deep_connect() -> Bytes {
 /// rejection and the socket closed; garbage after an accepted handshake
 /// drops the connection. No panic, no large allocation (a bin32 header
 /// claiming 4 GiB), no stack overflow (nesting 100 000 deep).
-#[test]
-fn garbage_after_upgrade() {
-    let bed = Bed::start("garbage_after_upgrade", |_| {});
+fn garbage_after_upgrade(kind: Kind) {
+    let bed = Bed::start("garbage_after_upgrade", kind, |_| {});
     let hostile = bed.hostile[0].clone();
     let mut request = Message::new(Op::Request, 1);
     request.handler = HandlerId::TEST;
@@ -374,9 +375,8 @@ fn garbage_after_upgrade() {
 /// A message whose CRC does not match, or whose CRC flag has no trailer,
 /// drops the connection, also inside a merged frame; a message without the
 /// CRC flag is fine (the CRC is checked when flagged, never required).
-#[test]
-fn bad_crc() {
-    let bed = Bed::start("bad_crc", |_| {});
+fn bad_crc(kind: Kind) {
+    let bed = Bed::start("bad_crc", kind, |_| {});
     let hostile = bed.hostile[0].clone();
     let corrupt = |m: Message| -> Bytes {
         let mut b = BytesMut::from(&m.to_bytes()[..]);
@@ -423,10 +423,9 @@ fn bad_crc() {
 /// With `max_message_size` 64 KiB a 60 KiB request is served, but a 1 MiB
 /// message, the same in 16 KiB fragments, or a frame header announcing
 /// 1 GiB drop the connection before more than the limit is buffered.
-#[test]
-fn oversize_frames() {
+fn oversize_frames(kind: Kind) {
     const MAX: usize = 64 << 10;
-    let bed = Bed::start("oversize_frames", |o| o.max_message_size = MAX);
+    let bed = Bed::start("oversize_frames", kind, |o| o.max_message_size = MAX);
     let hostile = bed.hostile[0].clone();
     type Attack = fn(&mut Peer);
     let attacks: [(&str, Attack); 3] = [
@@ -490,11 +489,10 @@ fn oversize_frames() {
 /// first 100 are acked, the other 2 000 refused with "too many incoming
 /// streams"; the connection stays up and serves; closing streams makes
 /// room for new ones; the table never holds more than 100.
-#[test]
-fn connect_mux_flood() {
+fn connect_mux_flood(kind: Kind) {
     const LIMIT_STREAMS: usize = 100;
     const FLOOD: u64 = 2_100;
-    let bed = Bed::start("connect_mux_flood", |o| {
+    let bed = Bed::start("connect_mux_flood", kind, |o| {
         o.core.max_incoming_streams = LIMIT_STREAMS;
     });
     let hostile = bed.hostile[0].clone();
@@ -587,11 +585,10 @@ fn connect_mux_flood() {
 /// outgoing queue stays near 1 MiB (it stops reading while the queue is
 /// over the limit) and the connection is dropped about 500 ms after its
 /// writes block.
-#[test]
-fn peer_that_never_reads() {
+fn peer_that_never_reads(kind: Kind) {
     const MAX_QUEUED: usize = 1 << 20;
     let write_timeout = Duration::from_millis(500);
-    let bed = Bed::start("peer_that_never_reads", |o| {
+    let bed = Bed::start("peer_that_never_reads", kind, |o| {
         o.core.max_queued_bytes = MAX_QUEUED;
         o.write_timeout = write_timeout;
     });
@@ -667,9 +664,8 @@ fn raw_op(mux_id: u8, op: u8) -> Bytes {
 /// connection keeps serving; a stream message with a wrong sequence number
 /// ends that stream with "receive sequence number mismatch" and
 /// `DisconnectClientMux`, while another stream on the connection carries on.
-#[test]
-fn unexpected_ops_and_sequence() {
-    let bed = Bed::start("unexpected_ops_and_sequence", |_| {});
+fn unexpected_ops_and_sequence(kind: Kind) {
+    let bed = Bed::start("unexpected_ops_and_sequence", kind, |_| {});
     let hostile = bed.hostile[0].clone();
     let mut peer = Peer::connect(bed.addr, &hostile);
     peer.echo(1, b"hello");
@@ -801,3 +797,36 @@ fn unexpected_ops_and_sequence() {
     drop(peer);
     bed.finish(16);
 }
+
+/// Every case on each runtime: `on_tokio::<case>`, `on_smol::<case>`.
+macro_rules! on_each_runtime {
+    ($($name:ident),* $(,)?) => {
+        mod on_tokio {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(crate::harness::Kind::Tokio);
+                }
+            )*
+        }
+        mod on_smol {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(crate::harness::Kind::Smol);
+                }
+            )*
+        }
+    };
+}
+
+on_each_runtime!(
+    handshake_rejections_flood,
+    upgrade_never_completes,
+    garbage_after_upgrade,
+    bad_crc,
+    oversize_frames,
+    connect_mux_flood,
+    peer_that_never_reads,
+    unexpected_ops_and_sequence,
+);

@@ -98,29 +98,36 @@ impl CapacityTable {
     }
 }
 
-/// How a dialer spaces its attempts after a failure.
+/// How a dialer spaces its attempts after a failure (see
+/// [`crate::DialFailure::is_rejection`] for which failures are which).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
-    /// Delay before the first retry after a failed attempt.
+    /// Spacing of attempts while the peer cannot be reached (refused,
+    /// reset, timed out): each delay is drawn from
+    /// `[retry * (1 - jitter), retry]`, so a peer that comes back is found
+    /// within `retry`.
+    pub retry: Duration,
+    /// Delay before the first retry after the peer refused us.
     pub initial: Duration,
-    /// Upper bound of the delay.
+    /// Upper bound of the delay after refusals.
     pub max: Duration,
-    /// Growth factor per consecutive failure (1.0: no growth, like Go).
+    /// Growth factor per consecutive refusal.
     pub multiplier: f64,
-    /// Random spread: the delay is scaled by a factor uniform in
+    /// Random spread: a refusal's delay is scaled by a factor uniform in
     /// `[1 - jitter, 1 + jitter)`.
     pub jitter: f64,
 }
 
 impl Default for Backoff {
-    /// Starts at 1.5 s ± 1/3 (Go's 1–2 s spacing), doubles per failure up to
-    /// 30 s.
+    /// An unreachable peer is tried every 0.72–0.9 s; a refusing one after
+    /// 1 s ± 20 %, doubling per refusal up to 30 s.
     fn default() -> Self {
         Backoff {
-            initial: Duration::from_millis(1500),
+            retry: Duration::from_millis(900),
+            initial: Duration::from_secs(1),
             max: Duration::from_secs(30),
             multiplier: 2.0,
-            jitter: 1.0 / 3.0,
+            jitter: 0.2,
         }
     }
 }

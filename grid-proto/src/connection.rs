@@ -19,7 +19,7 @@ use crate::message::Message;
 use crate::op::Op;
 use crate::outgoing::Outgoing;
 use crate::payload::{ConnectRequest, ConnectResponse, InstanceId, PingPayload, PongPayload};
-use crate::rng::Rng;
+use crate::redial::{DialFailure, Redial};
 use crate::stats::Stats;
 use crate::time::Timestamp;
 use crate::timer::{ConnTimer, MuxTimer, Timers};
@@ -63,7 +63,6 @@ pub struct Connection {
     /// Flags every normal message carries: CRC unless both hosts are TLS.
     pub(crate) base: Flags,
     instance_id: InstanceId,
-    rng: Rng,
     state: State,
     /// A wall-clock reading and the instant it was taken: the core derives
     /// wall time from `now` without reading a clock.
@@ -78,8 +77,10 @@ pub struct Connection {
     last_pong: Instant,
     rtt: Option<Duration>,
     remote_id: Option<InstanceId>,
-    /// Consecutive failed attempts since the last established session.
-    failures: u32,
+    /// The reconnect policy's state.
+    redial: Redial,
+    /// Why the latest attempt failed, until a session is established.
+    last_dial_failure: Option<DialFailure>,
     attempt_start: Instant,
     was_connected: bool,
     pub(crate) counters: Counters,
@@ -96,6 +97,7 @@ pub(crate) struct Counters {
     pub(crate) frames_received: u64,
     pub(crate) reconnects: u64,
     pub(crate) ignored_messages: u64,
+    pub(crate) dial_failures: u64,
 }
 
 /// The buffer a new outgoing frame starts with: room for a full merged
@@ -175,13 +177,12 @@ impl Connection {
         } else {
             Flags::NONE
         };
-        let rng = Rng::new(config.seed);
+        let redial = Redial::new(config.backoff, config.seed);
         let mut conn = Connection {
             config,
             dialer,
             base,
             instance_id,
-            rng,
             state: State::Unconnected,
             wall_base: (now, wall),
             outbox: Outbox::default(),
@@ -194,7 +195,8 @@ impl Connection {
             last_pong: now,
             rtt: None,
             remote_id: None,
-            failures: 0,
+            redial,
+            last_dial_failure: None,
             attempt_start: now,
             was_connected: false,
             counters: Counters::default(),
@@ -267,6 +269,8 @@ impl Connection {
             frames_received: self.counters.frames_received,
             reconnects: self.counters.reconnects,
             ignored_messages: self.counters.ignored_messages,
+            dial_failures: self.counters.dial_failures,
+            last_dial_failure: self.last_dial_failure.clone(),
         }
     }
 
@@ -301,14 +305,22 @@ impl Connection {
             .set(ConnTimer::Handshake, now + self.config.handshake_timeout);
     }
 
-    /// Dialer: the dial attempt failed before a transport was up. Schedules
-    /// the next attempt.
-    pub fn handle_dial_failed(&mut self, now: Instant) {
+    /// Dialer: the dial attempt failed before a transport was up (no
+    /// connection, or the HTTP upgrade was refused). Schedules the next
+    /// attempt: soon for an unreachable peer, backing off for a refusal
+    /// ([`DialFailure::is_rejection`]).
+    pub fn handle_dial_failed(&mut self, now: Instant, failure: DialFailure) {
         if self.state == State::Shutdown {
             return;
         }
         self.state = State::ConnectionError;
-        self.schedule_redial(now);
+        self.schedule_redial(now, failure);
+    }
+
+    /// Why the latest attempt to establish a session failed; `None` once
+    /// one is established.
+    pub fn last_dial_failure(&self) -> Option<&DialFailure> {
+        self.last_dial_failure.as_ref()
     }
 
     /// Acceptor: the peer's `Connect` passed [`handshake::check_connect`].
@@ -344,12 +356,13 @@ impl Connection {
     fn on_connected(&mut self, now: Instant, remote_id: InstanceId) {
         let peer_restarted = self.remote_id.is_some_and(|old| old != remote_id);
         if self.was_connected {
-            self.counters.reconnects += 1;
+            self.counters.reconnects = self.counters.reconnects.saturating_add(1);
         }
         self.remote_id = Some(remote_id);
         self.state = State::Connected;
         self.was_connected = true;
-        self.failures = 0;
+        self.redial.reset();
+        self.last_dial_failure = None;
         self.last_pong = now;
         self.timers.stop(ConnTimer::Handshake);
         self.timers
@@ -421,21 +434,22 @@ impl Connection {
                 self.attempt_start = now;
                 self.timers.set(ConnTimer::Redial, now);
             } else {
-                self.schedule_redial(now);
+                let failure = match self.events.back() {
+                    Some(Event::Disconnected { reason }) => DialFailure::from_handshake(reason),
+                    _ => DialFailure::Unreachable("session ended".into()),
+                };
+                self.schedule_redial(now, failure);
             }
         }
     }
 
-    fn schedule_redial(&mut self, now: Instant) {
+    fn schedule_redial(&mut self, now: Instant, failure: DialFailure) {
         if !self.dialer || self.state == State::Shutdown {
             return;
         }
-        let b = self.config.backoff;
-        let growth = b.multiplier.max(1.0).powi(self.failures.min(32) as i32);
-        let base = b.initial.as_secs_f64() * growth;
-        let spread = 1.0 + b.jitter * (2.0 * self.rng.next_f64() - 1.0);
-        let delay = Duration::from_secs_f64((base * spread).min(b.max.as_secs_f64()).max(0.0));
-        self.failures = self.failures.saturating_add(1);
+        let delay = self.redial.delay_after(&failure);
+        self.counters.dial_failures = self.counters.dial_failures.saturating_add(1);
+        self.last_dial_failure = Some(failure);
         let at = (self.attempt_start + delay).max(now);
         self.timers.set(ConnTimer::Redial, at);
     }
@@ -449,8 +463,11 @@ impl Connection {
         if !matches!(self.state, State::Connecting | State::Connected) {
             return;
         }
-        self.counters.frames_received += 1;
-        self.counters.bytes_received += frame.len() as u64;
+        self.counters.frames_received = self.counters.frames_received.saturating_add(1);
+        self.counters.bytes_received = self
+            .counters
+            .bytes_received
+            .saturating_add(frame.len() as u64);
         let decoder = match FrameDecoder::new(frame, self.config.max_message_size) {
             Ok(d) => d,
             Err(e) => return self.end_session(now, DisconnectReason::Decode(e)),
@@ -458,10 +475,14 @@ impl Connection {
         for item in decoder {
             match item {
                 Ok(msg) => {
-                    self.counters.messages_received += 1;
+                    self.counters.messages_received =
+                        self.counters.messages_received.saturating_add(1);
                     self.handle_message(now, msg);
                 }
-                Err(e) if !e.is_fatal() => self.counters.ignored_messages += 1,
+                Err(e) if !e.is_fatal() => {
+                    self.counters.ignored_messages =
+                        self.counters.ignored_messages.saturating_add(1)
+                }
                 Err(e) => return self.end_session(now, DisconnectReason::Decode(e)),
             }
             if !matches!(self.state, State::Connecting | State::Connected) {
@@ -493,7 +514,7 @@ impl Connection {
             // No handler in the running state: Go logs "unknown message
             // type" and carries on.
             Op::Connect | Op::ConnectResponse | Op::Disconnect | Op::Merged => {
-                self.counters.ignored_messages += 1;
+                self.counters.ignored_messages = self.counters.ignored_messages.saturating_add(1);
             }
         }
     }
@@ -591,8 +612,8 @@ impl Connection {
     /// within Go's limits (at most 51 messages, about 31 KiB).
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         let frame = self.outbox.pop()?;
-        self.counters.frames_sent += 1;
-        self.counters.bytes_sent += frame.len() as u64;
+        self.counters.frames_sent = self.counters.frames_sent.saturating_add(1);
+        self.counters.bytes_sent = self.counters.bytes_sent.saturating_add(frame.len() as u64);
         Some(frame)
     }
 
@@ -615,12 +636,12 @@ impl Connection {
 
     /// Queues a message.
     pub(crate) fn send(&mut self, msg: &Message) {
-        self.counters.messages_sent += 1;
+        self.counters.messages_sent = self.counters.messages_sent.saturating_add(1);
         self.outbox.push(msg);
     }
 
     fn send_alone(&mut self, msg: &Message) {
-        self.counters.messages_sent += 1;
+        self.counters.messages_sent = self.counters.messages_sent.saturating_add(1);
         self.outbox.push_alone(msg);
     }
 
@@ -686,14 +707,14 @@ impl Connection {
     /// Checks an outgoing data message against the size and queue limits.
     pub(crate) fn check_room(&self, payload_len: usize) -> Result<(), CallError> {
         // Envelope + subroute + CRC + merge header stay well under 128 bytes.
-        let size = payload_len + 128;
+        let size = payload_len.saturating_add(128);
         if size > self.config.max_message_size {
             return Err(CallError::TooLarge {
                 size,
                 max: self.config.max_message_size,
             });
         }
-        if self.queued_bytes() + size > self.config.max_queued_bytes {
+        if self.queued_bytes().saturating_add(size) > self.config.max_queued_bytes {
             return Err(CallError::QueueFull);
         }
         Ok(())

@@ -66,6 +66,22 @@ impl fmt::Display for HandshakeError {
 
 impl std::error::Error for HandshakeError {}
 
+impl HandshakeError {
+    /// The reason told to the refused peer: Go's text, except that a
+    /// refused token is only said to be refused (MinIO's token check
+    /// answers every failure with one generic error), so a prober learns
+    /// nothing about the check. The full reason is `Display`, for the log.
+    pub fn peer_reason(&self) -> String {
+        match self {
+            HandshakeError::Auth(_) => format!("auth token: {AUTH_FAILED}"),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The generic text of a refused token: MinIO's `errAuthentication`.
+const AUTH_FAILED: &str = "Authentication failed, check your access credentials";
+
 /// `d` as Go's `time.Duration.String()` prints it (`5m59.99995s`, `1h0m0s`,
 /// `1.5ms`), so reject texts read exactly like Go's.
 fn go_duration(d: Duration) -> String {
@@ -140,9 +156,9 @@ pub fn check_connect(
 }
 
 /// The `ConnectResponse` frame refusing a peer (sent alone, then the
-/// transport is closed).
+/// transport is closed), with [`HandshakeError::peer_reason`].
 pub fn rejection_frame(local_id: InstanceId, error: &HandshakeError) -> Bytes {
-    response_message(local_id, Some(error.to_string())).to_bytes()
+    response_message(local_id, Some(error.peer_reason())).to_bytes()
 }
 
 /// The dialer's `Connect` message.

@@ -402,7 +402,7 @@ impl Connection {
             // A Go caller never reuses a live id (requests and streams share
             // its one table): ignore the duplicate, so an `IncomingId` always
             // names one call.
-            self.counters.ignored_messages += 1;
+            self.counters.ignored_messages = self.counters.ignored_messages.saturating_add(1);
             return;
         }
         if self.incoming_requests.len() >= self.config.max_incoming_requests {
@@ -438,7 +438,7 @@ impl Connection {
         }
         if self.is_incoming_live(IncomingId(msg.mux_id)) {
             // No second ack; and a live request's id is not reused either.
-            self.counters.ignored_messages += 1;
+            self.counters.ignored_messages = self.counters.ignored_messages.saturating_add(1);
             return;
         }
         if self.incoming_streams.len() >= self.config.max_incoming_streams {
@@ -516,7 +516,7 @@ impl Connection {
         if s.buffered >= s.in_capacity {
             return self.incoming_protocol_error(id, "handler blocked".into());
         }
-        s.buffered += 1;
+        s.buffered = s.buffered.saturating_add(1);
         self.events.push_back(Event::IncomingMessage {
             id: IncomingId(id),
             payload: msg.payload().cloned(),
@@ -536,7 +536,7 @@ impl Connection {
         let Some(s) = self.incoming_streams.get_mut(&id) else {
             return;
         };
-        s.out_credits = (s.out_credits + 1).min(s.out_capacity);
+        s.out_credits = s.out_credits.saturating_add(1).min(s.out_capacity);
         s.stall_reported = false;
         if s.pending_finish.is_some() {
             return self.try_send_finish(id);

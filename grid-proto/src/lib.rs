@@ -91,6 +91,7 @@ mod msgpack;
 mod op;
 mod outgoing;
 mod payload;
+mod redial;
 mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -116,6 +117,7 @@ pub use outgoing::{STREAM_LIVENESS_TIMEOUT, STREAM_PING_INTERVAL};
 pub use payload::{
     ConnectRequest, ConnectResponse, InstanceId, MuxConnectError, PingPayload, PongPayload,
 };
+pub use redial::DialFailure;
 pub use stats::Stats;
 pub use subroute::{SubrouteId, join_route};
 pub use time::Timestamp;

@@ -366,7 +366,8 @@ impl Connection {
         let want = match self.outgoing.get_mut(&id) {
             Some(Outgoing::Stream(s)) => {
                 if s.recv_seq == seq {
-                    s.recv_seq += 1;
+                    // A u32 that wraps, as Go's.
+                    s.recv_seq = s.recv_seq.wrapping_add(1);
                     return true;
                 }
                 s.recv_seq
@@ -481,7 +482,7 @@ impl Connection {
             return;
         };
         // Credits never exceed the window (Go logs and drops the excess).
-        s.credits = (s.credits + 1).min(s.window);
+        s.credits = s.credits.saturating_add(1).min(s.window);
         s.stall_reported = false;
         if s.credits > 0 && s.input_open && s.waiting_credit {
             s.waiting_credit = false;
@@ -524,7 +525,7 @@ impl Connection {
                 // The callee overran its window: Go's "Response was blocked".
                 return self.end_call(id, Err(CallError::ResponseBlocked), Cleanup::Disconnect);
             }
-            s.unconsumed += 1;
+            s.unconsumed = s.unconsumed.saturating_add(1);
             self.events.push_back(Event::StreamMessage {
                 id: CallId(id),
                 payload,
@@ -623,4 +624,63 @@ fn wire_deadline(now: Instant, deadline: Instant) -> Result<u32, CallError> {
 /// An error payload as text (Go sends raw UTF-8; be lenient with bad bytes).
 pub(crate) fn text(payload: &Bytes) -> String {
     String::from_utf8_lossy(payload).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::config::Capacities;
+    use crate::event::IncomingId;
+    use crate::sim::Pair;
+
+    fn server_msg(id: u64, seq: u32, payload: &'static [u8]) -> Bytes {
+        let mut m = Message::new(Op::MuxServerMsg, id);
+        m.seq = seq;
+        m.flags = Flags::CRC;
+        m.set_payload(Some(Bytes::from_static(payload)));
+        m.to_bytes()
+    }
+
+    #[test]
+    fn the_receive_sequence_wraps_like_gos_uint32() {
+        let mut pair = Pair::new(42);
+        pair.connect();
+        let caps = Capacities {
+            in_capacity: 1,
+            out_capacity: 4,
+        };
+        let now = pair.now;
+        let id = pair
+            .client
+            .conn
+            .open_stream(now, HandlerId::TEST, None, None, None, Some(caps))
+            .unwrap();
+        pair.drive();
+        let now = pair.now;
+        assert!(pair.server.conn.accept_stream(now, IncomingId(id.0), caps));
+        pair.drive();
+        pair.client.take_events();
+        // Far into the stream: the next message from the callee is the
+        // last sequence number before the wrap.
+        match pair.client.conn.outgoing.get_mut(&id.0) {
+            Some(Outgoing::Stream(s)) => s.recv_seq = u32::MAX,
+            _ => panic!("the stream is open"),
+        }
+        pair.inject_to_client(server_msg(id.0, u32::MAX, b"last"));
+        pair.inject_to_client(server_msg(id.0, 0, b"wrapped"));
+        pair.drive();
+        let got: Vec<_> = pair
+            .client
+            .take_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::StreamMessage { payload, .. } => Some(payload),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, [&b"last"[..], &b"wrapped"[..]]);
+        assert!(pair.client.conn.is_live(id));
+    }
 }

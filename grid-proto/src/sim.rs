@@ -127,6 +127,8 @@ pub struct Pair {
     pub auto_dial: bool,
     /// Dial attempts that fail before one succeeds.
     pub failing_dials: u32,
+    /// Why those dials fail (default: the peer refuses the TCP connection).
+    pub dial_failure: crate::DialFailure,
     /// Added to the client's wall clock (clock skew tests).
     pub client_clock_offset: Duration,
     /// The token the client presents.
@@ -204,6 +206,7 @@ impl Pair {
             jitter: Duration::ZERO,
             auto_dial: true,
             failing_dials: 0,
+            dial_failure: crate::DialFailure::Unreachable("connection refused".into()),
             client_clock_offset: Duration::ZERO,
             client_token: TOKEN.into(),
             sent: Vec::new(),
@@ -397,7 +400,8 @@ impl Pair {
         }
         if self.failing_dials > 0 {
             self.failing_dials -= 1;
-            self.client.conn.handle_dial_failed(now);
+            let failure = self.dial_failure.clone();
+            self.client.conn.handle_dial_failed(now, failure);
             return;
         }
         self.dials += 1;

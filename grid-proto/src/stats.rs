@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::connection::State;
+use crate::redial::DialFailure;
 
 /// Counters and table sizes of one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,4 +44,8 @@ pub struct Stats {
     pub reconnects: u64,
     /// Received messages ignored (unknown ops, duplicates).
     pub ignored_messages: u64,
+    /// Attempts to establish a session that failed (dialer only).
+    pub dial_failures: u64,
+    /// Why the latest attempt failed; `None` once a session is established.
+    pub last_dial_failure: Option<DialFailure>,
 }

@@ -258,7 +258,9 @@ fn calls_are_refused_while_not_connected() {
     // And again after the session is lost, before the redial completes.
     // (The dial nobody made counts as failed: the next one follows.)
     pair.auto_dial = true;
-    pair.client.conn.handle_dial_failed(now);
+    pair.client
+        .conn
+        .handle_dial_failed(now, grid_proto::DialFailure::Unreachable("refused".into()));
     pair.advance(secs(3));
     assert_eq!(pair.client.conn.state(), State::Connected);
     pair.auto_dial = false;

@@ -46,6 +46,8 @@ pub use grid_proto::{
 
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "turmoil")]
+pub mod turmoil;
 
 /// The tokio runtime, for [`grid_proto::driver::Manager`].
 #[derive(Debug, Clone, Copy, Default)]

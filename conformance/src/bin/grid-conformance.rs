@@ -37,13 +37,15 @@ use std::net::{TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conformance::node::{Node, RuntimeKind};
+use conformance::stderr_log::StderrLog;
 use conformance::{
     Outcome, ReplayOptions, Role, Target, Transcript, env_dirs, load_path, scenarios,
 };
-use grid_proto::driver::{Options, Recorder};
+use grid_proto::DialFailure;
+use grid_proto::driver::{Connection, Options, Recorder};
 
 const USAGE: &str = "usage:
   grid-conformance replay FILE_OR_DIR... [--target core|tokio|smol|all|LIST] [--role client|server|both] [-v]
@@ -126,6 +128,10 @@ fn parse(command: &str, mut args: impl Iterator<Item = String>) -> Result<Parsed
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_default();
+    if matches!(command.as_str(), "serve" | "call") {
+        // Why a peer is refused, or cannot be reached, goes to stderr.
+        StderrLog::install(tracing::Level::WARN);
+    }
     let result = match command.as_str() {
         "replay" | "serve" | "call" | "record" => {
             parse(&command, args).and_then(|p| match command.as_str() {
@@ -354,8 +360,8 @@ fn call(p: Parsed) -> Result<ExitCode, String> {
         .node
         .connection(&remote)
         .ok_or_else(|| format!("{remote} is not in --hosts"))?;
-    if let Err(e) = peer.node.block_on(conn.wait_for_connect(CONNECT_WAIT)) {
-        println!("FAIL connect: no connection to {remote} within {CONNECT_WAIT:?}: {e}");
+    if let Err(why) = wait_connected(&peer.node, &conn) {
+        println!("FAIL connect: {why}");
         exit(1);
     }
     let mut failed = 0;
@@ -370,6 +376,37 @@ fn call(p: Parsed) -> Result<ExitCode, String> {
     }
     eprintln!("{} passed, {failed} failed", names.len() - failed);
     exit(if failed > 0 { 1 } else { 0 })
+}
+
+/// Waits for `conn` to connect, at most [`CONNECT_WAIT`], but gives up at
+/// once when either side refuses the other (a wrong token, host or clock
+/// does not fix itself), saying which side refused and why. A peer not up
+/// yet is waited for.
+fn wait_connected(node: &Node, conn: &Connection) -> Result<(), String> {
+    let remote = conn.remote_host();
+    let deadline = Instant::now() + CONNECT_WAIT;
+    loop {
+        if node
+            .block_on(conn.wait_for_connect(Duration::from_millis(50)))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if let Some(failure) = conn.last_dial_failure().filter(DialFailure::is_rejection) {
+            return Err(format!("{remote} refused this node: {failure}"));
+        }
+        if let Some(reason) = node.refusals().last_reason {
+            return Err(format!("this node refused {remote}: {reason}"));
+        }
+        if Instant::now() >= deadline {
+            let last = conn
+                .last_dial_failure()
+                .map_or_else(String::new, |f| format!(" (last attempt: {f})"));
+            return Err(format!(
+                "no connection to {remote} within {CONNECT_WAIT:?}{last}"
+            ));
+        }
+    }
 }
 
 /// `record`: two nodes of one runtime on loopback ports, both recording,

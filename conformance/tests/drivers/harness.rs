@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use conformance::register_reference_handlers;
-use grid_proto::driver::{Connection, Manager, Options, RemoteError, Runtime, StreamCall};
+use grid_proto::driver::{
+    Connection, Manager, Options, Refusals, RemoteError, Runtime, StreamCall,
+};
 use grid_proto::{Backoff, Capacities, HandlerId, State, Stats, should_dial};
 use smol::channel::{Receiver, Sender};
 
@@ -263,6 +265,7 @@ type StreamFn =
 enum Custom {
     Single(HandlerId, SingleFn),
     Stream(HandlerId, Capacities, StreamFn),
+    Typed(HandlerId, fn(u32) -> u32),
 }
 
 /// Handlers every node registers besides the transcripts' table.
@@ -290,12 +293,25 @@ impl Handlers {
         self
     }
 
+    /// A typed handler `u32 -> u32` (msgpack), computed by `f`.
+    pub(crate) fn typed(mut self, id: HandlerId, f: fn(u32) -> u32) -> Handlers {
+        self.0.push(Custom::Typed(id, f));
+        self
+    }
+
     fn register<R: Runtime>(&self, m: &Manager<R>) {
         register_reference_handlers(m).expect("reference handlers");
         for h in &self.0 {
             match h.clone() {
                 Custom::Single(id, f) => m.register_single(id, move |p| f(p)),
                 Custom::Stream(id, caps, f) => m.register_stream(id, caps, move |c| f(c)),
+                Custom::Typed(id, f) => {
+                    m.register_typed(
+                        id,
+                        None,
+                        move |n: u32| async move { Ok::<_, RemoteError>(f(n)) },
+                    )
+                }
             }
             .expect("custom handler");
         }
@@ -316,6 +332,7 @@ pub(crate) fn test_options() -> Options {
             }
         }),
         backoff: Backoff {
+            retry: Duration::from_millis(40),
             initial: Duration::from_millis(40),
             max: Duration::from_millis(200),
             multiplier: 2.0,
@@ -326,7 +343,7 @@ pub(crate) fn test_options() -> Options {
 }
 
 /// A runtime the harness can serve a node on.
-trait Driver: Runtime + Default {
+pub(crate) trait Driver: Runtime + Default {
     fn serve(manager: Manager<Self>, listener: TcpListener) -> Server;
 }
 
@@ -366,6 +383,7 @@ pub(crate) trait AnyManager: Send + Sync {
     fn connection(&self, host: &str) -> Option<Connection>;
     fn stats(&self) -> Vec<(String, Option<Stats>)>;
     fn shutdown(&self, grace: Option<Duration>) -> Pin<Box<dyn Future<Output = ()> + '_>>;
+    fn refusals(&self) -> Refusals;
 }
 
 impl<R: Runtime> AnyManager for Manager<R> {
@@ -379,6 +397,10 @@ impl<R: Runtime> AnyManager for Manager<R> {
 
     fn shutdown(&self, grace: Option<Duration>) -> Pin<Box<dyn Future<Output = ()> + '_>> {
         Box::pin(Manager::shutdown(self, grace))
+    }
+
+    fn refusals(&self) -> Refusals {
+        Manager::refusals(self)
     }
 }
 

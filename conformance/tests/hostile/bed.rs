@@ -1,6 +1,6 @@
-//! The test bed: a grid-tokio manager under attack (the "target"), a
-//! well-behaved grid-tokio node connected to it and calling both ways for
-//! the whole test, host names the hostile peer may use, a watchdog, and
+//! The test bed: a manager under attack (the "target", on tokio or smol),
+//! a well-behaved node on the same runtime connected to it and calling both
+//! ways for the whole test, host names the hostile peer may use, a watchdog, and
 //! memory figures (process RSS from `/proc/self/status`, the peak reset
 //! through `/proc/self/clear_refs`; tests run one at a time so the figures
 //! are the test's own).
@@ -151,6 +151,7 @@ impl Drop for Sampler {
 /// One test's world. Create with [`Bed::start`], end with [`Bed::finish`].
 pub(crate) struct Bed {
     name: &'static str,
+    kind: Kind,
     target: Node,
     good: Node,
     pub(crate) target_host: String,
@@ -173,12 +174,12 @@ pub(crate) struct Bed {
 impl Bed {
     /// Starts the target (with `tweak`ed test options) and the good node,
     /// waits until they are connected and starts the background traffic.
-    pub(crate) fn start(name: &'static str, tweak: impl FnOnce(&mut Options)) -> Bed {
+    pub(crate) fn start(name: &'static str, kind: Kind, tweak: impl FnOnce(&mut Options)) -> Bed {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let (watchdog, fired) = mpsc::channel::<()>();
         std::thread::spawn(move || {
             if let Err(mpsc::RecvTimeoutError::Timeout) = fired.recv_timeout(WATCHDOG) {
-                eprintln!("hostile::{name}: still running after {WATCHDOG:?}; aborting");
+                eprintln!("hostile::{name} ({kind:?}): still running after {WATCHDOG:?}; aborting");
                 std::process::exit(101);
             }
         });
@@ -206,8 +207,8 @@ impl Bed {
         let (target, good) = {
             let _rt = rt.enter();
             (
-                Node::start(Kind::Tokio, target_l, &target_hosts, options, &handlers),
-                Node::start(Kind::Tokio, good_l, &pair, test_options(), &handlers),
+                Node::start(kind, target_l, &target_hosts, options, &handlers),
+                Node::start(kind, good_l, &pair, test_options(), &handlers),
             )
         };
         let to_good = target.manager.connection(&good_host).expect("known");
@@ -233,6 +234,7 @@ impl Bed {
         let peak_reset = reset_peak();
         Bed {
             name,
+            kind,
             target,
             good,
             target_host,
@@ -332,9 +334,10 @@ impl Bed {
         }
         let growth = peak.saturating_sub(self.start_rss);
         eprintln!(
-            "hostile::{}: RSS start {:.1} MiB, peak {:.1} MiB (+{:.1} MiB{}), end {:.1} MiB; \
+            "hostile::{} ({:?}): RSS start {:.1} MiB, peak {:.1} MiB (+{:.1} MiB{}), end {:.1} MiB; \
              good calls {ok}, slowest {:.1} ms",
             self.name,
+            self.kind,
             mib(self.start_rss),
             mib(peak),
             mib(growth),

@@ -18,6 +18,7 @@ use crate::driver::runtime::BoxFuture;
 use crate::driver::stream::{StreamKey, StreamReceiver, StreamSender, StreamShared};
 use crate::error::CallError;
 use crate::handler::HandlerId;
+use crate::redial::DialFailure;
 use crate::stats::Stats;
 use crate::subroute::{SubrouteId, join_route};
 
@@ -89,6 +90,8 @@ pub(crate) struct ConnShared {
     waiters: Mutex<Vec<Waker>>,
     next_ticket: AtomicU64,
     stats: Mutex<Option<Stats>>,
+    /// Why the latest attempt to connect failed (dialer), until connected.
+    dial_failure: Mutex<Option<DialFailure>>,
     /// Graceful shutdown: no new calls.
     pub(crate) closing: AtomicBool,
     /// Calls are in flight either way (kept current by the task).
@@ -142,6 +145,7 @@ impl ConnShared {
             waiters: Mutex::new(Vec::new()),
             next_ticket: AtomicU64::new(1),
             stats: Mutex::new(None),
+            dial_failure: Mutex::new(None),
             closing: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             sleep,
@@ -163,6 +167,23 @@ impl ConnShared {
 
     pub(crate) fn set_busy(&self, busy: bool) {
         self.busy.store(busy, Ordering::Release);
+    }
+
+    pub(crate) fn set_dial_failure(&self, failure: Option<DialFailure>) {
+        *self.dial_failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+    }
+
+    /// Corrects the state in the last published stats (when the task that
+    /// publishes them is gone).
+    pub(crate) fn set_stats_state(&self, state: State) {
+        if let Some(stats) = self
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            stats.state = state;
+        }
     }
 
     pub(crate) fn publish_stats(&self, stats: Stats) {
@@ -237,6 +258,19 @@ impl Connection {
     pub fn stats(&self) -> Option<Stats> {
         self.shared
             .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Why this node's latest attempt to connect failed, as soon as it
+    /// failed; `None` once connected, and on the accepting side of the pair
+    /// (see [`crate::driver::Manager::refusals`] there). A refusal
+    /// ([`DialFailure::is_rejection`]: our token, host or clock was not
+    /// accepted) will not fix itself.
+    pub fn last_dial_failure(&self) -> Option<DialFailure> {
+        self.shared
+            .dial_failure
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

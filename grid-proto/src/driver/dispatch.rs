@@ -10,16 +10,18 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::{AbortHandle, Abortable, FutureExt};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::connection::State;
 use crate::driver::conn::Command;
+use crate::driver::isolate;
 use crate::driver::registry::{Route, StreamCall};
 use crate::driver::runtime::Runtime;
 use crate::driver::stream::{StreamKey, StreamReceiver, StreamSender, StreamShared};
 use crate::driver::task::ConnTask;
 use crate::error::{CallError, DisconnectReason, SendError};
 use crate::event::{CallId, Event, IncomingId};
+use crate::handler::HandlerId;
 
 impl<R: Runtime> ConnTask<R> {
     // ---- commands from handles and handler tasks ----
@@ -197,18 +199,27 @@ impl<R: Runtime> ConnTask<R> {
                 peer_restarted,
             } => {
                 info!(remote = %self.shared.remote, %remote_id, peer_restarted, "connected");
+                self.logged_failure = None;
+                self.shared.set_dial_failure(None);
                 self.shared.set_state(State::Connected);
                 self.shared.publish_stats(self.core.stats(now));
             }
             Event::Disconnected { reason } => {
+                let established = self.shared.state() == State::Connected;
                 match &reason {
                     DisconnectReason::Shutdown => info!(remote = %self.shared.remote, "shut down"),
-                    DisconnectReason::Rejected(why) => {
-                        warn!(remote = %self.shared.remote, %why, "connection rejected")
-                    }
+                    // A failed handshake is reported as a dial failure below.
+                    _ if !established => {}
                     other => info!(remote = %self.shared.remote, reason = %other, "disconnected"),
                 }
-                self.drop_socket();
+                if !established && self.core.is_dialer() {
+                    self.report_dial_failure();
+                }
+                // A replaced session ends because a new transport just took
+                // its place: that one is already the socket and must stay.
+                if reason != DisconnectReason::Replaced {
+                    self.drop_socket();
+                }
                 let state = self.core.state();
                 // Stats first: whoever waits for the state (as shutdown
                 // does) then reads the final numbers.
@@ -245,7 +256,7 @@ impl<R: Runtime> ConnTask<R> {
                 subroute,
                 payload,
                 ..
-            } => self.start_single_handler(now, id, Route::of(handler, subroute), payload),
+            } => self.start_single_handler(now, id, handler, Route::of(handler, subroute), payload),
             Event::IncomingStream {
                 id,
                 handler,
@@ -253,7 +264,8 @@ impl<R: Runtime> ConnTask<R> {
                 payload,
                 deadline,
             } => {
-                self.start_stream_handler(now, id, Route::of(handler, subroute), payload, deadline)
+                let route = Route::of(handler, subroute);
+                self.start_stream_handler(now, id, handler, route, payload, deadline)
             }
             Event::IncomingMessage { id, payload } => {
                 if let Some(s) = self.streams.get(&StreamKey::Incoming(id.0)) {
@@ -328,30 +340,40 @@ impl<R: Runtime> ConnTask<R> {
         &mut self,
         now: Instant,
         id: IncomingId,
+        handler: HandlerId,
         route: Route,
         payload: Option<Bytes>,
     ) {
-        let Some(handler) = self.mgr.registry.single(route) else {
+        let Some(handler_fn) = self.mgr.registry.single(route) else {
             self.core.reject_unknown_handler(now, id);
             return;
         };
-        let fut = std::panic::AssertUnwindSafe(handler(payload.unwrap_or_default())).catch_unwind();
-        self.spawn_handler(id.0, async move {
-            let result = match fut.await {
-                Ok(r) => r.map_err(|e| e.0),
-                Err(panic) => Err(format!(
-                    "handleMessages: panic recovered: {}",
-                    panic_text(&panic)
-                )),
-            };
-            Command::Respond { id: id.0, result }
-        });
+        // Go's text for a panic in a single-request handler.
+        let failed = |text: &str| format!("handleMessages: panic recovered: {text}");
+        let remote = Arc::clone(&self.shared.remote);
+        match isolate::call(|| handler_fn(payload.unwrap_or_default())) {
+            Ok(fut) => self.spawn_handler(id.0, async move {
+                let result = match isolate::run(fut).await {
+                    Ok(r) => r.map_err(|e| e.0),
+                    Err(text) => {
+                        log_panic(&remote, handler, &text);
+                        Err(failed(&text))
+                    }
+                };
+                Command::Respond { id: id.0, result }
+            }),
+            Err(text) => {
+                log_panic(&remote, handler, &text);
+                self.core.respond(now, id, Err(failed(&text)));
+            }
+        }
     }
 
     fn start_stream_handler(
         &mut self,
         now: Instant,
         id: IncomingId,
+        handler: HandlerId,
         route: Route,
         payload: Option<Bytes>,
         deadline: Option<Instant>,
@@ -372,30 +394,38 @@ impl<R: Runtime> ConnTask<R> {
         let call = StreamCall {
             payload,
             input,
-            output: StreamSender::new(shared),
+            output: StreamSender::new(Arc::clone(&shared)),
             caller: Arc::clone(&self.shared.remote),
             subroute: entry.subroute.clone(),
             deadline,
         };
-        let fut = std::panic::AssertUnwindSafe((entry.handler)(call)).catch_unwind();
-        self.spawn_handler(id.0, async move {
-            let result = match fut.await {
-                Ok(r) => r.map_err(|e| e.0),
-                Err(panic) => Err(format!("handler panic: {}", panic_text(&panic))),
-            };
-            Command::HandlerDone { id: id.0, result }
-        });
-        // The core may already hold input for it (EOF-on-connect).
+        // Go's text for a panic in a stream handler.
+        let failed = |text: &str| format!("handler panic: {text}");
+        let remote = Arc::clone(&self.shared.remote);
+        match isolate::call(|| (entry.handler)(call)) {
+            Ok(fut) => self.spawn_handler(id.0, async move {
+                let result = match isolate::run(fut).await {
+                    Ok(r) => r.map_err(|e| e.0),
+                    Err(text) => {
+                        log_panic(&remote, handler, &text);
+                        Err(failed(&text))
+                    }
+                };
+                Command::HandlerDone { id: id.0, result }
+            }),
+            Err(text) => {
+                log_panic(&remote, handler, &text);
+                shared.lock().finish = Some(Err(failed(&text)));
+            }
+        }
+        // The core may already hold input for it (EOF-on-connect), or the
+        // handler already failed.
         self.sync_stream(now, key);
     }
 }
 
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_owned()
-    }
+/// A handler panicked: said once, with the handler's name, where the
+/// connection's operator looks (the caller gets the text as its error).
+fn log_panic(remote: &str, handler: HandlerId, text: &str) {
+    error!(%remote, %handler, panic = %text, "handler panicked; the call failed, the connection goes on");
 }

@@ -57,6 +57,17 @@ impl<T> Mailbox<T> {
         std::mem::swap(&mut q.items, out);
     }
 
+    /// Takes what is queued, leaving the mailbox open.
+    pub(crate) fn take_all(&self) -> VecDeque<T> {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut q.items)
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).closed
+    }
+
     /// Refuses further pushes and returns what was queued.
     pub(crate) fn close(&self) -> VecDeque<T> {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());

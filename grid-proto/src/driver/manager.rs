@@ -25,9 +25,11 @@ use crate::config::{Backoff, Capacities, CapacityTable, Config};
 use crate::connection::{Connection as Core, State};
 use crate::dial::should_dial;
 use crate::driver::conn::{ConnShared, Connection};
+use crate::driver::isolate;
 use crate::driver::mailbox::Mailbox;
 #[cfg(feature = "recorder")]
 use crate::driver::recorder::Recorder;
+use crate::driver::refusals::{RefusalLog, Refusals};
 use crate::driver::registry::{RegisterError, Registry, RemoteError, StreamCall};
 use crate::driver::runtime::Runtime;
 use crate::driver::task::{ConnTask, Incoming};
@@ -58,7 +60,9 @@ impl<R: Runtime> Callback for UpgradeCheck<'_, R> {
         match self.manager.check_upgrade(request) {
             Ok(()) => Ok(response),
             Err(e) => {
-                let mut refusal = ErrorResponse::new(Some(e.to_string()));
+                // A bare status, as MinIO answers: the reason is logged and
+                // counted here, not told to whoever knocked.
+                let mut refusal = ErrorResponse::new(None);
                 *refusal.status_mut() = e.status();
                 Err(refusal)
             }
@@ -183,7 +187,7 @@ impl std::error::Error for ConfigError {}
 pub enum UpgradeError {
     /// Not this grid's route.
     WrongPath(String),
-    /// No `Authorization: Bearer …` header.
+    /// No `Authorization` header, or an empty one.
     MissingToken,
     /// The token check failed.
     BadToken(String),
@@ -247,6 +251,7 @@ pub(crate) struct ManagerShared {
     pub(crate) local: Arc<str>,
     pub(crate) options: Options,
     pub(crate) registry: Registry,
+    pub(crate) refusals: RefusalLog,
 }
 
 impl ManagerShared {
@@ -384,6 +389,7 @@ impl<R: Runtime> Manager<R> {
         let shared = Arc::new(ManagerShared {
             local: Arc::clone(&local),
             registry: Registry::new(options.core.capacities.clone()),
+            refusals: RefusalLog::default(),
             options,
         });
         let now = rt.now();
@@ -555,7 +561,11 @@ impl<R: Runtime> Manager<R> {
         if self.inner.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        for (remote, peer) in &self.inner.peers {
+        // In host order, not the map's (randomly seeded) order: the spawn
+        // order decides who dials first, and a seeded run must repeat.
+        let mut peers: Vec<_> = self.inner.peers.iter().collect();
+        peers.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (remote, peer) in peers {
             if let Some(task) = peer.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 // Everything the connection task logs, and every handler it
                 // spawns, is under this span.
@@ -563,7 +573,7 @@ impl<R: Runtime> Manager<R> {
                     tracing::info_span!("grid", local = %self.inner.shared.local, remote = %remote);
                 self.inner
                     .rt
-                    .spawn(tracing::Instrument::instrument(task.run(), span));
+                    .spawn(tracing::Instrument::instrument(task.supervise(), span));
             }
         }
     }
@@ -585,10 +595,28 @@ impl<R: Runtime> Manager<R> {
         all
     }
 
+    /// Incoming connections refused so far, and why the latest was (the
+    /// peer itself is told only "403" or a generic rejection).
+    pub fn refusals(&self) -> Refusals {
+        self.inner.shared.refusals.snapshot()
+    }
+
     /// The checks of an incoming upgrade request before it is upgraded:
     /// the route, the bearer token and `X-Minio-Time` (like MinIO's). On an
-    /// error, answer with [`UpgradeError::status`].
+    /// error, answer with [`UpgradeError::status`] and nothing more; the
+    /// reason is logged and counted in [`refusals`](Self::refusals).
     pub fn check_upgrade<B>(
+        &self,
+        request: &tungstenite::http::Request<B>,
+    ) -> Result<(), UpgradeError> {
+        let checked = self.check_upgrade_quietly(request);
+        if let Err(e) = &checked {
+            self.inner.shared.refusals.record("upgrade", e.to_string());
+        }
+        checked
+    }
+
+    fn check_upgrade_quietly<B>(
         &self,
         request: &tungstenite::http::Request<B>,
     ) -> Result<(), UpgradeError> {
@@ -596,15 +624,17 @@ impl<R: Runtime> Manager<R> {
         if request.uri().path() != opts.route {
             return Err(UpgradeError::WrongPath(request.uri().path().to_owned()));
         }
-        let auth = request
+        let header = request
             .headers()
             .get("Authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer"))
-            .filter(|rest| rest.is_empty() || rest.starts_with(' '))
-            .map(str::trim_start)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| UpgradeError::BadToken("not text".into()))
+            })
+            .transpose()?
+            .filter(|v| !v.is_empty())
             .ok_or(UpgradeError::MissingToken)?;
-        (opts.validate_token)(auth).map_err(UpgradeError::BadToken)?;
+        validate(opts, bearer_token(header)).map_err(UpgradeError::BadToken)?;
         if opts.check_upgrade_time {
             let ns: i64 = request
                 .headers()
@@ -659,12 +689,12 @@ impl<R: Runtime> Manager<R> {
             &shared.local,
             wall,
             |h| self.inner.peers.contains_key(h),
-            |t| (shared.options.validate_token)(t),
+            |t| validate(&shared.options, t),
         );
         let req = match checked {
             Ok(req) => req,
             Err(e) => {
-                tracing::warn!(error = %e, "refusing incoming grid connection");
+                shared.refusals.record("handshake", e.to_string());
                 let reject = rejection_frame(self.inner.instance_id, &e);
                 let _ = socket.send(WsMessage::Binary(reject)).await;
                 let _ = socket.close().await;
@@ -714,6 +744,25 @@ impl<R: Runtime> Manager<R> {
     }
 }
 
+/// The token of an `Authorization` header as MinIO's extractor takes it:
+/// after a case-insensitive `Bearer ` prefix, else the whole value. Only
+/// that one space goes: `Bearer  t` gives ` t`, which no token check
+/// accepts.
+pub(crate) fn bearer_token(header: &str) -> &str {
+    match header.get(..7) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => &header[7..],
+        _ => header,
+    }
+}
+
+/// Runs the application's token check; a panic in it refuses the token.
+fn validate(options: &Options, token: &str) -> Result<(), String> {
+    isolate::call(|| (options.validate_token)(token)).unwrap_or_else(|panic| {
+        tracing::error!(%panic, "the validate_token hook panicked; refusing the token");
+        Err(format!("token check panicked: {panic}"))
+    })
+}
+
 /// A capacity table with MinIO's defaults, for [`Options::core`].
 pub fn default_capacities() -> CapacityTable {
     CapacityTable::default()
@@ -743,5 +792,21 @@ mod tests {
             "wss://a:1/minio/grid/lock/v1"
         );
         assert_eq!(ws_url("ftp://a", DEFAULT_ROUTE), None);
+    }
+
+    #[test]
+    fn bearer_prefix_as_minio_strips_it() {
+        assert_eq!(bearer_token("Bearer abc"), "abc");
+        assert_eq!(bearer_token("bearer abc"), "abc");
+        assert_eq!(bearer_token("BEARER abc"), "abc");
+        // A bare token is taken whole.
+        assert_eq!(bearer_token("abc.def.ghi"), "abc.def.ghi");
+        // Only one space goes.
+        assert_eq!(bearer_token("Bearer  abc"), " abc");
+        assert_eq!(bearer_token("Bearer "), "");
+        assert_eq!(bearer_token("Bearer"), "Bearer");
+        assert_eq!(bearer_token("Bearerabc"), "Bearerabc");
+        // No panic on a multi-byte character near the prefix.
+        assert_eq!(bearer_token("Bearé abc"), "Bearé abc");
     }
 }

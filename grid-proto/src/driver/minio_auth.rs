@@ -45,28 +45,79 @@ struct Claims {
     access_key: String,
     #[serde(default)]
     sub: String,
-    exp: Option<f64>,
-    nbf: Option<f64>,
-    iat: Option<f64>,
+    #[serde(default)]
+    exp: Option<serde_json::Value>,
+    #[serde(default)]
+    nbf: Option<serde_json::Value>,
+    #[serde(default)]
+    iat: Option<serde_json::Value>,
 }
 
-fn unix_secs(t: SystemTime) -> f64 {
+/// A time claim as MinIO reads it: an integer number of Unix seconds, 0
+/// meaning absent; anything else (a fraction, a string) refuses the token.
+fn time_claim(name: &str, value: Option<&serde_json::Value>) -> Result<Option<i64>, String> {
+    match value {
+        None => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(0) => Ok(None),
+            Some(secs) => Ok(Some(secs)),
+            None => Err(format!("malformed token claims: {name} is not an integer")),
+        },
+    }
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn sign(alg: &str, key: &[u8], data: &[u8]) -> Option<Vec<u8>> {
-    fn mac<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+/// The MAC of `data` under `alg`, or `None` for an algorithm MinIO does
+/// not accept.
+fn mac_for(alg: &str, key: &[u8], data: &[u8]) -> Option<Box<dyn DynMac>> {
+    fn new<M: Mac + KeyInit + 'static>(key: &[u8], data: &[u8]) -> Option<Box<dyn DynMac>> {
         let mut m = <M as KeyInit>::new_from_slice(key).ok()?;
         m.update(data);
-        Some(m.finalize().into_bytes().to_vec())
+        Some(Box::new(m))
     }
     match alg {
-        "HS256" => mac::<Hmac<Sha256>>(key, data),
-        "HS384" => mac::<Hmac<Sha384>>(key, data),
-        "HS512" => mac::<Hmac<Sha512>>(key, data),
+        "HS256" => new::<Hmac<Sha256>>(key, data),
+        "HS384" => new::<Hmac<Sha384>>(key, data),
+        "HS512" => new::<Hmac<Sha512>>(key, data),
         _ => None,
     }
+}
+
+/// The two things done with a MAC here, whatever its hash.
+trait DynMac {
+    fn sign(self: Box<Self>) -> Vec<u8>;
+    /// Constant-time comparison (the MAC crate's own).
+    fn verify(self: Box<Self>, tag: &[u8]) -> bool;
+}
+
+impl<M: Mac> DynMac for M {
+    fn sign(self: Box<Self>) -> Vec<u8> {
+        self.finalize().into_bytes().to_vec()
+    }
+
+    fn verify(self: Box<Self>, tag: &[u8]) -> bool {
+        self.verify_slice(tag).is_ok()
+    }
+}
+
+#[cfg(test)]
+fn sign(alg: &str, key: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+    mac_for(alg, key, data).map(DynMac::sign)
+}
+
+/// The first `max` bytes of `token`, cut back to a character boundary (a
+/// cut inside a multi-byte character would leave no valid string; such a
+/// token is not base64 and fails anyway).
+fn capped(token: &str, max: usize) -> &str {
+    let mut end = token.len().min(max);
+    while !token.is_char_boundary(end) {
+        end -= 1;
+    }
+    &token[..end]
 }
 
 impl MinioAuth {
@@ -89,20 +140,24 @@ impl MinioAuth {
             serde_json::json!({ "accessKey": self.access_key, "exp": exp, "sub": self.access_key });
         let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
         let signing_input = format!("{header}.{claims}");
-        let sig = sign(
+        let sig = mac_for(
             "HS512",
             self.secret_key.as_bytes(),
             signing_input.as_bytes(),
         )
+        .map(DynMac::sign)
         .unwrap_or_default();
         format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig))
     }
 
     /// Checks a token as MinIO does: HS256/384/512 signed with the root
-    /// secret, `accessKey` or `sub` equal to the root access key, and
-    /// `exp`/`nbf`/`iat` (when present) valid at `now`, without leeway.
+    /// secret (compared in constant time), `accessKey` or `sub` equal to the
+    /// root access key, and `exp`/`nbf`/`iat` integer Unix seconds valid at
+    /// `now` without leeway (0 counts as absent). Only the first 64 KiB of
+    /// the token are looked at. The error says exactly why, for this node's
+    /// log; the peer is told only that its token was refused.
     pub fn validate(&self, token: &str, now: SystemTime) -> Result<(), String> {
-        let token = token.get(..token.len().min(MAX_TOKEN_LEN)).unwrap_or(token);
+        let token = capped(token, MAX_TOKEN_LEN);
         let mut parts = token.split('.');
         let (Some(h), Some(c), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -116,37 +171,29 @@ impl MinioAuth {
         };
         let header: Header =
             serde_json::from_slice(&decode(h)?).map_err(|_| "malformed token header")?;
-        let expected = sign(
+        let claims: Claims =
+            serde_json::from_slice(&decode(c)?).map_err(|_| "malformed token claims")?;
+        let mac = mac_for(
             &header.alg,
             self.secret_key.as_bytes(),
             format!("{h}.{c}").as_bytes(),
         )
         .ok_or_else(|| format!("unsupported signing method {}", header.alg))?;
-        let given = decode(s)?;
-        // Constant-time comparison of the MAC.
-        if given.len() != expected.len()
-            || given
-                .iter()
-                .zip(&expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                != 0
-        {
+        if !mac.verify(&decode(s)?) {
             return Err("signature is invalid".into());
-        }
-        let claims: Claims =
-            serde_json::from_slice(&decode(c)?).map_err(|_| "malformed token claims")?;
-        let t = unix_secs(now);
-        if claims.exp.is_some_and(|exp| t > exp) {
-            return Err("token is expired".into());
-        }
-        if claims.nbf.is_some_and(|nbf| t < nbf) {
-            return Err("token is not valid yet".into());
-        }
-        if claims.iat.is_some_and(|iat| t < iat) {
-            return Err("token used before issued".into());
         }
         if claims.access_key.is_empty() && claims.sub.is_empty() {
             return Err("no access key in token".into());
+        }
+        let t = unix_secs(now);
+        if time_claim("exp", claims.exp.as_ref())?.is_some_and(|exp| t >= exp) {
+            return Err("token is expired".into());
+        }
+        if time_claim("nbf", claims.nbf.as_ref())?.is_some_and(|nbf| t < nbf) {
+            return Err("token is not valid yet".into());
+        }
+        if time_claim("iat", claims.iat.as_ref())?.is_some_and(|iat| t < iat) {
+            return Err("token used before issued".into());
         }
         if claims.access_key != self.access_key && claims.sub != self.access_key {
             return Err("access key does not match".into());
@@ -201,7 +248,7 @@ mod tests {
         let auth = MinioAuth::new("ak", "sk");
         let now = SystemTime::now();
         let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let nbf = unix_secs(now) as u64 + 3600;
+        let nbf = unix_secs(now) + 3600;
         let c = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"ak","nbf":{nbf}}}"#));
         let sig = sign("HS256", b"sk", format!("{h}.{c}").as_bytes()).unwrap();
         let token = format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(sig));
@@ -216,6 +263,79 @@ mod tests {
             auth.validate(&none, now)
                 .unwrap_err()
                 .contains("unsupported")
+        );
+    }
+
+    /// A token signed with `sk` over `claims` (raw JSON).
+    fn token_with(claims: &str) -> String {
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS512","typ":"JWT"}"#);
+        let c = URL_SAFE_NO_PAD.encode(claims);
+        let sig = sign("HS512", b"sk", format!("{h}.{c}").as_bytes()).unwrap();
+        format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    #[test]
+    fn time_claims_are_integers_and_zero_is_absent() {
+        let auth = MinioAuth::new("ak", "sk");
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        auth.validate(&token_with(r#"{"sub":"ak","exp":0}"#), now)
+            .unwrap();
+        auth.validate(&token_with(r#"{"sub":"ak","exp":0,"nbf":0,"iat":0}"#), now)
+            .unwrap();
+        auth.validate(&token_with(r#"{"sub":"ak","exp":1700000001}"#), now)
+            .unwrap();
+        // Expired from the second `exp` names, as in MinIO's JWT library.
+        assert_eq!(
+            auth.validate(&token_with(r#"{"sub":"ak","exp":1700000000}"#), now),
+            Err("token is expired".into())
+        );
+        for bad in [
+            r#"{"sub":"ak","exp":1.9e9}"#,
+            r#"{"sub":"ak","exp":1900000000.5}"#,
+            r#"{"sub":"ak","exp":"1900000000"}"#,
+            r#"{"sub":"ak","nbf":true}"#,
+        ] {
+            let e = auth.validate(&token_with(bad), now).unwrap_err();
+            assert!(e.contains("not an integer"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_mac_of_the_right_length_is_refused() {
+        let auth = MinioAuth::new("ak", "sk");
+        let now = SystemTime::now();
+        let good = auth.token(now);
+        let (signed, sig) = good.rsplit_once('.').unwrap();
+        let mut raw = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        raw[63] ^= 1;
+        let bad = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(raw));
+        assert_eq!(auth.validate(&bad, now), Err("signature is invalid".into()));
+        let short = format!("{signed}.{}", URL_SAFE_NO_PAD.encode([0u8; 8]));
+        assert_eq!(
+            auth.validate(&short, now),
+            Err("signature is invalid".into())
+        );
+    }
+
+    #[test]
+    fn only_the_first_64_kib_count_even_inside_a_character() {
+        let auth = MinioAuth::new("ak", "sk");
+        let now = SystemTime::now();
+        let good = auth.token(now);
+        // Padding after the token pushes its end past the cap; the cut
+        // falls inside a two-byte character: no panic, and the cap holds
+        // (the token read is cut short and fails).
+        let mut long = "é".repeat(MAX_TOKEN_LEN / 2);
+        long.insert(0, 'x');
+        assert!(!long.is_char_boundary(MAX_TOKEN_LEN));
+        assert!(auth.validate(&long, now).is_err());
+        assert_eq!(capped(&long, MAX_TOKEN_LEN).len(), MAX_TOKEN_LEN - 1);
+        let beyond = format!("{}{good}", "a".repeat(MAX_TOKEN_LEN));
+        assert!(auth.validate(&beyond, now).is_err());
+        let padded_after = format!("{good}{}", ".".repeat(MAX_TOKEN_LEN));
+        assert_eq!(
+            auth.validate(&padded_after, now),
+            Err("malformed token".into())
         );
     }
 }

@@ -12,12 +12,14 @@
 
 mod conn;
 mod dispatch;
+mod isolate;
 mod mailbox;
 mod manager;
 mod minio_auth;
 #[cfg(feature = "recorder")]
 mod recorder;
 mod recording;
+mod refusals;
 mod registry;
 mod runtime;
 mod stream;
@@ -32,6 +34,7 @@ pub use manager::{
 pub use minio_auth::MinioAuth;
 #[cfg(feature = "recorder")]
 pub use recorder::{OpenFn, Recorder, RecordingInfo};
+pub use refusals::Refusals;
 pub use registry::{RegisterError, RemoteError, StreamCall};
 pub use runtime::{BoxFuture, BoxSocket, Runtime, WebSocket};
 pub use stream::{StreamReceiver, StreamSender};

@@ -30,9 +30,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
-use tracing::warn;
+use tracing::{error, warn};
 use tungstenite::Message as WsMessage;
 
+use crate::driver::isolate;
 use crate::driver::manager::Options;
 use crate::driver::recording::{Dir, Header};
 use crate::merge::FrameDecoder;
@@ -104,7 +105,8 @@ impl Dir {
 
 /// One transport being recorded.
 pub(crate) struct Recording {
-    out: Box<dyn Write + Send>,
+    /// The application's sink; `None` once it panicked.
+    out: Option<Box<dyn Write + Send>>,
     start: Instant,
     name: String,
 }
@@ -149,10 +151,14 @@ impl Recording {
             remote: header.remote,
             dialer: header.dialer,
         };
-        let out = match (recorder.open)(&info) {
-            Ok(out) => out,
-            Err(e) => {
+        let out = match isolate::call(|| (recorder.open)(&info)) {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => {
                 warn!(remote = %header.remote, error = %e, "cannot open a transcript; not recording");
+                return None;
+            }
+            Err(panic) => {
+                error!(remote = %header.remote, %panic, "the recorder's open hook panicked; not recording");
                 return None;
             }
         };
@@ -167,7 +173,7 @@ impl Recording {
             route: header.route,
         };
         let mut rec = Recording {
-            out,
+            out: Some(out),
             start: now,
             name: name.clone(),
         };
@@ -229,14 +235,42 @@ impl Recording {
     /// Writes one line and flushes it (a killed process keeps what it
     /// recorded). Returns `false` if the output failed: stop recording.
     fn write(&mut self, line: &impl Serialize) -> bool {
-        let result = serde_json::to_writer(&mut self.out, line)
-            .map_err(io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
-            .and_then(|()| self.out.flush());
-        if let Err(e) = &result {
-            warn!(transcript = %self.name, error = %e, "transcript write failed; not recording");
+        let Some(out) = self.out.as_mut() else {
+            return false;
+        };
+        // The sink is the application's code: a panic in it ends this
+        // recording, not the connection.
+        let result = isolate::call(|| {
+            serde_json::to_writer(&mut *out, line)
+                .map_err(io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush())
+        });
+        match result {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                warn!(transcript = %self.name, error = %e, "transcript write failed; not recording");
+                false
+            }
+            Err(panic) => {
+                error!(transcript = %self.name, %panic, "the recorder's sink panicked; not recording");
+                // Its drop may panic as well.
+                let out = self.out.take();
+                let _ = isolate::call(move || drop(out));
+                false
+            }
         }
-        result.is_ok()
+    }
+}
+
+impl Drop for Recording {
+    /// Dropping the sink runs the application's code too (a `BufWriter`
+    /// flushes on drop).
+    fn drop(&mut self) {
+        let out = self.out.take();
+        if let Err(panic) = isolate::call(move || drop(out)) {
+            error!(transcript = %self.name, %panic, "the recorder's sink panicked when closed");
+        }
     }
 }
 

@@ -16,12 +16,13 @@ use futures_channel::oneshot;
 use futures_util::future::{AbortHandle, FutureExt, select};
 use futures_util::{Sink, Stream};
 use hashbrown::HashMap;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use tungstenite::Message as WsMessage;
 use tungstenite::handshake::client::generate_request;
 
 use crate::connection::{Connection as Core, State};
 use crate::driver::conn::{Command, ConnShared};
+use crate::driver::isolate;
 use crate::driver::mailbox::Mailbox;
 use crate::driver::manager::ManagerShared;
 use crate::driver::recording::{Dir, Header, Recording};
@@ -29,12 +30,22 @@ use crate::driver::runtime::{BoxFuture, Runtime};
 use crate::driver::stream::{StreamKey, StreamShared};
 use crate::error::CallError;
 use crate::payload::ConnectRequest;
+use crate::redial::DialFailure;
 use crate::time::Timestamp;
 
-/// Frames read per wake-up before the task lets writes and other tasks run.
+/// Frames read per turn before the task lets writes and other tasks run.
 const READ_BUDGET: usize = 128;
+/// Bytes read per wake-up before the task yields: the handlers those
+/// frames started get to answer (and so count against `max_queued_bytes`)
+/// before more is read. Without it one wake-up could read 16 turns of 128
+/// large frames before any answer was queued.
+const READ_BYTES_BUDGET: usize = 1 << 20;
 /// Loop turns per poll before the task yields to the executor.
 const TURN_BUDGET: usize = 16;
+/// Most bytes handed to the WebSocket before a flush must complete (see
+/// `write`): twice its write buffer, so a busy connection still flushes in
+/// large batches.
+const UNFLUSHED_LIMIT: usize = 256 * 1024;
 /// How often, at most, the published stats snapshot is refreshed; it is
 /// refreshed at most this long after activity stops.
 const STATS_INTERVAL: Duration = Duration::from_millis(100);
@@ -55,13 +66,20 @@ pub(crate) struct ConnTask<R: Runtime> {
     /// A frame taken from the core that the socket was not ready for.
     pub(super) pending_frame: Option<Bytes>,
     pub(super) needs_flush: bool,
+    /// Bytes handed to the WebSocket since its last completed flush.
+    pub(super) unflushed_bytes: usize,
+    /// Bytes read in this wake-up (see `READ_BYTES_BUDGET`).
+    pub(super) read_bytes: usize,
     /// Output is waiting and the task should yield once before writing it.
     pub(super) yield_before_write: bool,
     /// The task yielded once: the next pass writes.
     pub(super) yielded_before_write: bool,
     /// Since when writing has been blocked (write-stall timeout).
     pub(super) write_blocked_since: Option<Instant>,
-    pub(super) dialing: Option<BoxFuture<Result<R::Socket, String>>>,
+    pub(super) dialing: Option<BoxFuture<Result<R::Socket, DialFailure>>>,
+    /// The last dial failure logged at warn level: the next is logged
+    /// again only when the reason changes.
+    pub(super) logged_failure: Option<DialFailure>,
     /// The token sent with the dial in progress (also goes into `Connect`).
     pub(super) pending_token: Option<String>,
     /// The upgrade request of the dial in progress, as text (recording only).
@@ -82,6 +100,9 @@ pub(crate) struct ConnTask<R: Runtime> {
     /// Something happened since the stats were last published.
     pub(super) stats_dirty: bool,
     pub(super) finished: bool,
+    /// Run by [`ConnTask::supervise`], which starts a fresh task if this
+    /// one panics.
+    pub(super) supervised: bool,
 }
 
 impl<R: Runtime> ConnTask<R> {
@@ -101,10 +122,13 @@ impl<R: Runtime> ConnTask<R> {
             socket: None,
             pending_frame: None,
             needs_flush: false,
+            unflushed_bytes: 0,
+            read_bytes: 0,
             yield_before_write: false,
             yielded_before_write: false,
             write_blocked_since: None,
             dialing: None,
+            logged_failure: None,
             pending_token: None,
             pending_upgrade: None,
             recording: None,
@@ -118,12 +142,51 @@ impl<R: Runtime> ConnTask<R> {
             last_stats: None,
             stats_dirty: true,
             finished: false,
+            supervised: false,
         }
     }
 
     /// Runs until the connection is shut down.
-    pub(crate) async fn run(mut self) {
+    async fn run(mut self) {
         std::future::poll_fn(|cx| self.poll_turns(cx)).await;
+    }
+
+    /// Runs the task until the connection is shut down. User code is
+    /// isolated, so a panic here is a bug of this crate; it must not cut
+    /// this peer off for good: the dead task fails everything it held (its
+    /// `Drop`), and after a pause (so a bug that strikes again does not
+    /// spin) a fresh task with a fresh core takes over the same handles.
+    /// The peer sees the transport close and reconnects.
+    pub(crate) async fn supervise(self) {
+        let rt = self.rt.clone();
+        let config = self.core.config().clone();
+        let instance_id = self.core.instance_id();
+        let shared = Arc::clone(&self.shared);
+        let mgr = Arc::clone(&self.mgr);
+        let incoming = Arc::clone(&self.incoming);
+        let mut task = self;
+        loop {
+            task.supervised = true;
+            let Err(panic) = isolate::run(task.run()).await else {
+                return;
+            };
+            error!(remote = %shared.remote, %panic, "connection task panicked; its calls failed, restarting it");
+            rt.sleep_until(rt.now() + mgr.options.backoff.retry).await;
+            if shared.mailbox.is_closed() {
+                shared.set_state(State::Shutdown);
+                return;
+            }
+            let now = rt.now();
+            let wall = Timestamp::from_system_time(rt.wall());
+            let core = Core::new(config.clone(), instance_id, now, wall);
+            task = ConnTask::new(
+                rt.clone(),
+                core,
+                Arc::clone(&shared),
+                Arc::clone(&mgr),
+                Arc::clone(&incoming),
+            );
+        }
     }
 
     fn wall(&self) -> Timestamp {
@@ -134,6 +197,7 @@ impl<R: Runtime> ConnTask<R> {
         // One clock read per wake-up: the turns of one poll are microseconds
         // apart, and reading the clock was a visible share of a busy stream.
         let now = self.rt.now();
+        self.read_bytes = 0;
         for _ in 0..TURN_BUDGET {
             let worked = self.turn(cx, now);
             if self.finished {
@@ -287,6 +351,10 @@ impl<R: Runtime> ConnTask<R> {
             if self.core.queued_bytes() > self.mgr.options.core.max_queued_bytes {
                 return worked;
             }
+            if self.read_bytes >= READ_BYTES_BUDGET {
+                cx.waker().wake_by_ref();
+                return worked;
+            }
             let Some(socket) = self.socket.as_mut() else {
                 return worked;
             };
@@ -300,6 +368,7 @@ impl<R: Runtime> ConnTask<R> {
                 Poll::Pending => return worked,
                 Poll::Ready(Some(Ok(WsMessage::Binary(frame)))) => {
                     worked = true;
+                    self.read_bytes += frame.len();
                     self.core.handle_frame(now, frame);
                 }
                 // Go discards text; tungstenite answers pings itself.
@@ -337,6 +406,25 @@ impl<R: Runtime> ConnTask<R> {
             return false;
         };
         loop {
+            // Some WebSocket sinks (async-tungstenite) accept every frame
+            // and buffer without bound; a peer that does not read would
+            // then pull the whole queue out of the core, past the
+            // back-pressure on `queued_bytes`. So at most UNFLUSHED_LIMIT
+            // goes into the sink before a flush has to complete.
+            if self.unflushed_bytes >= UNFLUSHED_LIMIT {
+                match Pin::new(&mut *socket).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.needs_flush = false;
+                        self.unflushed_bytes = 0;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        debug!(remote = %self.shared.remote, error = %e, "transport flush failed");
+                        self.lose_transport(now);
+                        return true;
+                    }
+                    Poll::Pending => break,
+                }
+            }
             let frame = match self.pending_frame.take() {
                 Some(f) => f,
                 None => match self.core.poll_transmit() {
@@ -352,6 +440,7 @@ impl<R: Runtime> ConnTask<R> {
                     {
                         self.recording = None;
                     }
+                    self.unflushed_bytes += frame.len();
                     if let Err(e) = Pin::new(&mut *socket).start_send(WsMessage::Binary(frame)) {
                         debug!(remote = %self.shared.remote, error = %e, "transport write failed");
                         self.lose_transport(now);
@@ -372,7 +461,10 @@ impl<R: Runtime> ConnTask<R> {
         }
         if self.needs_flush {
             match Pin::new(&mut *socket).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Ok(())) => {
+                    self.needs_flush = false;
+                    self.unflushed_bytes = 0;
+                }
                 Poll::Ready(Err(e)) => {
                     debug!(remote = %self.shared.remote, error = %e, "transport flush failed");
                     self.lose_transport(now);
@@ -395,6 +487,7 @@ impl<R: Runtime> ConnTask<R> {
         self.recording = None;
         self.pending_frame = None;
         self.needs_flush = false;
+        self.unflushed_bytes = 0;
         self.write_blocked_since = None;
     }
 
@@ -447,18 +540,22 @@ impl<R: Runtime> ConnTask<R> {
     }
 
     pub(super) fn start_dial(&mut self) {
-        let token = (self.mgr.options.auth_token)(&self.shared.remote);
+        let now = self.rt.now();
+        let auth = Arc::clone(&self.mgr.options.auth_token);
+        let token = match isolate::call(|| auth(&self.shared.remote)) {
+            Ok(token) => token,
+            Err(panic) => {
+                error!(remote = %self.shared.remote, %panic, "the auth_token hook panicked; this dial attempt fails");
+                let failure = DialFailure::Local(format!("auth_token panicked: {panic}"));
+                return self.dial_failed(now, failure);
+            }
+        };
         let request = match self
             .mgr
             .dial_request(&self.shared.remote, &token, self.rt.wall())
         {
             Ok(r) => r,
-            Err(e) => {
-                warn!(remote = %self.shared.remote, error = %e, "cannot build the dial request");
-                let now = self.rt.now();
-                self.core.handle_dial_failed(now);
-                return;
-            }
+            Err(e) => return self.dial_failed(now, DialFailure::Local(e)),
         };
         if Recording::enabled(&self.mgr.options) {
             self.pending_upgrade = generate_request(request.clone())
@@ -471,14 +568,16 @@ impl<R: Runtime> ConnTask<R> {
             .sleep_until(self.rt.now() + self.mgr.options.dial_timeout);
         let fut = select(dial, Box::pin(timeout)).map(|either| match either {
             futures_util::future::Either::Left((Ok(socket), _)) => Ok(socket),
-            futures_util::future::Either::Left((Err(e), _)) => Err(e.to_string()),
-            futures_util::future::Either::Right(((), _)) => Err("dial timed out".to_owned()),
+            futures_util::future::Either::Left((Err(e), _)) => Err(classify_dial_error(&e)),
+            futures_util::future::Either::Right(((), _)) => {
+                Err(DialFailure::Unreachable("dial timed out".to_owned()))
+            }
         });
         self.dialing = Some(Box::pin(fut));
         self.pending_token = Some(token);
     }
 
-    fn dialed(&mut self, now: Instant, result: Result<R::Socket, String>) {
+    fn dialed(&mut self, now: Instant, result: Result<R::Socket, DialFailure>) {
         let token = self.pending_token.take().unwrap_or_default();
         match result {
             Ok(socket) => {
@@ -489,12 +588,112 @@ impl<R: Runtime> ConnTask<R> {
                 let wall = self.wall();
                 self.core.start_handshake(now, wall, &token);
             }
-            Err(e) => {
+            Err(failure) => {
                 self.pending_upgrade = None;
-                debug!(remote = %self.shared.remote, error = %e, "dial failed");
-                self.core.handle_dial_failed(now);
-                self.shared.set_state(self.core.state());
+                self.dial_failed(now, failure);
             }
         }
+    }
+
+    fn dial_failed(&mut self, now: Instant, failure: DialFailure) {
+        self.core.handle_dial_failed(now, failure);
+        self.report_dial_failure();
+        self.shared.set_state(self.core.state());
+    }
+
+    /// Publishes the core's latest dial failure and logs it: at warn level
+    /// when the reason changed, else at debug level (a peer that stays
+    /// down is not a warning per second).
+    pub(super) fn report_dial_failure(&mut self) {
+        let failure = self.core.last_dial_failure().cloned();
+        if let Some(f) = &failure {
+            if self.logged_failure.as_ref() != Some(f) {
+                warn!(remote = %self.shared.remote, reason = %f, rejected = f.is_rejection(), "cannot connect");
+                self.logged_failure = Some(f.clone());
+            } else {
+                debug!(remote = %self.shared.remote, reason = %f, "cannot connect (unchanged)");
+            }
+        }
+        self.shared.set_dial_failure(failure);
+    }
+}
+
+/// What a failed dial + upgrade says about the peer.
+fn classify_dial_error(e: &tungstenite::Error) -> DialFailure {
+    use tungstenite::Error;
+    use tungstenite::error::{ProtocolError, UrlError};
+    match e {
+        Error::Http(response) => DialFailure::UpgradeRefused(response.status().as_u16()),
+        Error::Url(UrlError::UnableToConnect(_)) => DialFailure::Unreachable(e.to_string()),
+        Error::Url(e) => DialFailure::Local(e.to_string()),
+        Error::Protocol(
+            ProtocolError::HandshakeIncomplete | ProtocolError::ResetWithoutClosingHandshake,
+        ) => DialFailure::Unreachable(e.to_string()),
+        // The peer answered, but not as a WebSocket server does.
+        Error::Protocol(_) | Error::HttpFormat(_) | Error::Utf8(_) => {
+            DialFailure::BadAnswer(e.to_string())
+        }
+        // I/O errors (refused, reset, unreachable, name not resolved),
+        // closed connections, TLS failures and anything new: retry soon.
+        _ => DialFailure::Unreachable(e.to_string()),
+    }
+}
+
+impl<R: Runtime> Drop for ConnTask<R> {
+    /// A task that did not finish (it panicked, or its manager was dropped
+    /// before starting it) answers everything it held at once, so no call
+    /// waits for a task that is gone, and publishes a truthful state first:
+    /// `ConnectionError` while its supervisor restarts it, else `Shutdown`.
+    /// Touches only the driver's own tables, never the core (which may be
+    /// half-updated), and nothing here can panic.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let restarting = self.supervised && !self.shared.mailbox.is_closed();
+        let (state, refusal) = if restarting {
+            (State::ConnectionError, CallError::NotConnected)
+        } else {
+            (State::Shutdown, CallError::Shutdown)
+        };
+        self.shared.set_stats_state(state);
+        self.shared.set_busy(false);
+        self.shared.set_state(state);
+        for (_, h) in self.handlers.drain() {
+            h.abort();
+        }
+        for (_, s) in self.streams.drain() {
+            s.lock().end(Err(CallError::Disconnected));
+        }
+        for (_, (_, reply)) in self.calls.drain() {
+            let _ = reply.send(Err(CallError::Disconnected));
+        }
+        self.tickets.clear();
+        let queued = if restarting {
+            self.shared.mailbox.take_all()
+        } else {
+            self.shared.mailbox.close()
+        };
+        for cmd in self.commands.drain(..).chain(queued) {
+            match cmd {
+                Command::Request { reply, .. } => {
+                    let _ = reply.send(Err(refusal.clone()));
+                }
+                Command::OpenStream { reply, .. } => {
+                    let _ = reply.send(Err(refusal.clone()));
+                }
+                _ => {}
+            }
+        }
+        // Transports handed over but not taken: closing them makes their
+        // peers redial.
+        self.accepted.clear();
+        if restarting {
+            let _ = self.incoming.take_all();
+        } else {
+            let _ = self.incoming.close();
+        }
+        self.socket = None;
+        self.dialing = None;
     }
 }
