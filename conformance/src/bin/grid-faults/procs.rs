@@ -82,6 +82,11 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Whether it is still running.
+    pub(crate) fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits until it exits, at most `limit`: its exit code (`None` if it
     /// was killed by a signal), or `Err` if it is still running.
     pub(crate) fn wait(&mut self, limit: Duration) -> Result<Option<i32>, ()> {

@@ -22,12 +22,14 @@ const BASELINE_RSS_AT: f64 = 2.5;
 const AFTER_RSS: f64 = 4.5;
 /// The whole load.
 pub(crate) const DURATION: Duration = Duration::from_secs(12);
-/// The progress seconds (by end) the baseline throughput is taken from.
-const BASELINE_SECONDS: std::ops::RangeInclusive<u32> = 2..=3;
+/// The progress seconds (by end) the baseline throughput is the median of.
+const BASELINE_SECONDS: std::ops::RangeInclusive<u32> = 1..=3;
 /// Throughput must be back this long after the repair...
 const BACK_WITHIN: f64 = 2.0;
-/// ... to at least this share of the baseline.
-const BACK_SHARE: f64 = 0.5;
+/// ... to at least this share of the baseline: a link still down shows
+/// none, and on a shared two-core machine a healthy second is often half
+/// of another.
+const BACK_SHARE: f64 = 0.3;
 /// A resident set may grow by this share of its baseline, or by
 /// [`RSS_SLACK_BYTES`], whichever is more, and still count as back.
 const RSS_SLACK_SHARE: f64 = 0.25;
@@ -267,6 +269,10 @@ fn run_inner(s: Scenario, bin: &Path, load: &Load, out: &mut Outcome) -> Result<
         client.kill();
     }
     check(s, out, &client, status, start, fault, repair);
+    if !server.running() {
+        out.problems
+            .push(format!("the serving node died:\n{}", server.stderr_text()));
+    }
     drop(server);
     drop(proxy);
     Ok(())
