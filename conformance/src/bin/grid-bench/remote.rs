@@ -46,6 +46,10 @@ const RECONNECT_POLL: Duration = Duration::from_millis(100);
 /// After any other error, the pause before the next call.
 const ERROR_PAUSE: Duration = Duration::from_millis(1);
 
+/// Most event lines (errors began / recovered) a run writes: a link that
+/// flaps call by call would otherwise write one per call.
+const MAX_EVENTS: u64 = 200;
+
 /// What `--remote` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RemoteWorkload {
@@ -93,6 +97,20 @@ struct Streak {
     errors: u64,
     since: Option<Instant>,
     last_ok: Option<Instant>,
+    /// Event lines written so far.
+    events: u64,
+}
+
+impl Streak {
+    /// Whether another event line may be written (and says so once when
+    /// not).
+    fn may_tell(&mut self) -> bool {
+        self.events += 1;
+        if self.events == MAX_EVENTS + 1 {
+            eprintln!("grid-bench: more than {MAX_EVENTS} events; no more event lines");
+        }
+        self.events <= MAX_EVENTS
+    }
 }
 
 /// What the callers add up.
@@ -150,7 +168,9 @@ impl Tally {
             s.hist.record(latency.as_nanos() as u64);
         });
         let mut streak = self.streak.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(since) = streak.since.take() {
+        if let Some(since) = streak.since.take()
+            && streak.may_tell()
+        {
             eprintln!(
                 "grid-bench: at unix {:.6}: recovered after {:.3} s without success ({} errors since the last success)",
                 self.unix(at),
@@ -170,6 +190,8 @@ impl Tally {
         streak.errors += 1;
         if streak.since.is_none() {
             streak.since = Some(at);
+        }
+        if streak.errors == 1 && streak.may_tell() {
             eprintln!(
                 "grid-bench: at unix {:.6}: errors began: {why}",
                 self.unix(at)
