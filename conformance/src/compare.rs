@@ -10,6 +10,10 @@
 //! subject's. Everything else must be equal: op, flags, seq, deadline,
 //! handler, subroute and payload bytes. Control payloads the subject sends
 //! must also be encoded exactly as Go encodes their decoded fields.
+//!
+//! Which recorded message a sent one is compared with, and with which
+//! sequence number, is [`crate::expected`]'s business (it documents every
+//! freedom Go's timing allows).
 
 use std::fmt;
 

@@ -1,26 +1,27 @@
-//! The sans-IO core as a [`Subject`]: one [`Connection`] serving
-//! [`RefPeer`], driven synchronously, so every output is ready as soon as
-//! the input that caused it was handled.
+//! The sans-IO core as a [`Subject`]: one [`Connection`] whose application
+//! answers as the recording says ([`ScriptedApp`]), driven synchronously, so
+//! every output is ready as soon as the input that caused it was handled.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
 use grid_proto::handshake::{self, check_connect};
-use grid_proto::sim::{App, RefPeer};
+use grid_proto::sim::App;
 use grid_proto::{CallId, Config, Connection, DialFailure, Event, InstanceId, State, Timestamp};
 
+use crate::scripted::ScriptedApp;
 use crate::subject::{AppCall, Subject, SubjectSetup};
 
 /// Seed of the subject's connection (instance id, jitter): fixed, so a
 /// replay is deterministic.
 const SEED: u64 = 0x6772_6964;
 
-/// A [`Connection`] with the reference handlers as its application.
+/// A [`Connection`] with the recorded application.
 #[derive(Debug)]
 pub struct CoreSubject {
     conn: Connection,
-    app: RefPeer,
+    app: ScriptedApp,
     setup: SubjectSetup,
     /// Acceptor: whether the first frame (the `Connect`) has been handled.
     handshake_seen: bool,
@@ -40,7 +41,7 @@ impl CoreSubject {
         let conn = Connection::new(config, InstanceId::from_seed(SEED), setup.start, setup.wall);
         let mut s = CoreSubject {
             conn,
-            app: RefPeer::default(),
+            app: ScriptedApp::new(std::sync::Arc::clone(&setup.answers)),
             setup: setup.clone(),
             handshake_seen: false,
             extra: VecDeque::new(),
@@ -161,9 +162,10 @@ impl Subject for CoreSubject {
                 subroute,
                 payload,
                 deadline_ms,
+                deadline_slack,
                 capacities,
             } => {
-                let deadline = deadline_ms.map(|ms| now + ms_duration(ms));
+                let deadline = deadline_ms.map(|ms| now + ms_duration(ms) + *deadline_slack);
                 self.conn
                     .open_stream(
                         now,

@@ -1,5 +1,6 @@
 //! A driver as a [`Subject`]: a real [`Manager`](grid_proto::driver::Manager)
-//! of `grid-tokio` or `grid-smol` with the reference handlers, talking over
+//! of `grid-tokio` or `grid-smol` answering as the recording says
+//! ([`crate::scripted`]), talking over
 //! loopback TCP to the replayed peer ([`WsPeer`], a plain tungstenite
 //! endpoint), on real time.
 //!
@@ -27,23 +28,17 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::future::{AbortHandle, Abortable};
 use grid_proto::driver::{Connection, Options, StreamOptions, StreamReceiver, StreamSender};
-use grid_proto::sim::{REF_MSS, REF_SUB};
 use grid_proto::{
     CallError, ConnectRequest, Flags, HandlerId, Message, Op, SubrouteId, Timestamp, should_dial,
 };
 
 use crate::frame::{flatten, pack};
-use crate::node::{Node, RuntimeKind, with_timeout};
+use crate::node::{Handlers, Node, RuntimeKind, with_timeout};
 use crate::subject::{AppCall, Subject, SubjectSetup};
 use crate::ws_peer::{Received, UpgradeRules, WsPeer};
 
 /// Seed of the subject's manager (instance id, jitter).
 const SEED: u64 = 0x6772_6964;
-
-/// A deadline sent as `DeadlineMS` is rounded down to the millisecond when
-/// the connection task takes the call; this margin covers the time between
-/// the call and then, so the recorded value goes on the wire.
-const DEADLINE_MARGIN: Duration = Duration::from_micros(900);
 
 /// Recorded host strings and the loopback ones standing in for them.
 #[derive(Debug, Clone)]
@@ -124,9 +119,11 @@ fn pick_host(
         .rsplit(':')
         .next()
         .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
-        .unwrap_or(19000);
-    (0..1000u16)
-        .map(|i| start.wrapping_add(i).max(10000))
+        .unwrap_or(19000)
+        .max(10000);
+    // Ports 10000..=65535, from the recorded one on (wrapping round).
+    (0..1000u32)
+        .map(|i| (10000 + (u32::from(start) - 10000 + i) % 55536) as u16)
         .filter(|&p| p != taken)
         .map(loopback_host)
         .find(|h| {
@@ -204,7 +201,15 @@ impl DriverSubject {
             options.core.ping_interval = interval;
         }
         let all = [hosts.local.clone(), hosts.remote.clone()];
-        let node = Node::start(kind, &hosts.local, &all, options, subject_listener)?;
+        let handlers = Handlers::Scripted(Arc::clone(&setup.answers));
+        let node = Node::start_with(
+            kind,
+            &hosts.local,
+            &all,
+            options,
+            subject_listener,
+            &handlers,
+        )?;
         let conn = node
             .connection(&hosts.remote)
             .ok_or("the manager has no connection to the peer")?;
@@ -358,14 +363,11 @@ impl DriverSubject {
         handler: HandlerId,
         subroute: Option<SubrouteId>,
     ) -> Result<Connection, String> {
-        let Some(sub) = subroute else {
-            return Ok(self.conn.clone());
-        };
-        [REF_SUB, REF_MSS]
-            .into_iter()
-            .find(|r| SubrouteId::new(handler, r) == sub)
-            .map(|r| self.conn.subroute(r))
-            .ok_or_else(|| format!("subroute {sub:?} is none of the reference handlers'"))
+        let _ = handler;
+        Ok(match subroute {
+            Some(sub) => self.conn.subroute_raw(sub),
+            None => self.conn.clone(),
+        })
     }
 
     fn connected(&mut self) -> Result<(), String> {
@@ -391,10 +393,10 @@ impl DriverSubject {
     ) -> Result<Option<u64>, String> {
         let conn = self.scoped(handler, subroute)?;
         let fut = match deadline_ms {
-            Some(ms) => conn.request_with_deadline(
+            Some(ms) => conn.request_with_timeout(
                 handler,
                 payload.clone(),
-                Instant::now() + Duration::from_millis(u64::from(ms)) + DEADLINE_MARGIN,
+                Duration::from_millis(u64::from(ms)),
             ),
             None => conn.request(handler, payload.clone()),
         };
@@ -422,9 +424,9 @@ impl DriverSubject {
     ) -> Result<Option<u64>, String> {
         let conn = self.scoped(handler, subroute)?;
         let options = StreamOptions {
-            deadline: deadline_ms
-                .map(|ms| Instant::now() + Duration::from_millis(u64::from(ms)) + DEADLINE_MARGIN),
+            timeout: deadline_ms.map(|ms| Duration::from_millis(u64::from(ms))),
             capacities: Some(capacities),
+            ..StreamOptions::default()
         };
         let wait = self.wait;
         let opened = self
@@ -560,6 +562,7 @@ impl Subject for DriverSubject {
                 payload,
                 deadline_ms,
                 capacities,
+                ..
             } => self.open_stream(
                 *handler,
                 *subroute,
@@ -683,6 +686,11 @@ mod tests {
             });
             assert_eq!(should_dial(&h, &remote), dials);
             assert_eq!(h.len(), "http://127.0.0.1:19002".len());
+            // Recorded ports below 10000 and at the top of the range too.
+            for recorded in ["http://127.0.0.1:9001", "http://127.0.0.1:65535"] {
+                let h = pick_host(recorded, 40000, dials, |h| (h.to_owned(), remote.clone()));
+                assert_eq!(should_dial(&h, &remote), dials);
+            }
         }
     }
 

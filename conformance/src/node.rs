@@ -11,9 +11,13 @@ use std::net::TcpListener;
 use std::str::FromStr;
 use std::time::Duration;
 
-use grid_proto::driver::{Connection, Options, Refusals};
+use std::sync::Arc;
+
+use grid_proto::driver::{Connection, Manager, Options, Refusals, RegisterError, Runtime};
 
 use crate::reference::register_reference_handlers;
+use crate::script::Answers;
+use crate::scripted::register_scripted_handlers;
 
 /// The runtime a node runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,6 +54,50 @@ impl FromStr for RuntimeKind {
             .into_iter()
             .find(|k| k.name() == s)
             .ok_or_else(|| format!("unknown runtime {s:?} (tokio, smol)"))
+    }
+}
+
+/// The handlers a node serves.
+#[derive(Clone)]
+pub enum Handlers {
+    /// The transcripts' handler table (live interop).
+    Reference,
+    /// Whatever a recording answered (a replay's subject).
+    Scripted(Arc<Answers>),
+    /// Handlers the caller registers itself (a test's workload).
+    Custom(Arc<dyn Registrar>),
+}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Handlers::Reference => "Reference",
+            Handlers::Scripted(_) => "Scripted",
+            Handlers::Custom(_) => "Custom",
+        })
+    }
+}
+
+/// Registers handlers on a manager of either runtime (write one generic
+/// function over [`Runtime`] and call it from both).
+pub trait Registrar: Send + Sync {
+    /// Registers on a `grid-tokio` manager.
+    fn on_tokio(&self, manager: &grid_tokio::Manager) -> Result<(), RegisterError>;
+    /// Registers on a `grid-smol` manager.
+    fn on_smol(&self, manager: &grid_smol::Manager) -> Result<(), RegisterError>;
+}
+
+impl Handlers {
+    fn register<R: Runtime>(
+        &self,
+        manager: &Manager<R>,
+        custom: impl FnOnce(&dyn Registrar) -> Result<(), RegisterError>,
+    ) -> Result<(), RegisterError> {
+        match self {
+            Handlers::Reference => register_reference_handlers(manager),
+            Handlers::Scripted(answers) => register_scripted_handlers(manager, answers),
+            Handlers::Custom(registrar) => custom(registrar.as_ref()),
+        }
     }
 }
 
@@ -93,6 +141,18 @@ impl Node {
         options: Options,
         listener: Option<TcpListener>,
     ) -> Result<Node, String> {
+        Node::start_with(kind, local, hosts, options, listener, &Handlers::Reference)
+    }
+
+    /// [`Node::start`] serving `handlers`.
+    pub fn start_with(
+        kind: RuntimeKind,
+        local: &str,
+        hosts: &[String],
+        options: Options,
+        listener: Option<TcpListener>,
+        handlers: &Handlers,
+    ) -> Result<Node, String> {
         if let Some(l) = &listener {
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
         }
@@ -105,7 +165,9 @@ impl Node {
                     .map_err(|e| format!("cannot start a tokio runtime: {e}"))?;
                 let manager = grid_tokio::Manager::new(grid_tokio::Tokio, local, hosts, options)
                     .map_err(|e| e.to_string())?;
-                register_reference_handlers(&manager).map_err(|e| e.to_string())?;
+                handlers
+                    .register(&manager, |r| r.on_tokio(&manager))
+                    .map_err(|e| e.to_string())?;
                 let _guard = rt.enter();
                 let server = match listener {
                     Some(l) => {
@@ -125,7 +187,9 @@ impl Node {
             RuntimeKind::Smol => {
                 let manager = grid_smol::Manager::new(grid_smol::Smol, local, hosts, options)
                     .map_err(|e| e.to_string())?;
-                register_reference_handlers(&manager).map_err(|e| e.to_string())?;
+                handlers
+                    .register(&manager, |r| r.on_smol(&manager))
+                    .map_err(|e| e.to_string())?;
                 let server = match listener {
                     Some(l) => {
                         let l = async_net::TcpListener::try_from(l).map_err(|e| e.to_string())?;

@@ -5,21 +5,31 @@
 //! records in order, at each record's time (`start + t_us`):
 //! - a frame the subject's side sent: if it starts or drives a call the
 //!   subject made (a `Request`, `ConnectMux`, stream message, credit or
-//!   cancellation), the subject's application is told to make that call;
-//!   everything else (answers, pings, pongs, cleanups) the subject must send
-//!   by itself;
+//!   cancellation by the application), the subject's application is told to
+//!   make that call, with what the recording shows ([`crate::script`]: the
+//!   raw handler and subroute, the deadline, the capacities the recorded
+//!   windows needed); everything else (pings, pongs, cleanups, a deadline's
+//!   cancel) the subject must send by itself, and its answers to the other
+//!   side's calls come from its application playing the recorded ones
+//!   ([`crate::scripted`]);
 //! - a frame the other side sent: first, every message the subject's side
 //!   sent before it must have been sent (the subject's timers may run up to
 //!   [`ReplayOptions::grace`] past the record to get there), then the frame
-//!   is delivered, mux ids mapped to the subject's.
+//!   is delivered, mux ids mapped to the subject's; a message that in the
+//!   subject's own view crossed what it sent later waits for that
+//!   ([`crate::crossing`]).
 //!
 //! Every frame the subject sends is flattened and each message is compared
-//! ([`crate::compare`]) with the next recorded message of its [`Chain`]:
-//! order is checked within a mux, not across muxes. Time only advances to
+//! ([`crate::compare`]) with the recorded message it stands for
+//! ([`crate::expected`]): the next one of its [`Chain`], except that one
+//! sender's credit and data messages of a mux may trade places, as Go's
+//! may; order is checked within a mux, not across muxes. Time only advances to
 //! record times and subject timers: no sleeping, no wall clock.
 //!
 //! A real-time subject (a driver) keeps its own time: the replay does not
-//! sleep through recorded gaps either, but waits (at most
+//! sleep through recorded gaps (except while a call with a deadline is
+//! live: then it keeps to the recording's pace, so no deadline runs out
+//! early), but waits (at most
 //! [`ReplayOptions::wait`] per message) for what the subject must send,
 //! and at the end listens [`ReplayOptions::settle`] more for messages the
 //! recording does not have. If the subject must ping, its ping interval is
@@ -37,10 +47,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use grid_proto::sim::RefPeer;
 use grid_proto::{
     Capacities, ConnectRequest, Flags, Message, Op, PingPayload, PongPayload, Timestamp,
     should_dial,
@@ -48,8 +58,11 @@ use grid_proto::{
 
 use crate::chain::{Chain, Side, caller_of, chain_of};
 use crate::compare::{Difference, compare, describe};
+use crate::crossing::{Crossings, Place};
+use crate::expected::{Expected, ExpectedSet};
 use crate::failure::Failure;
 use crate::frame::{flatten, pack};
+use crate::script::{Answers, RecordedCall, Script};
 use crate::subject::{AppCall, Subject, SubjectSetup, Target};
 use crate::transcript::{Dir, Record, RecordKind, Transcript, WsKind, WsSide};
 
@@ -174,6 +187,7 @@ pub fn replay(
             );
         }
         setup.wait = options.wait;
+        setup.real_time = true;
         if subject_pings(transcript, role) {
             setup.ping_interval = Some(options.ping_interval);
         }
@@ -251,6 +265,13 @@ pub fn setup(transcript: &Transcript, role: Role, start: Instant) -> Result<Subj
     } else {
         h.route.clone()
     };
+    let script = Script::infer(transcript);
+    // The subject answers the calls of the side it does not play.
+    let peer_dir = match subject_dir(transcript, role) {
+        Dir::Out => Dir::In,
+        Dir::In => Dir::Out,
+    };
+    let answers = Arc::new(Answers::to_calls_by(&script, peer_dir));
     Ok(SubjectSetup {
         local_host: local.clone(),
         remote_host: remote.clone(),
@@ -260,6 +281,9 @@ pub fn setup(transcript: &Transcript, role: Role, start: Instant) -> Result<Subj
         route,
         ping_interval: None,
         wait: ReplayOptions::default().wait,
+        real_time: false,
+        script: Arc::new(script),
+        answers,
     })
 }
 
@@ -319,10 +343,20 @@ pub fn replay_subject(
         wall: setup.wall,
         now: setup.start,
         line: 1,
-        expected: Vec::new(),
-        chains: HashMap::new(),
-        matched: Vec::new(),
-        cursor: 0,
+        script: Arc::clone(&setup.script),
+        crossings: Crossings::default(),
+        real_time: setup.real_time,
+        paced: setup
+            .script
+            .calls
+            .iter()
+            .filter(|c| c.opening.deadline_ms != 0 && c.opening.deadline_ms < 60_000)
+            .map(|c| (c.line, c.last_line))
+            .collect(),
+        pace_base: None,
+        bundled: HashMap::new(),
+        held: VecDeque::new(),
+        expected: ExpectedSet::default(),
         calls: HashMap::new(),
         calls_back: HashMap::new(),
         unbound_calls: VecDeque::new(),
@@ -337,6 +371,7 @@ pub fn replay_subject(
         stats: Stats::default(),
     };
     r.load_expected(transcript)?;
+    r.crossings = Crossings::find(transcript, subject_dir, &r.expected, &setup.script);
     for record in &transcript.records {
         r.record(record)?;
     }
@@ -344,30 +379,6 @@ pub fn replay_subject(
     r.require_sent_before(usize::MAX, r.now)?;
     r.settle()?;
     Ok(r.stats)
-}
-
-/// A message the subject must send.
-struct Expected {
-    line: usize,
-    /// Position in its frame (0-based) and the frame's message count.
-    index: usize,
-    count: usize,
-    msg: Message,
-    chain: Chain,
-}
-
-impl Expected {
-    fn place(&self) -> String {
-        if self.count > 1 {
-            format!(
-                " (message {} of {} in the frame)",
-                self.index + 1,
-                self.count
-            )
-        } else {
-            String::new()
-        }
-    }
 }
 
 /// Most timer firings in one advance before the subject counts as spinning.
@@ -386,12 +397,25 @@ struct Replay<'a> {
     now: Instant,
     /// The record being replayed (for messages).
     line: usize,
-    expected: Vec<Expected>,
-    /// Per chain, the indices in `expected` not yet matched, in order.
-    chains: HashMap<Chain, VecDeque<usize>>,
-    matched: Vec<bool>,
-    /// Every expected message before this index has been matched.
-    cursor: usize,
+    /// What the recorded applications did.
+    script: Arc<Script>,
+    /// Where the other side's messages reach the subject later than
+    /// recorded.
+    crossings: Crossings,
+    /// A real-time subject: see [`Replay::pace`].
+    real_time: bool,
+    /// The records (first and last line) during which a call with a
+    /// deadline is live.
+    paced: Vec<(usize, usize)>,
+    /// While pacing: the instant that stands for the recording's start.
+    pace_base: Option<Instant>,
+    /// Messages waiting to be delivered in the frame of the message at the
+    /// given place ([`Crossings::bundles`]).
+    bundled: HashMap<Place, Vec<Message>>,
+    /// Messages of the other side held back, in recorded order: the chain,
+    /// the message (recorded mux id) and the expected message it waits for.
+    held: VecDeque<(Chain, Message, Option<usize>)>,
+    expected: ExpectedSet,
     /// Calls the subject made: recorded mux id → the subject's, and back.
     calls: HashMap<u64, u64>,
     calls_back: HashMap<u64, u64>,
@@ -428,6 +452,7 @@ impl Replay<'_> {
         self.line = record.line;
         let at = self.start + Duration::from_micros(record.t_us);
         self.advance_to(at)?;
+        self.pace(record)?;
         match &record.kind {
             RecordKind::Marker { .. } => Ok(()),
             RecordKind::Http { dir, text } => {
@@ -496,8 +521,6 @@ impl Replay<'_> {
             let count = flat.messages.len();
             for (index, msg) in flat.messages.into_iter().enumerate() {
                 let chain = chain_of(msg.op, Side::Subject, msg.mux_id);
-                let i = self.expected.len();
-                self.chains.entry(chain).or_default().push_back(i);
                 self.expected.push(Expected {
                     line: record.line,
                     index,
@@ -505,10 +528,40 @@ impl Replay<'_> {
                     msg,
                     chain,
                 });
-                self.matched.push(false);
             }
         }
         Ok(())
+    }
+
+    /// A real-time subject keeps its deadlines on its own clock: while a
+    /// call with a deadline is live, the replay keeps to the recording's
+    /// pace (never ahead of it), so no deadline runs out before the
+    /// recorded call was over, however long the replay waited for something
+    /// else in between. Elsewhere it runs as fast as the subject answers.
+    fn pace(&mut self, record: &Record) -> Result<(), Failure> {
+        if !self.real_time {
+            return Ok(());
+        }
+        let live = self
+            .paced
+            .iter()
+            .any(|&(a, b)| a <= record.line && record.line <= b);
+        if !live {
+            self.pace_base = None;
+            return Ok(());
+        }
+        let t = Duration::from_micros(record.t_us);
+        let base = *self.pace_base.get_or_insert_with(|| Instant::now() - t);
+        let due = base + t;
+        loop {
+            let left = due.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            if self.subject.wait_sent(left) {
+                self.drain()?;
+            }
+        }
     }
 
     /// Runs the subject's timers due up to `at` and moves the clock there.
@@ -614,6 +667,7 @@ impl Replay<'_> {
                 )
             })
         };
+        let recorded = self.script.call_at(self.subject_dir, msg.mux_id, self.line);
         let call = match msg.op {
             Op::Request => AppCall::Request {
                 handler: msg.handler,
@@ -621,13 +675,17 @@ impl Replay<'_> {
                 payload: msg.payload.clone(),
                 deadline_ms: (msg.deadline_ms != 60_000).then_some(msg.deadline_ms),
             },
-            Op::ConnectMux => AppCall::OpenStream {
-                handler: msg.handler,
-                subroute: msg.subroute,
-                payload: msg.payload().cloned(),
-                deadline_ms: (msg.deadline_ms != 0).then_some(msg.deadline_ms),
-                capacities: stream_capacities(msg),
-            },
+            Op::ConnectMux => {
+                let deadline_ms = (msg.deadline_ms != 0).then_some(msg.deadline_ms);
+                AppCall::OpenStream {
+                    handler: msg.handler,
+                    subroute: msg.subroute,
+                    payload: msg.payload().cloned(),
+                    deadline_ms,
+                    deadline_slack: recorded.map_or(Duration::ZERO, deadline_slack),
+                    capacities: recorded.map_or(Capacities::DEFAULT, |c| c.caller_capacities),
+                }
+            }
             Op::MuxClientMsg if msg.flags.contains(Flags::EOF) => {
                 AppCall::CloseInput { mux: mux()? }
             }
@@ -636,7 +694,15 @@ impl Replay<'_> {
                 payload: msg.payload.clone(),
             },
             Op::UnblockSrvMux => AppCall::Consume { mux: mux()? },
-            Op::DisconnectServerMux if msg.seq != 0 => AppCall::Cancel { mux: mux()? },
+            // The application cancelled here; a deadline's cancel, and the
+            // cleanups after either, are the subject's own doing.
+            Op::DisconnectServerMux
+                if recorded
+                    .and_then(|c| c.cancel)
+                    .is_some_and(|c| c.line == self.line && c.seq == msg.seq && !c.by_deadline) =>
+            {
+                AppCall::Cancel { mux: mux()? }
+            }
             _ => return Ok(None),
         };
         Ok(Some(call))
@@ -647,15 +713,13 @@ impl Replay<'_> {
     fn require_sent_before(&mut self, line: usize, at: Instant) -> Result<(), Failure> {
         let limit = at + self.options.grace;
         for _ in 0..MAX_TIMER_STEPS {
-            while self.cursor < self.expected.len() && self.matched[self.cursor] {
-                self.cursor += 1;
-            }
-            let Some(missing) = self.expected.get(self.cursor) else {
+            let Some(missing) = self.expected.first_unsent() else {
                 return Ok(());
             };
             if missing.line >= line {
                 return Ok(());
             }
+            let missing = missing.clone();
             match self.subject.poll_timeout() {
                 Some(t) if t <= limit => {
                     self.now = self.now.max(t);
@@ -690,6 +754,24 @@ impl Replay<'_> {
         ))
     }
 
+    /// Whether `msg` is the subject's cancellation of a stream whose
+    /// recorded callee ended it at its deadline first: which of the two
+    /// deadlines fires first is timing (see [`crate::expected`]).
+    fn deadline_race(&self, chain: &Chain, msg: &Message) -> bool {
+        let Chain::Call {
+            caller: Side::Subject,
+            mux,
+        } = *chain
+        else {
+            return false;
+        };
+        msg.op == Op::DisconnectServerMux
+            && self
+                .script
+                .call_at(self.subject_dir, mux, usize::MAX)
+                .is_some_and(|c| c.deadline_race)
+    }
+
     fn bind(&mut self, recorded: u64, mine: u64) {
         self.calls.insert(recorded, mine);
         self.calls_back.insert(mine, recorded);
@@ -718,22 +800,75 @@ impl Replay<'_> {
                 format!("recorded frame does not decode: {e}"),
             )
         })?;
-        let mut messages = flat.messages;
+        let mut now_due = Vec::with_capacity(flat.messages.len());
         let mut changed = false;
-        for msg in &mut messages {
+        for (index, msg) in flat.messages.into_iter().enumerate() {
+            let place = (self.line, index);
+            if let Some(target) = self.crossings.bundles.get(&place) {
+                self.bundled.entry(*target).or_default().push(msg);
+                changed = true;
+                continue;
+            }
+            let mut batch = self.bundled.remove(&place).unwrap_or_default();
+            changed |= !batch.is_empty();
+            let until = self.crossings.holds.get(&place).copied();
+            batch.push(msg);
+            for msg in batch {
+                let chain = chain_of(msg.op, Side::Peer, msg.mux_id);
+                let behind = self.held.iter().any(|(c, ..)| *c == chain);
+                if behind || until.is_some_and(|i| !self.expected.is_sent(i)) {
+                    self.held.push_back((chain, msg, until));
+                    changed = true;
+                } else {
+                    now_due.push(msg);
+                }
+            }
+        }
+        if now_due.is_empty() {
+            return Ok(());
+        }
+        for msg in &mut now_due {
             changed |= self.map_to_subject(msg);
         }
         let frame = if changed {
-            pack(&messages).unwrap_or_default()
+            pack(&now_due).unwrap_or_default()
         } else {
             frame.clone()
         };
+        self.receive(frame)?;
+        self.drain()
+    }
+
+    fn receive(&mut self, frame: Bytes) -> Result<(), Failure> {
         let now = self.now;
         self.stats.frames_delivered += 1;
         self.subject
             .receive(now, frame)
-            .map_err(|e| self.fail(Some(self.line), e))?;
-        self.drain()
+            .map_err(|e| self.fail(Some(self.line), e))
+    }
+
+    /// Delivers the first held message whose wait is over (and that no
+    /// earlier held message of its chain is ahead of); returns whether
+    /// there was one.
+    fn release_held(&mut self) -> Result<bool, Failure> {
+        let ready = self
+            .held
+            .iter()
+            .enumerate()
+            .position(|(pos, (chain, _, until))| {
+                until.is_none_or(|i| self.expected.is_sent(i))
+                    && !self.held.iter().take(pos).any(|(c, ..)| c == chain)
+            });
+        let Some(pos) = ready else {
+            return Ok(false);
+        };
+        let Some((_, mut msg, _)) = self.held.remove(pos) else {
+            return Ok(false);
+        };
+        self.map_to_subject(&mut msg);
+        let frame = pack(std::slice::from_ref(&msg)).unwrap_or_default();
+        self.receive(frame)?;
+        Ok(true)
     }
 
     /// Rewrites a message of the other side for the subject; returns whether
@@ -788,22 +923,27 @@ impl Replay<'_> {
     }
 
     /// Takes every frame the subject sent and matches its messages.
+    /// (And delivers the held messages whose wait it ends.)
     fn drain(&mut self) -> Result<(), Failure> {
-        while let Some(frame) = self.subject.poll_sent() {
-            let flat = flatten(&frame).map_err(|e| {
-                self.fail(
-                    Some(self.line),
-                    format!(
-                        "the subject sent a bad frame: {e}: 0x{}",
-                        hex::encode(&frame)
-                    ),
-                )
-            })?;
-            for msg in &flat.messages {
-                self.match_sent(msg, flat.merged)?;
+        loop {
+            while let Some(frame) = self.subject.poll_sent() {
+                let flat = flatten(&frame).map_err(|e| {
+                    self.fail(
+                        Some(self.line),
+                        format!(
+                            "the subject sent a bad frame: {e}: 0x{}",
+                            hex::encode(&frame)
+                        ),
+                    )
+                })?;
+                for msg in &flat.messages {
+                    self.match_sent(msg, flat.merged)?;
+                }
+            }
+            if !self.release_held()? {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     /// Matches one message the subject sent with the next one of its chain.
@@ -835,10 +975,13 @@ impl Replay<'_> {
         // the recording did: only the recorded pings are compared.
         let shortened_ping =
             self.ping_deadline_ms.is_some() && msg.op == Op::Ping && msg.mux_id == 0;
-        if shortened_ping && self.chains.get(&chain).is_none_or(VecDeque::is_empty) {
+        if shortened_ping && self.expected.chain_done(&chain) {
             return Ok(());
         }
-        let Some(i) = self.chains.get_mut(&chain).and_then(VecDeque::pop_front) else {
+        let Some((i, want)) = self.expected.take(&chain, msg.op) else {
+            if self.deadline_race(&chain, msg) {
+                return Ok(());
+            }
             return Err(self
                 .fail(
                     Some(self.line),
@@ -849,15 +992,15 @@ impl Replay<'_> {
                 )
                 .got(msg));
         };
-        let e = &self.expected[i];
-        let mut diffs = match self.ping_deadline_ms {
-            Some(ms) if msg.op == Op::Ping && msg.mux_id == 0 => {
-                let mut shortened = e.msg.clone();
-                shortened.deadline_ms = ms;
-                compare(&shortened, msg)
-            }
-            _ => compare(&e.msg, msg),
-        };
+        let e = self.expected.get(i);
+        let mut want = want;
+        if let Some(ms) = self.ping_deadline_ms
+            && msg.op == Op::Ping
+            && msg.mux_id == 0
+        {
+            want.deadline_ms = ms;
+        }
+        let mut diffs = compare(&want, msg);
         if merged && matches!(msg.op, Op::Connect | Op::ConnectResponse) {
             diffs.push(Difference {
                 field: "framing",
@@ -898,10 +1041,9 @@ impl Replay<'_> {
                         describe(&diffs)
                     ),
                 )
-                .expected(&e.msg)
+                .expected(&want)
                 .got(msg));
         }
-        self.matched[i] = true;
         self.stats.messages_matched += 1;
         if msg.op == Op::Pong && msg.mux_id == 0 {
             self.pongs_sent += 1;
@@ -916,33 +1058,15 @@ impl Replay<'_> {
     }
 }
 
-/// The callee capacities for a recorded `ConnectMux`: the reference
-/// handlers' table, with the input side as the message says (EOF on
-/// connect: the callee takes no input).
-fn stream_capacities(msg: &Message) -> Capacities {
-    let mut caps = RefPeer::capacities(msg.handler);
-    if msg.flags.contains(Flags::EOF) {
-        caps.in_capacity = 0;
-    } else if caps.in_capacity == 0 {
-        caps.in_capacity = 1;
-    }
-    caps
-}
-
-#[cfg(test)]
-mod tests {
-    use grid_proto::HandlerId;
-
-    use super::*;
-
-    #[test]
-    fn eof_on_connect_means_no_input() {
-        let mut m = Message::new(Op::ConnectMux, 1);
-        m.handler = HandlerId::TEST;
-        assert_eq!(stream_capacities(&m).in_capacity, 1);
-        m.flags = Flags::EOF;
-        assert_eq!(stream_capacities(&m).in_capacity, 0);
-        m.handler = HandlerId::TEST2;
-        assert_eq!(stream_capacities(&m), RefPeer::capacities(HandlerId::TEST2));
+/// How far past its `DeadlineMS` a stream the subject opens should keep
+/// its local deadline (less than 1 ms, so `DeadlineMS` stays as recorded):
+/// where the recorded caller's deadline fired (its cancel), or as late as
+/// possible when the callee's deadline ended the stream first.
+fn deadline_slack(call: &RecordedCall) -> Duration {
+    const MAX: Duration = Duration::from_micros(999);
+    let due = call.t_us + u64::from(call.opening.deadline_ms) * 1000;
+    match call.cancel {
+        Some(c) if c.by_deadline => Duration::from_micros(c.t_us.saturating_sub(due)).min(MAX),
+        _ => MAX,
     }
 }

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use grid_proto::{Capacities, HandlerId, SubrouteId, Timestamp};
 use crate::core_subject::CoreSubject;
 use crate::driver_subject::DriverSubject;
 use crate::node::RuntimeKind;
+use crate::script::{Answers, Script};
 
 /// Everything a subject needs to be created.
 #[derive(Debug, Clone)]
@@ -35,6 +37,12 @@ pub struct SubjectSetup {
     /// Real-time subjects: how long to wait for anything the subject should
     /// do (dial, answer, put a call on the wire).
     pub wait: Duration,
+    /// The subject runs on real time (a driver), not on the replay's clock.
+    pub real_time: bool,
+    /// What the recorded applications did.
+    pub script: Arc<Script>,
+    /// How the subject's application answers the other side's calls.
+    pub answers: Arc<Answers>,
 }
 
 /// A call the subject's application makes, derived from a recorded message
@@ -63,6 +71,10 @@ pub enum AppCall {
         payload: Option<Bytes>,
         /// `DeadlineMS`; `None` for no deadline.
         deadline_ms: Option<u32>,
+        /// Virtual-time subjects: how much later than `deadline_ms` the
+        /// local deadline lies (under 1 ms, so `DeadlineMS` is unchanged),
+        /// to fire where the recorded caller's did.
+        deadline_slack: Duration,
         /// The callee handler's capacities.
         capacities: Capacities,
     },
@@ -100,8 +112,8 @@ pub enum AppCall {
 /// they cause is on the wire, and the replay waits for the rest with
 /// [`Subject::wait_sent`].
 ///
-/// The subject serves the transcripts' handler table
-/// ([`grid_proto::sim::RefPeer`]) for calls the other peer makes.
+/// The subject's application answers the calls the other peer makes as the
+/// recording says ([`SubjectSetup::answers`], see [`crate::scripted`]).
 pub trait Subject {
     /// When the subject next needs [`Subject::handle_timeout`], if ever.
     fn poll_timeout(&self) -> Option<Instant>;

@@ -74,7 +74,7 @@ pub struct Header {
 }
 
 /// Direction of a record, from the recording peer's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dir {
     /// The recording peer sent it.

@@ -66,6 +66,7 @@ scenarios!(
     flow::many_streams,
     flow::backpressure,
     flow::input_backpressure,
+    flow::raw_handlers,
     // Connection lifecycle.
     lifecycle::auth_rejected,
     lifecycle::handshake_rejections,

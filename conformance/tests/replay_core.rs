@@ -154,39 +154,46 @@ fn expect_failure(t: &Transcript, role: Role, line: usize, needles: &[&str]) -> 
 
 #[test]
 fn a_corrupted_payload_byte_is_caught() {
-    // echo.jsonl:8 is the peer's Response "Hello Grid World!".
-    let t = edit(&shared_one("echo"), 8, |m| {
-        let mut p = m[0].payload.to_vec();
-        p[0] ^= 0x20;
-        m[0].payload = Bytes::from(p);
-    });
-    let f = expect_failure(
-        &t,
-        Role::Server,
-        8,
-        &[
-            "Response on the peer's call on recorded mux 1",
-            r#"payload differs: expected "hello Grid World!", got "Hello Grid World!""#,
-        ],
-    );
+    // The replay plays the recorded application (its answers become the
+    // subject's), so what is checked is that the subject puts them on the
+    // wire unchanged: one that flips a byte of its Response fails at
+    // echo.jsonl:8, the recorded Response "Hello Grid World!".
+    let f = run_tampered(&shared_one("echo"), Role::Server, |m| {
+        if m.op == Op::Response {
+            let mut p = m.payload.to_vec();
+            p[0] ^= 0x20;
+            m.payload = Bytes::from(p);
+        }
+    })
+    .unwrap_err();
+    let text = f.to_string();
+    assert_eq!(f.line, Some(8), "{text}");
+    assert!(text.starts_with("echo.jsonl:8: "), "{text}");
+    for needle in [
+        "Response on the peer's call on recorded mux 1",
+        r#"payload differs: expected "Hello Grid World!", got "hello Grid World!""#,
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
     assert!(f.expected.unwrap().contains("op: Response"));
     assert!(f.got.unwrap().contains("op: Response"));
 }
 
 #[test]
 fn a_flipped_flag_is_caught() {
-    // stream-count.jsonl:19 is the callee's final EOF + DisconnectClientMux.
+    // stream-count.jsonl:19 is the callee's final EOF + DisconnectClientMux:
+    // a recording whose cleanup has EOF set is not what the subject sends.
     let t = edit(&shared_one("stream-count"), 19, |m| {
-        assert_eq!(m[0].op, Op::MuxServerMsg);
-        m[0].flags = m[0].flags.without(Flags::EOF);
+        assert_eq!(m[1].op, Op::DisconnectClientMux);
+        m[1].flags |= Flags::EOF;
     });
     expect_failure(
         &t,
         Role::Server,
         19,
         &[
-            "(message 1 of 2 in the frame)",
-            "flags differs: expected [CRC], got [CRC|EOF]",
+            "(message 2 of 2 in the frame)",
+            "flags differs: expected [CRC|EOF], got [CRC]",
         ],
     );
     // The caller's own flags too: the recorder's Request without its CRC.
@@ -221,15 +228,58 @@ fn order_within_a_mux_is_checked_but_not_across_muxes() {
     // echo-parallel.jsonl:9 holds responses on five muxes: any order is fine.
     let t = edit(&shared_one("echo-parallel"), 9, |m| m.reverse());
     run(&t, Role::Server, &ReplayOptions::default()).unwrap();
-    // stream-echo.jsonl:10 holds UnblockClMux seq 1 then MuxServerMsg seq 2
-    // on one mux: swapped, the first one sent no longer matches.
+    // stream-echo.jsonl:10 holds the callee's UnblockClMux seq 1 then its
+    // MuxServerMsg seq 2. Go may send them the other way round, numbered in
+    // that order: that replays, in both roles.
+    let t = edit(&shared_one("stream-echo"), 10, |m| {
+        m.reverse();
+        m[0].seq = 1;
+        m[1].seq = 2;
+    });
+    for role in Role::BOTH {
+        run(&t, role, &ReplayOptions::default()).unwrap();
+    }
+    // Swapped but numbered as before: no peer sends that.
     let t = edit(&shared_one("stream-echo"), 10, |m| m.reverse());
     expect_failure(
         &t,
         Role::Server,
         10,
-        &["op differs: expected MuxServerMsg, got UnblockClMux"],
+        &[
+            "MuxServerMsg on the peer's call on recorded mux 1 (message 1 of 2 in the frame)",
+            "seq differs: expected 2, got 1",
+        ],
     );
+    // Data never passes data: a callee that sends its third and fourth
+    // responses the other way round (numbered in send order, the same
+    // bytes as swapped payloads) is caught at the third.
+    let f = run_tampered(&shared_one("stream-count"), Role::Server, |m| {
+        if m.op == Op::MuxServerMsg && m.payload.len() >= 4 {
+            let mut p = m.payload.to_vec();
+            p[3] = match p[3] {
+                2 => 3,
+                3 => 2,
+                other => other,
+            };
+            m.payload = Bytes::from(p);
+        }
+    })
+    .unwrap_err();
+    assert_eq!(f.line, Some(13), "{f}");
+    assert!(f.what.contains("payload differs"), "{f}");
+}
+
+#[test]
+fn go_shaped_interleavings_replay_in_both_roles() {
+    let mut swapped = 0;
+    for t in shared() {
+        let (t, n) = conformance::interleave::swap_credit_and_data(&t);
+        swapped += n;
+        if n > 0 {
+            replay_all(std::slice::from_ref(&t), &ReplayOptions::default());
+        }
+    }
+    assert!(swapped >= 10, "only {swapped} credit/data pairs to swap");
 }
 
 #[test]
@@ -283,15 +333,19 @@ fn a_changed_control_payload_field_is_caught() {
         8,
         &["payload.nf differs: expected true, got false"],
     );
-    // typed-mss.jsonl:8: map order may vary, values may not.
-    let t = edit(&shared_one("typed-mss"), 8, |m| {
-        let p = m[0].payload.to_vec();
-        let at = p.windows(2).position(|w| w == b"ok").unwrap();
-        let mut p2 = p.clone();
-        p2[at] = b'O';
-        m[0].payload = Bytes::from(p2);
-    });
-    expect_failure(&t, Role::Server, 8, &["payload differs"]);
+    // typed-mss.jsonl:8: a map value the subject changes is caught (map
+    // order may vary: see `compare`'s tests).
+    let f = run_tampered(&shared_one("typed-mss"), Role::Server, |m| {
+        if m.op == Op::Response {
+            let mut p = m.payload.to_vec();
+            let at = p.windows(2).position(|w| w == b"ok").unwrap();
+            p[at] = b'O';
+            m.payload = Bytes::from(p);
+        }
+    })
+    .unwrap_err();
+    assert_eq!(f.line, Some(8), "{f}");
+    assert!(f.what.contains("payload differs"), "{f}");
 }
 
 #[test]

@@ -4,10 +4,12 @@
 //!
 //! ```text
 //! grid-conformance replay FILE_OR_DIR... [--target core|tokio|smol|all|LIST] [--role client|server|both] [-v]
-//! grid-conformance serve --local URL --hosts URL,URL [--token T] [--runtime tokio|smol] [--record DIR]
+//! grid-conformance decode FILE_OR_DIR...
+//! grid-conformance tap --listen ADDR --upstream ADDR [--record DIR] [--print]
+//! grid-conformance serve --local URL [--listen ADDR] --hosts URL,URL [--token T] [--runtime tokio|smol] [--record DIR]
 //!                        [--ping-interval SECONDS] [--pong-timeout SECONDS]
-//! grid-conformance call  --local URL --hosts URL,URL [--remote URL] [--token T] [--runtime tokio|smol]
-//!                        [--scenario all|NAME,...] [--record DIR]
+//! grid-conformance call  --local URL [--listen ADDR] --hosts URL,URL [--remote URL] [--token T]
+//!                        [--runtime tokio|smol] [--scenario all|NAME,...] [--record DIR]
 //! ```
 //!
 //! `replay`: `--target` takes one target, a comma-separated list or `all`
@@ -17,8 +19,21 @@
 //! mismatch). The directories in `GRID_TRANSCRIPTS` (colon-separated) are
 //! replayed too.
 //!
+//! `decode`: prints every record of the transcripts, one line per message
+//! (time, direction, op, mux, seq, flags, handler, subroute, deadline,
+//! payload size).
+//!
+//! `tap`: a transparent TCP forwarder between two grid peers on a plain
+//! `http://` link: it listens on `--listen` (the address of the name the
+//! dialer dials) and forwards to `--upstream` (where that node really
+//! listens, see `--listen` below), changing no byte. `--record DIR` writes
+//! each connection as a transcript (both directions, unmasked, from the
+//! dialer's side, no scenario markers); `--print` prints every message as
+//! it passes, one line each (as `decode` does). Runs until killed.
+//!
 //! `serve`: a node with exactly the transcripts' handler table, listening
-//! on its own host's port, until killed.
+//! on its own host's port (or on `--listen ADDR`, e.g. behind a tap that
+//! listens on the host's port), until killed.
 //!
 //! `call`: a node like `serve`'s (it listens too: the dial rule may make
 //! the other node the dialer) that runs the README's scenarios against the
@@ -49,10 +64,12 @@ use grid_proto::driver::{Connection, Options, Recorder};
 
 const USAGE: &str = "usage:
   grid-conformance replay FILE_OR_DIR... [--target core|tokio|smol|all|LIST] [--role client|server|both] [-v]
-  grid-conformance serve --local URL --hosts URL,URL [--token T] [--runtime tokio|smol] [--record DIR]
-                         [--ping-interval SECONDS] [--pong-timeout SECONDS]
-  grid-conformance call --local URL --hosts URL,URL [--remote URL] [--token T] [--runtime tokio|smol]
-                        [--scenario all|NAME,...] [--record DIR]
+  grid-conformance decode FILE_OR_DIR...
+  grid-conformance tap --listen ADDR --upstream ADDR [--record DIR] [--print]
+  grid-conformance serve --local URL [--listen ADDR] --hosts URL,URL [--token T] [--runtime tokio|smol]
+                         [--record DIR] [--ping-interval SECONDS] [--pong-timeout SECONDS]
+  grid-conformance call --local URL [--listen ADDR] --hosts URL,URL [--remote URL] [--token T]
+                        [--runtime tokio|smol] [--scenario all|NAME,...] [--record DIR]
   grid-conformance record --out DIR [--runtime tokio|smol] [--scenario all|NAME,...]
 (record runs the scenarios between two local nodes and writes both sides'
 transcripts under DIR/serve and DIR/call; without --scenario, all but the
@@ -68,6 +85,8 @@ struct Parsed {
     positional: Vec<String>,
     options: HashMap<String, String>,
     verbose: bool,
+    /// `tap --print`.
+    print: bool,
 }
 
 /// The options each command takes.
@@ -76,6 +95,7 @@ fn known_options(command: &str) -> &'static [&'static str] {
         "replay" => &["--target", "--role"],
         "serve" => &[
             "--local",
+            "--listen",
             "--hosts",
             "--token",
             "--runtime",
@@ -85,6 +105,7 @@ fn known_options(command: &str) -> &'static [&'static str] {
         ],
         "call" => &[
             "--local",
+            "--listen",
             "--hosts",
             "--remote",
             "--token",
@@ -93,6 +114,7 @@ fn known_options(command: &str) -> &'static [&'static str] {
             "--record",
         ],
         "record" => &["--out", "--runtime", "--scenario"],
+        "tap" => &["--listen", "--upstream", "--record"],
         _ => &[],
     }
 }
@@ -103,6 +125,7 @@ fn parse(command: &str, mut args: impl Iterator<Item = String>) -> Result<Parsed
         positional: Vec::new(),
         options: HashMap::new(),
         verbose: false,
+        print: false,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -111,6 +134,7 @@ fn parse(command: &str, mut args: impl Iterator<Item = String>) -> Result<Parsed
         };
         match flag.as_str() {
             "-v" | "--verbose" => parsed.verbose = true,
+            "--print" if command == "tap" => parsed.print = true,
             "-h" | "--help" => return Err(String::new()),
             f if known.contains(&f) => {
                 let value = inline
@@ -133,14 +157,15 @@ fn main() -> ExitCode {
         StderrLog::install(tracing::Level::WARN);
     }
     let result = match command.as_str() {
-        "replay" | "serve" | "call" | "record" => {
-            parse(&command, args).and_then(|p| match command.as_str() {
+        "replay" | "serve" | "call" | "record" | "decode" | "tap" => parse(&command, args)
+            .and_then(|p| match command.as_str() {
                 "replay" => replay(p),
+                "decode" => decode(p),
+                "tap" => tap(p),
                 "serve" => serve(p),
                 "record" => record(p),
                 _ => call(p),
-            })
-        }
+            }),
         "-h" | "--help" => Err(String::new()),
         "" => Err("missing command".into()),
         other => Err(format!("unknown command {other:?}")),
@@ -220,6 +245,72 @@ fn replay(p: Parsed) -> Result<ExitCode, String> {
     })
 }
 
+// ---- tap ----
+
+/// `tap`: forwards `--listen` to `--upstream`, recording and printing.
+fn tap(p: Parsed) -> Result<ExitCode, String> {
+    if !p.positional.is_empty() {
+        return Err(format!("unexpected argument {:?}", p.positional[0]));
+    }
+    let listener = bind(required(&p, "--listen")?)?;
+    let upstream_text = required(&p, "--upstream")?;
+    let upstream = upstream_text
+        .to_socket_addrs()
+        .map_err(|e| format!("{upstream_text}: not a host:port ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{upstream_text}: no address"))?;
+    let record = p.options.get("--record").map(PathBuf::from);
+    if record.is_none() && !p.print {
+        return Err("tap needs --record DIR, --print or both".into());
+    }
+    let options = conformance::tap::TapOptions {
+        record,
+        print: p.print,
+    };
+    let tap = conformance::tap::Tap::start(listener, upstream, options)
+        .map_err(|e| format!("cannot start the tap: {e}"))?;
+    eprintln!(
+        "grid-conformance: tap on {} forwarding to {upstream}",
+        tap.local_addr()
+    );
+    tap.run_forever()
+}
+
+// ---- decode ----
+
+/// `decode`: every record of each transcript, one line per message.
+fn decode(p: Parsed) -> Result<ExitCode, String> {
+    use std::io::Write;
+    if p.positional.is_empty() {
+        return Err("no transcripts given".into());
+    }
+    let mut out = std::io::stdout().lock();
+    for path in &p.positional {
+        for t in load_path(std::path::Path::new(path)).map_err(|e| e.to_string())? {
+            let h = &t.header;
+            let mut text = format!(
+                "# {} ({}): recorder {} ({}), peer {}\n",
+                t.path.display(),
+                h.name,
+                h.recorder_host,
+                h.recorder_ws_side,
+                h.peer_host
+            );
+            for record in &t.records {
+                // Prefixed with the record's line, as replays cite it.
+                for line in conformance::decode::record_lines(record) {
+                    text.push_str(&format!("{:>5} {line}\n", record.line));
+                }
+            }
+            if out.write_all(text.as_bytes()).is_err() {
+                // The reader went away (a pager or `head`): nothing to report.
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 // ---- serve and call ----
 
 /// What `serve` and `call` share: a started node.
@@ -256,9 +347,15 @@ fn start_peer(p: &Parsed) -> Result<Peer, String> {
         .unwrap_or_else(|| "debug".to_owned());
     let mut options = token_options(&token, p.options.get("--record").map(Recorder::to_dir));
     timer_options(p, &mut options)?;
-    let listener = listen(&local)?;
+    let listener = match p.options.get("--listen") {
+        Some(addr) => bind(addr)?,
+        None => listen(&local)?,
+    };
+    let at = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
     let node = Node::start(kind, &local, &hosts, options, Some(listener))?;
-    eprintln!("grid-conformance: {local} ({kind}) listening");
+    eprintln!("grid-conformance: {local} ({kind}) listening on {at}");
     Ok(Peer { node, local, hosts })
 }
 
@@ -316,6 +413,16 @@ fn listen(host: &str) -> Result<TcpListener, String> {
         .map_err(|e| format!("{host}: not a host:port ({e})"))?
         .next()
         .ok_or_else(|| format!("{host}: no address"))?;
+    TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+/// A listener on `addr` (`host:port`).
+fn bind(addr: &str) -> Result<TcpListener, String> {
+    let addr = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{addr}: not a host:port ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
     TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 

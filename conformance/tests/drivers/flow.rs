@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use grid_proto::driver::{RemoteError, StreamOptions};
-use grid_proto::{CallError, Capacities, HandlerId};
+use grid_proto::{CallError, Capacities, HandlerId, SubrouteId};
 
 use crate::harness::{
     Cluster, Counter, Handlers, Probe, Setup, drive_until, eventually, join_all, round_trips, wait,
@@ -317,5 +317,85 @@ pub(crate) async fn input_backpressure(setup: Setup) {
         );
         assert_eq!(wait("EOF", rx.recv()).await, None);
     }
+    c.shutdown().await;
+}
+
+/// Raw registrations (what a replay of a capture needs): a single handler
+/// on a subroute known only by its wire id sees an empty request as absent
+/// and may answer absent; a stream handler sees its input arrive without
+/// taking it, then takes it in order.
+pub(crate) async fn raw_handlers(setup: Setup) {
+    const RAW: HandlerId = HandlerId(42);
+    let sub = SubrouteId::new(RAW, "/raw/route");
+    let seen = Counter::default();
+    let absent = Counter::default();
+    let handlers = {
+        let (seen, absent) = (seen.clone(), absent.clone());
+        Handlers::default()
+            .single_raw(RAW, Some(sub), move |p: Option<Bytes>| {
+                seen.add();
+                if p.is_none() {
+                    absent.add();
+                }
+                async move { Ok(p) }
+            })
+            .stream_raw(
+                RAW,
+                None,
+                Capacities {
+                    in_capacity: 2,
+                    out_capacity: 1,
+                },
+                |call| async move {
+                    let mut input = call.input.expect("the stream has input");
+                    let mut output = call.output;
+                    let waiting = input.wait_pending(2).await;
+                    output
+                        .send(Bytes::from(waiting.to_string()))
+                        .await
+                        .map_err(|e| RemoteError(e.to_string()))?;
+                    while let Some(Ok(m)) = input.recv().await {
+                        output
+                            .send(m)
+                            .await
+                            .map_err(|e| RemoteError(e.to_string()))?;
+                    }
+                    Ok(())
+                },
+            )
+    };
+    let c = Cluster::start(setup, handlers).await;
+    for (from, to) in c.directions() {
+        let conn = c.conn(from, to);
+        let raw = conn.subroute_raw(sub);
+        let r = wait(
+            "a raw subroute call",
+            raw.request(RAW, Bytes::from_static(b"x")),
+        )
+        .await;
+        assert_eq!(r, Ok(Bytes::from_static(b"x")));
+        // The same 32 bytes as the named route.
+        let named = conn.subroute("/raw/route");
+        let r = wait("a named subroute call", named.request(RAW, Bytes::new())).await;
+        assert_eq!(r, Ok(Bytes::new()));
+        // Without the subroute nothing is registered for single calls.
+        let r = wait("a call without subroute", conn.request(RAW, Bytes::new())).await;
+        assert!(matches!(r, Err(CallError::Refused(_))), "{r:?}");
+
+        let (mut tx, mut rx) = wait("open", conn.open_stream(RAW, None)).await.unwrap();
+        for m in ["a", "b"] {
+            wait("send", tx.send(Bytes::from_static(m.as_bytes())))
+                .await
+                .unwrap();
+        }
+        tx.close();
+        let mut got = Vec::new();
+        while let Some(m) = wait("a stream message", rx.recv()).await {
+            got.push(m.unwrap());
+        }
+        assert_eq!(got, [&b"2"[..], b"a", b"b"]);
+    }
+    assert_eq!(seen.get(), 4);
+    assert_eq!(absent.get(), 2, "empty requests arrive as absent");
     c.shutdown().await;
 }

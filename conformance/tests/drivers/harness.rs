@@ -19,7 +19,7 @@ use conformance::register_reference_handlers;
 use grid_proto::driver::{
     Connection, Manager, Options, Refusals, RemoteError, Runtime, StreamCall,
 };
-use grid_proto::{Backoff, Capacities, HandlerId, State, Stats, should_dial};
+use grid_proto::{Backoff, Capacities, HandlerId, State, Stats, SubrouteId, should_dial};
 use smol::channel::{Receiver, Sender};
 
 /// How long anything that should happen may take.
@@ -261,11 +261,19 @@ type SingleFn =
 type StreamFn =
     Arc<dyn Fn(StreamCall) -> grid_proto::driver::BoxFuture<Result<(), RemoteError>> + Send + Sync>;
 
+type RawSingleFn = Arc<
+    dyn Fn(Option<Bytes>) -> grid_proto::driver::BoxFuture<Result<Option<Bytes>, RemoteError>>
+        + Send
+        + Sync,
+>;
+
 #[derive(Clone)]
 enum Custom {
     Single(HandlerId, SingleFn),
     Stream(HandlerId, Capacities, StreamFn),
     Typed(HandlerId, fn(u32) -> u32),
+    SingleRaw(HandlerId, Option<SubrouteId>, RawSingleFn),
+    StreamRaw(HandlerId, Option<SubrouteId>, Capacities, StreamFn),
 }
 
 /// Handlers every node registers besides the transcripts' table.
@@ -299,6 +307,46 @@ impl Handlers {
         self
     }
 
+    /// A handler registered with [`Manager::register_single_raw`].
+    pub(crate) fn single_raw<F, Fut>(
+        mut self,
+        id: HandlerId,
+        sub: Option<SubrouteId>,
+        f: F,
+    ) -> Handlers
+    where
+        F: Fn(Option<Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<Bytes>, RemoteError>> + Send + 'static,
+    {
+        self.0.push(Custom::SingleRaw(
+            id,
+            sub,
+            Arc::new(move |p| Box::pin(f(p))),
+        ));
+        self
+    }
+
+    /// A handler registered with [`Manager::register_stream_raw`].
+    pub(crate) fn stream_raw<F, Fut>(
+        mut self,
+        id: HandlerId,
+        sub: Option<SubrouteId>,
+        caps: Capacities,
+        f: F,
+    ) -> Handlers
+    where
+        F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        self.0.push(Custom::StreamRaw(
+            id,
+            sub,
+            caps,
+            Arc::new(move |c| Box::pin(f(c))),
+        ));
+        self
+    }
+
     fn register<R: Runtime>(&self, m: &Manager<R>) {
         register_reference_handlers(m).expect("reference handlers");
         for h in &self.0 {
@@ -311,6 +359,10 @@ impl Handlers {
                         None,
                         move |n: u32| async move { Ok::<_, RemoteError>(f(n)) },
                     )
+                }
+                Custom::SingleRaw(id, sub, f) => m.register_single_raw(id, sub, move |p| f(p)),
+                Custom::StreamRaw(id, sub, caps, f) => {
+                    m.register_stream_raw(id, sub, caps, move |c| f(c))
                 }
             }
             .expect("custom handler");

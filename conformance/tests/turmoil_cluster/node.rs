@@ -199,7 +199,7 @@ async fn stream_call(
 ) {
     let options = StreamOptions {
         deadline: deadline.map(|d| now() + d),
-        capacities: None,
+        ..StreamOptions::default()
     };
     let (mut tx, mut rx) = match conn.open_stream_with(STREAM_ECHO, None, options).await {
         Ok(halves) => halves,

@@ -22,6 +22,27 @@ use crate::redial::DialFailure;
 use crate::stats::Stats;
 use crate::subroute::{SubrouteId, join_route};
 
+/// When a call gives up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Deadline {
+    /// At this instant.
+    At(Instant),
+    /// This long after the connection task takes the call, so the callee
+    /// is sent exactly this (`DeadlineMS`, in whole milliseconds) however
+    /// long the call waited in the mailbox.
+    After(Duration),
+}
+
+impl Deadline {
+    /// The instant, for a call the task takes at `now`.
+    pub(crate) fn at(self, now: Instant) -> Instant {
+        match self {
+            Deadline::At(at) => at,
+            Deadline::After(d) => now + d,
+        }
+    }
+}
+
 /// What handles and handler tasks ask of a connection task.
 pub(crate) enum Command {
     Request {
@@ -29,7 +50,7 @@ pub(crate) enum Command {
         handler: HandlerId,
         subroute: Option<SubrouteId>,
         payload: Bytes,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
         reply: oneshot::Sender<Result<Option<Bytes>, CallError>>,
     },
     CancelRequest {
@@ -39,17 +60,17 @@ pub(crate) enum Command {
         handler: HandlerId,
         subroute: Option<SubrouteId>,
         payload: Option<Bytes>,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
         capacities: Option<Capacities>,
         reply: oneshot::Sender<Result<Arc<StreamShared>, CallError>>,
     },
     /// A stream's shared state changed (messages queued or consumed, EOF,
     /// halves dropped, handler finished).
     Poke(StreamKey),
-    /// A single-request handler finished.
+    /// A single-request handler finished (`Ok(None)`: an absent payload).
     Respond {
         id: u64,
-        result: Result<Bytes, String>,
+        result: Result<Option<Bytes>, String>,
     },
     /// A stream handler returned.
     HandlerDone {
@@ -207,6 +228,8 @@ impl ConnShared {
 pub struct Connection {
     shared: Arc<ConnShared>,
     route: Option<Arc<str>>,
+    /// A subroute given by its wire id ([`Connection::subroute_raw`]).
+    raw_subroute: Option<SubrouteId>,
 }
 
 /// Options of [`Connection::open_stream_with`].
@@ -218,6 +241,10 @@ pub struct StreamOptions {
     /// The callee's capacities; by default from the manager's table (local
     /// registrations and configured values, MinIO's defaults).
     pub capacities: Option<Capacities>,
+    /// Like `deadline`, but counted from when the connection takes the
+    /// stream, so the callee is sent exactly this (in whole milliseconds);
+    /// wins over `deadline`.
+    pub timeout: Option<Duration>,
 }
 
 impl Connection {
@@ -225,6 +252,7 @@ impl Connection {
         Connection {
             shared,
             route: None,
+            raw_subroute: None,
         }
     }
 
@@ -286,6 +314,19 @@ impl Connection {
         Connection {
             shared: Arc::clone(&self.shared),
             route: Some(Arc::from(joined)),
+            raw_subroute: None,
+        }
+    }
+
+    /// This handle scoped to a subroute given by its 32-byte wire id, as a
+    /// capture carries it (only the hash travels, never the route's name):
+    /// every call sends exactly these bytes, whatever its handler.
+    /// [`route`](Self::route) is then `None`.
+    pub fn subroute_raw(&self, id: SubrouteId) -> Connection {
+        Connection {
+            shared: Arc::clone(&self.shared),
+            route: None,
+            raw_subroute: Some(id),
         }
     }
 
@@ -306,7 +347,8 @@ impl Connection {
     }
 
     fn subroute_id(&self, handler: HandlerId) -> Option<SubrouteId> {
-        self.route.as_ref().map(|r| SubrouteId::new(handler, r))
+        self.raw_subroute
+            .or_else(|| self.route.as_ref().map(|r| SubrouteId::new(handler, r)))
     }
 
     /// Waits until the connection is established, at most `timeout`.
@@ -349,14 +391,26 @@ impl Connection {
         payload: impl Into<Bytes>,
         deadline: Instant,
     ) -> RequestFuture {
-        self.request_inner(handler, payload.into(), Some(deadline))
+        self.request_inner(handler, payload.into(), Some(Deadline::At(deadline)))
+    }
+
+    /// [`request`](Self::request) giving up `timeout` after the connection
+    /// takes the call: the callee is sent exactly this (`DeadlineMS`, in
+    /// whole milliseconds), however long the call waited to be taken.
+    pub fn request_with_timeout(
+        &self,
+        handler: HandlerId,
+        payload: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> RequestFuture {
+        self.request_inner(handler, payload.into(), Some(Deadline::After(timeout)))
     }
 
     fn request_inner(
         &self,
         handler: HandlerId,
         payload: Bytes,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     ) -> RequestFuture {
         RequestFuture {
             shared: Arc::clone(&self.shared),
@@ -397,7 +451,10 @@ impl Connection {
             handler,
             subroute: self.subroute_id(handler),
             payload,
-            deadline: options.deadline,
+            deadline: options
+                .timeout
+                .map(Deadline::After)
+                .or(options.deadline.map(Deadline::At)),
             capacities: options.capacities,
             reply: tx,
         };
@@ -418,7 +475,7 @@ enum ReqState {
         handler: HandlerId,
         subroute: Option<SubrouteId>,
         payload: Bytes,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     },
     Waiting {
         ticket: u64,

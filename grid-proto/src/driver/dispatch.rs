@@ -35,7 +35,13 @@ impl<R: Runtime> ConnTask<R> {
                 payload,
                 deadline,
                 reply,
-            } => match self.core.request(now, handler, subroute, payload, deadline) {
+            } => match self.core.request(
+                now,
+                handler,
+                subroute,
+                payload,
+                deadline.map(|d| d.at(now)),
+            ) {
                 Ok(id) => {
                     self.calls.insert(id.0, (ticket, reply));
                     self.tickets.insert(ticket, id.0);
@@ -60,6 +66,7 @@ impl<R: Runtime> ConnTask<R> {
             } => {
                 let caps =
                     capacities.or_else(|| self.mgr.registry.capacities(handler, subroute.as_ref()));
+                let deadline = deadline.map(|d| d.at(now));
                 match self
                     .core
                     .open_stream(now, handler, subroute, payload, deadline, caps)
@@ -83,7 +90,7 @@ impl<R: Runtime> ConnTask<R> {
             Command::Poke(key) => self.sync_stream(now, key),
             Command::Respond { id, result } => {
                 self.handlers.remove(&id);
-                self.core.respond(now, IncomingId(id), result.map(Some));
+                self.core.respond(now, IncomingId(id), result);
             }
             Command::HandlerDone { id, result } => {
                 self.handlers.remove(&id);
@@ -351,7 +358,7 @@ impl<R: Runtime> ConnTask<R> {
         // Go's text for a panic in a single-request handler.
         let failed = |text: &str| format!("handleMessages: panic recovered: {text}");
         let remote = Arc::clone(&self.shared.remote);
-        match isolate::call(|| handler_fn(payload.unwrap_or_default())) {
+        match isolate::call(|| handler_fn(payload)) {
             Ok(fut) => self.spawn_handler(id.0, async move {
                 let result = match isolate::run(fut).await {
                     Ok(r) => r.map_err(|e| e.0),

@@ -466,6 +466,10 @@ impl<R: Runtime> Manager<R> {
         &self.inner.shared.options
     }
 
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.shared.registry
+    }
+
     /// Registers a single-request handler.
     pub fn register_single<F, Fut>(&self, handler: HandlerId, f: F) -> Result<(), RegisterError>
     where

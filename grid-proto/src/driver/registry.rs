@@ -10,7 +10,8 @@ use bytes::Bytes;
 use hashbrown::HashMap;
 
 use crate::config::{Capacities, CapacityTable};
-use crate::driver::runtime::BoxFuture;
+use crate::driver::manager::Manager;
+use crate::driver::runtime::{BoxFuture, Runtime};
 use crate::driver::stream::{StreamReceiver, StreamSender};
 use crate::handler::HandlerId;
 use crate::subroute::SubrouteId;
@@ -81,8 +82,11 @@ pub struct StreamCall {
     pub deadline: Option<Instant>,
 }
 
+/// A single-request handler as the registry keeps it: the payload as it
+/// came (`None`: absent) in, the response as it goes out (`None`: absent,
+/// `Some` of an empty one: present and empty, PROTOCOL.md §2.6).
 pub(crate) type SingleFn =
-    Arc<dyn Fn(Bytes) -> BoxFuture<Result<Bytes, RemoteError>> + Send + Sync>;
+    Arc<dyn Fn(Option<Bytes>) -> BoxFuture<Result<Option<Bytes>, RemoteError>> + Send + Sync>;
 pub(crate) type StreamFn =
     Arc<dyn Fn(StreamCall) -> BoxFuture<Result<(), RemoteError>> + Send + Sync>;
 
@@ -155,16 +159,47 @@ impl Registry {
         F: Fn(Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
     {
+        let sub = subroute.map(|s| SubrouteId::new(handler, s));
+        let f: SingleFn = Arc::new(move |p: Option<Bytes>| {
+            let response = f(p.unwrap_or_default());
+            Box::pin(async move { response.await.map(Some) })
+        });
+        // Go's zero alias, as for streams.
+        let alias = sub.map(|_| SubrouteId::zero(handler));
+        self.insert_single(handler, sub, alias, f)
+    }
+
+    /// A single-request handler that sees and answers payloads as they
+    /// travel (absent or present), on a subroute given by its wire id.
+    pub(crate) fn add_single_raw<F, Fut>(
+        &self,
+        handler: HandlerId,
+        subroute: Option<SubrouteId>,
+        f: F,
+    ) -> Result<(), RegisterError>
+    where
+        F: Fn(Option<Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<Bytes>, RemoteError>> + Send + 'static,
+    {
+        let f: SingleFn = Arc::new(move |p| Box::pin(f(p)));
+        self.insert_single(handler, subroute, None, f)
+    }
+
+    fn insert_single(
+        &self,
+        handler: HandlerId,
+        sub: Option<SubrouteId>,
+        alias: Option<SubrouteId>,
+        f: SingleFn,
+    ) -> Result<(), RegisterError> {
         Self::check(handler)?;
-        let route = Route::of(handler, subroute.map(|s| SubrouteId::new(handler, s)));
+        let route = Route::of(handler, sub);
         let mut t = self.tables.write().unwrap_or_else(|e| e.into_inner());
         if t.singles.contains_key(&route) {
             return Err(RegisterError::AlreadyExists(handler));
         }
-        let f: SingleFn = Arc::new(move |p| Box::pin(f(p)));
-        if subroute.is_some() {
-            t.singles
-                .insert(Route::Sub(SubrouteId::zero(handler)), Arc::clone(&f));
+        if let Some(alias) = alias {
+            t.singles.insert(Route::Sub(alias), Arc::clone(&f));
         }
         t.singles.insert(route, f);
         Ok(())
@@ -181,19 +216,52 @@ impl Registry {
         F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
     {
-        Self::check(handler)?;
-        let sub = subroute.map(|s| SubrouteId::new(handler, s));
-        let route = Route::of(handler, sub);
-        let mut t = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        if t.streams.contains_key(&route) {
-            return Err(RegisterError::AlreadyExists(handler));
-        }
         let entry = StreamEntry {
             capacities,
             handler: Arc::new(move |c| Box::pin(f(c))),
             subroute: subroute.map(Arc::from),
         };
-        if subroute.is_some() {
+        let sub = subroute.map(|s| SubrouteId::new(handler, s));
+        self.insert_stream(handler, sub, sub.is_some(), entry)
+    }
+
+    /// A stream handler on a subroute given by its wire id (the handler's
+    /// [`StreamCall::subroute`] is then `None`: the route's name is not
+    /// known).
+    pub(crate) fn add_stream_raw<F, Fut>(
+        &self,
+        handler: HandlerId,
+        subroute: Option<SubrouteId>,
+        capacities: Capacities,
+        f: F,
+    ) -> Result<(), RegisterError>
+    where
+        F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        let entry = StreamEntry {
+            capacities,
+            handler: Arc::new(move |c| Box::pin(f(c))),
+            subroute: None,
+        };
+        self.insert_stream(handler, subroute, false, entry)
+    }
+
+    fn insert_stream(
+        &self,
+        handler: HandlerId,
+        sub: Option<SubrouteId>,
+        alias: bool,
+        entry: StreamEntry,
+    ) -> Result<(), RegisterError> {
+        Self::check(handler)?;
+        let route = Route::of(handler, sub);
+        let capacities = entry.capacities;
+        let mut t = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        if t.streams.contains_key(&route) {
+            return Err(RegisterError::AlreadyExists(handler));
+        }
+        if alias {
             // Go's zero alias: reachable on the wire, and the key a caller uses
             // to find the capacities of a subroute handler.
             t.streams
@@ -207,7 +275,9 @@ impl Registry {
         match sub {
             Some(id) => {
                 caps.set_subroute(id, capacities);
-                caps.set_subroute(SubrouteId::zero(handler), capacities);
+                if alias {
+                    caps.set_subroute(SubrouteId::zero(handler), capacities);
+                }
             }
             None => caps.set(handler, capacities),
         }
@@ -246,5 +316,46 @@ impl Registry {
             Some(s) => caps.set_subroute(SubrouteId::new(handler, s), capacities),
             None => caps.set(handler, capacities),
         }
+    }
+}
+
+/// Handlers registered from what travels on the wire, for applications
+/// that must answer exactly as some other node did (a replay of a capture,
+/// a proxy): any handler id, a subroute given by its 32-byte id (captures
+/// carry only that hash), absent and empty payloads kept apart.
+impl<R: Runtime> Manager<R> {
+    /// Registers a single-request handler that gets the request payload as
+    /// it came (`None`: absent; Go sends every empty request so) and answers
+    /// `Ok(None)` for an absent response, `Ok(Some(empty))` for a present,
+    /// empty one (`FlagPayloadIsZero`), or a remote error.
+    pub fn register_single_raw<F, Fut>(
+        &self,
+        handler: HandlerId,
+        subroute: Option<SubrouteId>,
+        f: F,
+    ) -> Result<(), RegisterError>
+    where
+        F: Fn(Option<Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<Bytes>, RemoteError>> + Send + 'static,
+    {
+        self.registry().add_single_raw(handler, subroute, f)
+    }
+
+    /// Registers a stream handler on a subroute given by its wire id (or on
+    /// none). Its capacities also apply to this node's own calls to that
+    /// handler and subroute, as with [`Manager::register_stream`].
+    pub fn register_stream_raw<F, Fut>(
+        &self,
+        handler: HandlerId,
+        subroute: Option<SubrouteId>,
+        capacities: Capacities,
+        f: F,
+    ) -> Result<(), RegisterError>
+    where
+        F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        self.registry()
+            .add_stream_raw(handler, subroute, capacities, f)
     }
 }

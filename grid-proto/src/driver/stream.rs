@@ -226,6 +226,25 @@ impl StreamReceiver {
     pub async fn recv(&mut self) -> Option<Result<Bytes, CallError>> {
         poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
+
+    /// Waits until at least `n` delivered messages wait to be taken, or no
+    /// more will come (the peer ended its side, or the stream failed), and
+    /// returns how many wait. Takes none of them: a message counts as
+    /// consumed, and the peer gets its credit back, only when
+    /// [`recv`](Self::recv) takes it. So an application that must grant
+    /// credit exactly when another node did (a replay of a capture) can
+    /// still see what has arrived.
+    pub async fn wait_pending(&mut self, n: usize) -> usize {
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if self.done || st.inbox.len() >= n || st.end.is_some() {
+                return Poll::Ready(st.inbox.len());
+            }
+            st.recv_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 impl Stream for StreamReceiver {

@@ -400,8 +400,8 @@ async fn stream_pipe<E: Exec>(ex: &E, p: &Params, pair: &Pair) -> Row {
     let payload = Bytes::from(vec![0x5au8; p.payload]);
     let tally = Arc::new(Tally::default());
     let opts = StreamOptions {
-        deadline: None,
         capacities: Some(ECHO_CAPS),
+        ..StreamOptions::default()
     };
     let mut halves = Vec::new();
     for _ in 0..p.concurrency {
@@ -476,8 +476,8 @@ async fn stream_out<E: Exec>(ex: &E, p: &Params, pair: &Pair) -> Row {
     let payload = Bytes::from(vec![0x3cu8; p.payload]);
     let tally = Arc::new(Tally::default());
     let opts = StreamOptions {
-        deadline: None,
         capacities: Some(SOURCE_CAPS),
+        ..StreamOptions::default()
     };
     let mut receivers = Vec::new();
     for _ in 0..p.concurrency {
@@ -572,8 +572,8 @@ where
         let mine = n / openers + usize::from(i < n % openers);
         ex.spawn(async move {
             let opts = StreamOptions {
-                deadline: None,
                 capacities: Some(ECHO_CAPS),
+                ..StreamOptions::default()
             };
             let msg = Bytes::from_static(b"hello");
             for _ in 0..mine {

@@ -462,7 +462,7 @@ impl<E: Exec> Caller<E> {
     async fn stream(&self, deadline: Instant) -> Result<(), String> {
         let opts = StreamOptions {
             deadline: Some(deadline),
-            capacities: None,
+            ..StreamOptions::default()
         };
         let (mut tx, mut rx) = self
             .conn

@@ -156,8 +156,9 @@ struct Layout {
 
 /// Host names such that the load dials the server (no proxy: a restarted
 /// server is found by the load's redials), or, with a proxy, the server
-/// dials the load through the proxy (which holds the load's address; the
-/// serving command has no separate listen address).
+/// dials the load through the proxy, which holds the load's address (the
+/// load listens elsewhere): between them the two kinds of fault exercise
+/// both dialers.
 fn layout(proxied: bool) -> Result<Layout, String> {
     let (a, b) = (host(free_port()?), host(free_port()?));
     let (server, client) = match (proxied, grid_proto::should_dial(&b, &a)) {
