@@ -7,6 +7,7 @@
 //! grid-conformance decode FILE_OR_DIR...
 //! grid-conformance tap --listen ADDR --upstream ADDR [--record DIR] [--print]
 //! grid-conformance serve --local URL [--listen ADDR] --hosts URL,URL [--token T] [--runtime tokio|smol] [--record DIR]
+//!                        [--ping-interval SECONDS] [--pong-timeout SECONDS]
 //! grid-conformance call  --local URL [--listen ADDR] --hosts URL,URL [--remote URL] [--token T]
 //!                        [--runtime tokio|smol] [--scenario all|NAME,...] [--record DIR]
 //! ```
@@ -66,7 +67,7 @@ const USAGE: &str = "usage:
   grid-conformance decode FILE_OR_DIR...
   grid-conformance tap --listen ADDR --upstream ADDR [--record DIR] [--print]
   grid-conformance serve --local URL [--listen ADDR] --hosts URL,URL [--token T] [--runtime tokio|smol]
-                         [--record DIR]
+                         [--record DIR] [--ping-interval SECONDS] [--pong-timeout SECONDS]
   grid-conformance call --local URL [--listen ADDR] --hosts URL,URL [--remote URL] [--token T]
                         [--runtime tokio|smol] [--scenario all|NAME,...] [--record DIR]
   grid-conformance record --out DIR [--runtime tokio|smol] [--scenario all|NAME,...]
@@ -99,6 +100,8 @@ fn known_options(command: &str) -> &'static [&'static str] {
             "--token",
             "--runtime",
             "--record",
+            "--ping-interval",
+            "--pong-timeout",
         ],
         "call" => &[
             "--local",
@@ -342,7 +345,8 @@ fn start_peer(p: &Parsed) -> Result<Peer, String> {
         .get("--token")
         .cloned()
         .unwrap_or_else(|| "debug".to_owned());
-    let options = token_options(&token, p.options.get("--record").map(Recorder::to_dir));
+    let mut options = token_options(&token, p.options.get("--record").map(Recorder::to_dir));
+    timer_options(p, &mut options)?;
     let listener = match p.options.get("--listen") {
         Some(addr) => bind(addr)?,
         None => listen(&local)?,
@@ -374,6 +378,27 @@ fn token_options(token: &str, recorder: Option<Recorder>) -> Options {
         }
     });
     options
+}
+
+/// `--ping-interval` and `--pong-timeout` (seconds; Go: 10 and 20): a
+/// fault suite shortens them to see a silent peer lost in seconds.
+fn timer_options(p: &Parsed, options: &mut Options) -> Result<(), String> {
+    let seconds = |name: &str| -> Result<Option<Duration>, String> {
+        p.options
+            .get(name)
+            .map(|v| match v.parse::<f64>() {
+                Ok(s) if s > 0.0 && s < 86_400.0 => Ok(Duration::from_secs_f64(s)),
+                _ => Err(format!("{name}: bad number of seconds {v:?}")),
+            })
+            .transpose()
+    };
+    if let Some(d) = seconds("--ping-interval")? {
+        options.core.ping_interval = d;
+    }
+    if let Some(d) = seconds("--pong-timeout")? {
+        options.core.pong_timeout = d;
+    }
+    Ok(())
 }
 
 /// A listener on the address of a host name such as `http://127.0.0.1:9001`.

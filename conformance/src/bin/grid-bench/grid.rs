@@ -1,5 +1,12 @@
-//! The grid subjects: two managers (two "nodes") in this process on
-//! 127.0.0.1, connected over real TCP, on grid-tokio or grid-smol.
+//! The grid subjects on grid-tokio or grid-smol: two managers (two
+//! "nodes") connected over real TCP on 127.0.0.1, either both in this
+//! process or the serving one in a process of its own
+//! ([`crate::server`]).
+//!
+//! Every node registers the reference handler table (what
+//! `grid-conformance serve` and Go's reference peer serve: the single and
+//! stream echoes on 78 measured by `single` and `stream`) and the bench's
+//! own stream handlers with wider windows (`stream-pipe`, `stream-out`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,12 +17,14 @@ use grid_proto::driver::{Connection, Manager, Options, RemoteError, Runtime, Str
 use grid_proto::{Capacities, HandlerId, Stats};
 
 use crate::load::{self, BoxFut, Exec, Hang, Tally, Window};
-use crate::plan::{Params, Row, Workload};
+use crate::plan::{Params, Row, Subject, Topology, Workload};
+use crate::server::{self, ServerProcess};
 use crate::sys;
 
-/// The echo request handler.
-const SINGLE: HandlerId = HandlerId(40);
-/// The echo stream handler (in 64, out 64).
+/// The reference table's echo: single (any payload back) and stream
+/// (InCapacity 1, OutCapacity 1, each message back).
+const REF_ECHO: HandlerId = HandlerId::TEST;
+/// The pipelined echo stream handler (in 64, out 64).
 const ECHO: HandlerId = HandlerId(41);
 /// The output-only stream handler (in 0, out 64): repeats its initial
 /// payload until the stream is cancelled.
@@ -30,20 +39,21 @@ const SOURCE_CAPS: Capacities = Capacities {
     out_capacity: 64,
 };
 
-/// Two connected managers, seen from the first.
+/// A client node connected to a serving node, seen from the client.
 pub(crate) struct Pair {
-    /// Node 1's connection to node 2.
+    /// The client's connection to the server.
     pub(crate) conn: Connection,
-    /// Node 2's connection to node 1 (the other end).
-    back: Connection,
-    /// Shuts both managers down.
+    /// The server's connection to the client, when it is in this process.
+    back: Option<Connection>,
+    /// The server's process, when it has one (killed when dropped).
+    server: Option<ServerProcess>,
+    /// Shuts the managers of this process down.
     shutdown: Box<dyn FnOnce() -> BoxFut<()> + Send>,
 }
 
 fn register<R: Runtime>(m: &Manager<R>) -> Result<(), String> {
     let e = |e: grid_proto::driver::RegisterError| e.to_string();
-    m.register_single(SINGLE, |p: Bytes| async move { Ok::<_, RemoteError>(p) })
-        .map_err(e)?;
+    conformance::register_reference_handlers(m).map_err(e)?;
     m.register_stream(ECHO, ECHO_CAPS, |call| async move {
         let mut output = call.output;
         let Some(mut input) = call.input else {
@@ -70,6 +80,8 @@ fn register<R: Runtime>(m: &Manager<R>) -> Result<(), String> {
     Ok(())
 }
 
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+
 /// Builds both managers, registers the handlers on both (as every node of a
 /// grid does), and waits until they are connected.
 async fn connect<R: Runtime>(
@@ -84,16 +96,16 @@ async fn connect<R: Runtime>(
     m2.start();
     let conn = m1.connection(h2).ok_or("no connection to node 2")?;
     let back = m2.connection(h1).ok_or("no connection to node 1")?;
-    let t = Duration::from_secs(5);
-    conn.wait_for_connect(t)
+    conn.wait_for_connect(CONNECT_WAIT)
         .await
         .map_err(|e| format!("node 1 -> 2 did not connect: {e}"))?;
-    back.wait_for_connect(t)
+    back.wait_for_connect(CONNECT_WAIT)
         .await
         .map_err(|e| format!("node 2 -> 1 did not connect: {e}"))?;
     Ok(Pair {
         conn,
-        back,
+        back: Some(back),
+        server: None,
         shutdown: Box::new(move || {
             Box::pin(async move {
                 m1.shutdown(None).await;
@@ -103,48 +115,118 @@ async fn connect<R: Runtime>(
     })
 }
 
+/// Starts the client manager `m` (host `me`) against the server process
+/// listening at `server.addr`, and waits until they are connected.
+async fn connect_to<R: Runtime>(
+    m: Manager<R>,
+    server: ServerProcess,
+    there: &str,
+) -> Result<Pair, String> {
+    register(&m)?;
+    m.start();
+    let conn = m.connection(there).ok_or("no connection to the server")?;
+    conn.wait_for_connect(CONNECT_WAIT)
+        .await
+        .map_err(|e| format!("the client did not connect to the server process: {e}"))?;
+    Ok(Pair {
+        conn,
+        back: None,
+        server: Some(server),
+        shutdown: Box::new(move || Box::pin(async move { m.shutdown(None).await })),
+    })
+}
+
 fn hosts(a1: std::net::SocketAddr, a2: std::net::SocketAddr) -> (String, String) {
     (format!("http://{a1}"), format!("http://{a2}"))
 }
 
-/// Two grid-tokio nodes (call inside the tokio runtime).
-pub(crate) async fn pair_tokio() -> Result<Pair, String> {
+/// A grid-tokio client and its server (call inside the tokio runtime).
+pub(crate) async fn pair_tokio(topology: Topology) -> Result<Pair, String> {
     let e = |e: std::io::Error| e.to_string();
-    let l1 = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(e)?;
-    let l2 = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(e)?;
+    let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+    let l1 = bind().await.map_err(e)?;
+    let h1 = format!("http://{}", l1.local_addr().map_err(e)?);
+    let new = |me: &str, hs: &[String]| {
+        grid_tokio::Manager::new(grid_tokio::Tokio, me, hs, Options::default())
+            .map_err(|e| e.to_string())
+    };
+    if topology == Topology::TwoProcess {
+        let server = ServerProcess::spawn(Subject::Tokio, Some(&h1))?;
+        let there = format!("http://{}", server.addr);
+        let m = new(&h1, &[h1.clone(), there.clone()])?;
+        tokio::spawn(grid_tokio::serve(m.clone(), l1));
+        return connect_to(m, server, &there).await;
+    }
+    let l2 = bind().await.map_err(e)?;
     let (h1, h2) = hosts(l1.local_addr().map_err(e)?, l2.local_addr().map_err(e)?);
     let hs = [h1.clone(), h2.clone()];
-    let m1 = grid_tokio::Manager::new(grid_tokio::Tokio, &h1, &hs, Options::default())
-        .map_err(|e| e.to_string())?;
-    let m2 = grid_tokio::Manager::new(grid_tokio::Tokio, &h2, &hs, Options::default())
-        .map_err(|e| e.to_string())?;
+    let m1 = new(&h1, &hs)?;
+    let m2 = new(&h2, &hs)?;
     tokio::spawn(grid_tokio::serve(m1.clone(), l1));
     tokio::spawn(grid_tokio::serve(m2.clone(), l2));
     connect(m1, m2, &h1, &h2).await
 }
 
-/// Two grid-smol nodes (on smol's global executor).
-pub(crate) async fn pair_smol() -> Result<Pair, String> {
+/// A grid-smol client and its server (on smol's global executor).
+pub(crate) async fn pair_smol(topology: Topology) -> Result<Pair, String> {
     let e = |e: std::io::Error| e.to_string();
-    let l1 = async_net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(e)?;
-    let l2 = async_net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(e)?;
+    let bind = || async_net::TcpListener::bind("127.0.0.1:0");
+    let l1 = bind().await.map_err(e)?;
+    let h1 = format!("http://{}", l1.local_addr().map_err(e)?);
+    let new = |me: &str, hs: &[String]| {
+        grid_smol::Manager::new(grid_smol::Smol, me, hs, Options::default())
+            .map_err(|e| e.to_string())
+    };
+    if topology == Topology::TwoProcess {
+        let server = ServerProcess::spawn(Subject::Smol, Some(&h1))?;
+        let there = format!("http://{}", server.addr);
+        let m = new(&h1, &[h1.clone(), there.clone()])?;
+        smol::spawn(grid_smol::serve(m.clone(), l1)).detach();
+        return connect_to(m, server, &there).await;
+    }
+    let l2 = bind().await.map_err(e)?;
     let (h1, h2) = hosts(l1.local_addr().map_err(e)?, l2.local_addr().map_err(e)?);
     let hs = [h1.clone(), h2.clone()];
-    let m1 = grid_smol::Manager::new(grid_smol::Smol, &h1, &hs, Options::default())
-        .map_err(|e| e.to_string())?;
-    let m2 = grid_smol::Manager::new(grid_smol::Smol, &h2, &hs, Options::default())
-        .map_err(|e| e.to_string())?;
+    let m1 = new(&h1, &hs)?;
+    let m2 = new(&h2, &hs)?;
     smol::spawn(grid_smol::serve(m1.clone(), l1)).detach();
     smol::spawn(grid_smol::serve(m2.clone(), l2)).detach();
     connect(m1, m2, &h1, &h2).await
+}
+
+/// The server process of a grid-tokio measurement: a node serving the
+/// handlers on `listener`, whose only peer is the client `peer`.
+pub(crate) async fn serve_tokio(listener: std::net::TcpListener, peer: &str) -> Result<(), String> {
+    let e = |e: std::io::Error| e.to_string();
+    let l = tokio::net::TcpListener::from_std(listener).map_err(e)?;
+    let addr = l.local_addr().map_err(e)?;
+    let me = format!("http://{addr}");
+    let hs = [me.clone(), peer.to_owned()];
+    let m = grid_tokio::Manager::new(grid_tokio::Tokio, &me, &hs, Options::default())
+        .map_err(|e| e.to_string())?;
+    register(&m)?;
+    tokio::spawn(grid_tokio::serve(m.clone(), l));
+    m.start();
+    server::announce(addr);
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// [`serve_tokio`] on grid-smol.
+pub(crate) async fn serve_smol(listener: std::net::TcpListener, peer: &str) -> Result<(), String> {
+    let e = |e: std::io::Error| e.to_string();
+    let l = async_net::TcpListener::try_from(listener).map_err(e)?;
+    let addr = l.local_addr().map_err(e)?;
+    let me = format!("http://{addr}");
+    let hs = [me.clone(), peer.to_owned()];
+    let m = grid_smol::Manager::new(grid_smol::Smol, &me, &hs, Options::default())
+        .map_err(|e| e.to_string())?;
+    register(&m)?;
+    smol::spawn(grid_smol::serve(m.clone(), l)).detach();
+    m.start();
+    server::announce(addr);
+    std::future::pending::<()>().await;
+    Ok(())
 }
 
 /// Runs workload `p` on the pair `make` builds, on executor `ex`.
@@ -160,17 +242,19 @@ where
         Ok(pair) => pair,
         Err(e) => return vec![Row::failed(p, format!("SETUP FAILED: {e}"))],
     };
-    let before = (pair.conn.stats(), pair.back.stats());
+    let stats = |c: Option<&Connection>| c.and_then(Connection::stats);
+    let before = (pair.conn.stats(), stats(pair.back.as_ref()));
     let mut row = match p.workload {
         Workload::Single => {
             let conn = pair.conn.clone();
             load::closed_loop(&ex, p, move |payload| {
-                let r = conn.request(SINGLE, payload);
+                let r = conn.request(REF_ECHO, payload);
                 async move { r.await.map_err(|e| e.to_string()) }
             })
             .await
         }
         Workload::Stream => stream(&ex, p, &pair).await,
+        Workload::StreamPipe => stream_pipe(&ex, p, &pair).await,
         Workload::StreamOut => stream_out(&ex, p, &pair).await,
         Workload::Memory => unreachable!("handled above"),
     };
@@ -179,7 +263,11 @@ where
         .await;
     let wire = [
         framing("1->2", before.0.as_ref(), pair.conn.stats().as_ref()),
-        framing("2->1", before.1.as_ref(), pair.back.stats().as_ref()),
+        framing(
+            "2->1",
+            before.1.as_ref(),
+            stats(pair.back.as_ref()).as_ref(),
+        ),
     ];
     let wire: Vec<String> = wire.into_iter().flatten().collect();
     if !wire.is_empty() {
@@ -188,6 +276,7 @@ where
     }
     // Best effort: a hung subject must not hang the report.
     let _ = load::timeout(&ex, Duration::from_secs(3), (pair.shutdown)()).await;
+    drop(pair.server);
     vec![row]
 }
 
@@ -222,16 +311,91 @@ fn probe(pair: &Pair) -> String {
         ),
         None => format!("{who}: no statistics"),
     };
-    format!(
-        "{}; {}",
-        show("node 1", pair.conn.stats()),
-        show("node 2", pair.back.stats())
+    match &pair.back {
+        Some(back) => format!(
+            "{}; {}",
+            show("node 1", pair.conn.stats()),
+            show("node 2", back.stats())
+        ),
+        None => show("client", pair.conn.stats()),
+    }
+}
+
+/// `p.concurrency` echo streams of the reference table (one message in
+/// flight each way); a task per stream sends one message and awaits its
+/// echo, in a loop; round trips count, and their latency.
+async fn stream<E: Exec>(ex: &E, p: &Params, pair: &Pair) -> Row {
+    let payload = Bytes::from(vec![0x5au8; p.payload]);
+    let mut streams = Vec::new();
+    for _ in 0..p.concurrency {
+        match pair.conn.open_stream(REF_ECHO, None).await {
+            Ok(h) => streams.push(h),
+            Err(e) => return Row::failed(p, format!("OPEN FAILED: {e}")),
+        }
+    }
+    let tally = Arc::new(Tally::default());
+    let w = Window::new(p);
+    for (mut tx, mut rx) in streams {
+        let payload = payload.clone();
+        let t = Arc::clone(&tally);
+        let slot = tally.slot("echoed");
+        ex.spawn(async move {
+            let mut hist = crate::hist::Hist::new();
+            let (mut n, mut total) = (0u64, 0u64);
+            let failed = loop {
+                let t0 = Instant::now();
+                if t0 >= w.end {
+                    break None;
+                }
+                if let Err(e) = tx.send(payload.clone()).await {
+                    break Some(format!("send: {e}"));
+                }
+                match rx.recv().await {
+                    Some(Ok(m)) if m.len() == payload.len() => {
+                        let t1 = Instant::now();
+                        total += 1;
+                        if w.contains(t1) {
+                            n += 1;
+                            hist.record((t1 - t0).as_nanos() as u64);
+                        }
+                        slot.set(n, total);
+                    }
+                    Some(Ok(m)) => break Some(format!("got {} bytes back", m.len())),
+                    Some(Err(e)) => break Some(format!("recv: {e}")),
+                    None => break Some("the stream ended early".into()),
+                }
+            };
+            match failed {
+                Some(e) => t.error(e),
+                None => {
+                    tx.close();
+                    if let Some(end) = rx.recv().await {
+                        t.error(format!("after the input ended: {end:?}"));
+                    }
+                }
+            }
+            t.merge_hist(&hist);
+            t.finished();
+        });
+    }
+    load::observe(
+        ex,
+        p,
+        w,
+        &tally,
+        p.concurrency,
+        "msg/s",
+        Hang {
+            meaning: "an echo did not come back, or a stream did not end after its input",
+            probe: &|| probe(pair),
+        },
     )
+    .await
 }
 
 /// `p.concurrency` echo streams; each has a sender task and a receiver
 /// task; messages received back count.
-async fn stream<E: Exec>(ex: &E, p: &Params, pair: &Pair) -> Row {
+async fn stream_pipe<E: Exec>(ex: &E, p: &Params, pair: &Pair) -> Row {
     let conn = &pair.conn;
     let payload = Bytes::from(vec![0x5au8; p.payload]);
     let tally = Arc::new(Tally::default());
@@ -384,13 +548,16 @@ where
     M: Fn() -> BoxFut<Result<Pair, String>>,
 {
     load::settle(ex).await;
-    let r0 = sys::rss();
+    let mut r0 = sys::Sides::now();
     let pair = match make().await {
         Ok(pair) => pair,
         Err(e) => return vec![Row::failed(p, format!("SETUP FAILED: {e}"))],
     };
+    // A server process started with the pair: its baseline is from before
+    // the client connected.
+    r0.server = pair.server.as_ref().map(|s| s.baseline);
     load::settle(ex).await;
-    let r1 = sys::rss();
+    let r1 = sys::Sides::now();
     let mut rows = vec![load::memory_row(p, "memory/conn", 1, r0, r1)];
 
     let n = p.streams;
@@ -445,7 +612,7 @@ where
     }
     let open_secs = t0.elapsed().as_secs_f64();
     load::settle(ex).await;
-    let r2 = sys::rss();
+    let r2 = sys::Sides::now();
     let opened = tally.count.load(Ordering::Relaxed);
     let mut row = load::memory_row(p, "memory/stream", opened, r1, r2);
     row.note = format!(
@@ -465,12 +632,16 @@ where
             }
         );
     }
-    // Dropping the halves cancels the streams: both tables must empty.
+    // Dropping the halves cancels the streams: both tables must empty (the
+    // server's only when it is in this process).
     held.lock().unwrap_or_else(|e| e.into_inner()).clear();
     let live = || {
         let a = pair.conn.stats().map_or(usize::MAX, |s| s.outgoing_streams);
-        let b = pair.back.stats().map_or(usize::MAX, |s| s.incoming_streams);
-        (a, b)
+        let b = pair
+            .back
+            .as_ref()
+            .map_or(Some(0), |b| b.stats().map(|s| s.incoming_streams));
+        (a, b.unwrap_or(usize::MAX))
     };
     let limit = Instant::now() + Duration::from_secs(5);
     while live() != (0, 0) && Instant::now() < limit {

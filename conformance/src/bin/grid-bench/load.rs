@@ -207,8 +207,10 @@ pub(crate) async fn observe<E: Exec>(
 ) -> Row {
     ex.sleep_until(w.start).await;
     let cpu0 = sys::cpu_seconds();
+    let server0 = sys::server_cpu_seconds();
     ex.sleep_until(w.end).await;
     let cpu1 = sys::cpu_seconds();
+    let server1 = sys::server_cpu_seconds();
     let drain = drain(p);
     let deadline = Instant::now() + drain;
     while tally.done.load(Ordering::Acquire) < tasks && Instant::now() < deadline {
@@ -216,10 +218,9 @@ pub(crate) async fn observe<E: Exec>(
             .await;
     }
     let (count, totals) = tally.progress();
-    let cpu = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
+    let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+    let cpu = used(cpu0, cpu1);
+    let server_cpu = used(server0, server1);
     let hist = tally.hist.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let us = |q: f64| {
         hist.as_ref()
@@ -247,16 +248,21 @@ pub(crate) async fn observe<E: Exec>(
     if count == 0 {
         notes.push("nothing completed in the window".into());
     }
+    let pct = |c: Option<f64>| c.map(|c| c / w.secs() * 100.0);
+    let per_op = |c: Option<f64>| c.filter(|_| count > 0).map(|c| c / count as f64 * 1e6);
     Row {
         workload: p.workload.name().into(),
         subject: p.subject.name().into(),
+        topology: p.topology.name().into(),
         concurrency: p.concurrency as u64,
         figure: count as f64 / w.secs(),
         unit: unit.into(),
         p50_us: us(0.5),
         p99_us: us(0.99),
-        cpu_pct: cpu.map(|c| c / w.secs() * 100.0),
-        cpu_us_per_op: cpu.filter(|_| count > 0).map(|c| c / count as f64 * 1e6),
+        cpu_pct: pct(cpu),
+        cpu_us_per_op: per_op(cpu),
+        server_cpu_pct: pct(server_cpu),
+        server_cpu_us_per_op: per_op(server_cpu),
         errors: errors + (tasks - done.min(tasks)) as u64,
         note: notes.join("; "),
     }
@@ -332,15 +338,39 @@ where
 }
 
 /// The memory row: growth of anonymous resident memory (`RssAnon`: heap
-/// and stacks) per unit, rounded; `VmRSS` (which also counts the binary's
-/// code pages touched for the first time) goes in the note.
-pub(crate) fn memory_row(p: &Params, workload: &str, n: u64, d0: sys::Rss, d1: sys::Rss) -> Row {
+/// and stacks) per unit, rounded, over both ends of the connection (in a
+/// two-process measurement, client and server process added up, each in
+/// the note); `VmRSS` (which also counts the binary's code pages touched
+/// for the first time) goes in the note.
+pub(crate) fn memory_row(
+    p: &Params,
+    workload: &str,
+    n: u64,
+    before: sys::Sides,
+    after: sys::Sides,
+) -> Row {
+    let (d0, d1) = (before.total(), after.total());
     let total = d1.total as f64 - d0.total as f64;
     let anon = d1.anon as f64 - d0.anon as f64;
     let per = n.max(1) as f64;
+    let mut note = format!(
+        "RssAnon {:+.0} KiB, VmRSS {:+.0} KiB in all ({:.0} B VmRSS per unit)",
+        anon / 1024.0,
+        total / 1024.0,
+        total / per
+    );
+    if let (Some(s0), Some(s1)) = (before.server, after.server) {
+        let kib = |a: u64, b: u64| (b as f64 - a as f64) / 1024.0;
+        note = format!(
+            "{note}; RssAnon client {:+.0} KiB, server {:+.0} KiB",
+            kib(before.client.anon, after.client.anon),
+            kib(s0.anon, s1.anon)
+        );
+    }
     Row {
         workload: workload.into(),
         subject: p.subject.name().into(),
+        topology: p.topology.name().into(),
         concurrency: n,
         figure: (anon / per).round(),
         unit: if n == 1 {
@@ -348,12 +378,7 @@ pub(crate) fn memory_row(p: &Params, workload: &str, n: u64, d0: sys::Rss, d1: s
         } else {
             "B/stream".into()
         },
-        note: format!(
-            "RssAnon {:+.0} KiB, VmRSS {:+.0} KiB in all ({:.0} B VmRSS per unit)",
-            anon / 1024.0,
-            total / 1024.0,
-            total / per
-        ),
+        note,
         ..Row::default()
     }
 }

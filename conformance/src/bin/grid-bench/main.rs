@@ -1,40 +1,64 @@
-//! `grid-bench`: throughput, latency and memory of grid-tokio and
+//! `grid-bench`: throughput, latency, CPU and memory of grid-tokio and
 //! grid-smol, next to a bare WebSocket (`raw-ws`, the practical limit) and
 //! tarpc (a mainstream Rust RPC; with the `bench-tarpc` feature), measured
-//! in the same run.
+//! in the same run; and a client-only load against a running node.
 //!
 //! ```text
 //! cargo run --release -p conformance --features bench-tarpc --bin grid-bench -- [options]
-//!   --workload single|stream|stream-out|memory|all   (comma list; default all)
+//!   --workload single|stream|stream-pipe|stream-out|memory|all   (comma list; default all)
 //!   --subject tokio|smol|raw-ws|tarpc|all            (comma list; default all)
+//!   --topology two-process|one-process|all           (comma list; default two-process)
 //!   --concurrency N[,N...]  callers (single; default 1,32,64,256) or
-//!                           streams (stream workloads; default 1)
-//!   --payload BYTES         request / message size (default 512 single, 1024 streams)
+//!                           streams (stream: default 1,64; stream-pipe,
+//!                           stream-out: default 1)
+//!   --payload BYTES         request / message size (default 512 single and
+//!                           stream, 1024 stream-pipe and stream-out)
 //!   --duration SECONDS      measured window (default 3; --quick: 1)
 //!   --warmup SECONDS        unmeasured lead-in (default 0.5; --quick: 0.25)
 //!   --streams N             idle streams of the memory workload (default 10000)
 //!   --repeat N              run each measurement N times and report the run
 //!                           with the median figure, and the spread (default 1)
-//!   --quick                 the whole run in under a minute
+//!   --quick                 the whole run in about a minute
 //!   --machine-readable      one tab-separated row per measurement: workload,
 //!                           subject, concurrency, figure per second (bytes for
-//!                           memory), p50 µs, p99 µs; no table
-//!   --in-process            run every measurement in this process instead of
-//!                           one fresh child process each (for profilers)
+//!                           memory), p50 µs, p99 µs, topology; no table
+//!   --in-process            run every measurement's client in this process
+//!                           instead of one fresh child process each (for
+//!                           profilers)
+//!
+//! grid-bench --remote HOST --local HOST [--listen ADDR] [--runtime tokio|smol]
+//!   [--workload single|stream] [--concurrency N] [--payload BYTES]
+//!   [--duration SECONDS] [--deadline SECONDS] [--token T]
+//!   [--ping-interval SECONDS] [--pong-timeout SECONDS] [--machine-readable]
 //! ```
 //!
-//! Both nodes of every measurement live in one process and talk over real
-//! TCP on 127.0.0.1. By default each measurement runs in a fresh child
-//! process (this binary with `--child`), so runtimes, allocator state and
-//! RSS baselines never carry over, and a subject that hangs is killed and
-//! reported instead of stopping the run. Benchmarks never pass or fail: the
-//! exit status is 0 unless the command line is wrong.
+//! Topologies: `two-process` (the default) runs the serving end of every
+//! measurement in a process of its own (this binary with `--server-of`),
+//! as a real deployment and the Go figures do; `one-process` keeps both
+//! ends in one process. Either way they talk over real TCP on 127.0.0.1.
+//! By default each measurement's client runs in a fresh child process
+//! (this binary with `--child`), so runtimes, allocator state and RSS
+//! baselines never carry over, and a subject that hangs is killed and
+//! reported instead of stopping the run. Benchmarks never pass or fail:
+//! the exit status is 0 unless the command line is wrong.
+//!
+//! `--remote` (see [`remote`]) is a client-only load against a node that is
+//! already running and serves the reference handler table (`grid-conformance
+//! serve`, Go's reference peer, ...): it never stops on errors, prints one
+//! progress line per second and a summary; with `--machine-readable`,
+//! `progress<TAB>elapsed_s<TAB>ok<TAB>errors<TAB>p50_us<TAB>p99_us` lines
+//! (counts for that second) and a last line
+//! `total<TAB>ok<TAB>errors<TAB>unresolved`. Its exit status is 1 when a
+//! call was unresolved (neither success nor typed error by its deadline
+//! plus 1 s), else 0.
 
 mod grid;
 mod hist;
 mod load;
 mod plan;
 mod rawws;
+mod remote;
+mod server;
 mod sys;
 #[cfg(feature = "bench-tarpc")]
 mod tarpc_ref;
@@ -43,16 +67,23 @@ use std::io::{Read, Write};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use conformance::node::RuntimeKind;
 use load::{SmolExec, TokioExec};
-use plan::{Params, Row, Subject, Workload};
+use plan::{Params, Row, Subject, Topology, Workload};
+use remote::{RemoteArgs, RemoteWorkload};
 
-const USAGE: &str = "usage: grid-bench [--workload single|stream|stream-out|memory|all] \
-[--subject tokio|smol|raw-ws|tarpc|all] [--concurrency N[,N...]] [--payload BYTES] \
-[--duration SECONDS] [--warmup SECONDS] [--streams N] [--repeat N] [--quick] [--machine-readable] \
-[--in-process]";
+const USAGE: &str =
+    "usage: grid-bench [--workload single|stream|stream-pipe|stream-out|memory|all] \
+[--subject tokio|smol|raw-ws|tarpc|all] [--topology two-process|one-process|all] \
+[--concurrency N[,N...]] [--payload BYTES] [--duration SECONDS] [--warmup SECONDS] [--streams N] \
+[--repeat N] [--quick] [--machine-readable] [--in-process]
+       grid-bench --remote HOST --local HOST [--listen ADDR] [--runtime tokio|smol] \
+[--workload single|stream] [--concurrency N] [--payload BYTES] [--duration SECONDS] \
+[--deadline SECONDS] [--token T] [--ping-interval SECONDS] [--pong-timeout SECONDS] \
+[--machine-readable]";
 
 /// The executor threads of every subject: tokio's workers, smol's
-/// `SMOL_THREADS`.
+/// `SMOL_THREADS`; on both ends.
 const THREADS: usize = 2;
 
 /// What the command line asks for.
@@ -60,6 +91,7 @@ const THREADS: usize = 2;
 struct Args {
     workloads: Vec<Workload>,
     subjects: Vec<Subject>,
+    topologies: Vec<Topology>,
     concurrency: Option<Vec<usize>>,
     payload: Option<usize>,
     duration: Option<f64>,
@@ -71,6 +103,19 @@ struct Args {
     in_process: bool,
     /// Internal: run the (single) measurement here and print `ROW` lines.
     child: bool,
+    /// Internal: be the server process of a two-process measurement.
+    server_of: Option<Subject>,
+    /// Internal, with `server_of`: the client's grid host name.
+    peer: Option<String>,
+    /// `--remote` and its own options.
+    remote: Option<String>,
+    local: Option<String>,
+    listen: Option<String>,
+    runtime: Option<RuntimeKind>,
+    deadline: Option<f64>,
+    token: Option<String>,
+    ping_interval: Option<f64>,
+    pong_timeout: Option<f64>,
 }
 
 fn list<T>(s: &str, all: &[T], parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String>
@@ -115,6 +160,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         match flag.as_str() {
             "--workload" => a.workloads = list(&value()?, &Workload::ALL, Workload::parse)?,
             "--subject" => a.subjects = list(&value()?, &Subject::ALL, Subject::parse)?,
+            "--topology" => a.topologies = list(&value()?, &Topology::ALL, Topology::parse)?,
             "--concurrency" => {
                 a.concurrency = Some(
                     value()?
@@ -132,6 +178,20 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--machine-readable" => a.machine = true,
             "--in-process" => a.in_process = true,
             "--child" => a.child = true,
+            "--server-of" => {
+                let v = value()?;
+                a.server_of =
+                    Some(Subject::parse(&v).ok_or_else(|| format!("unknown subject {v:?}"))?);
+            }
+            "--peer" => a.peer = Some(value()?),
+            "--remote" => a.remote = Some(value()?),
+            "--local" => a.local = Some(value()?),
+            "--listen" => a.listen = Some(value()?),
+            "--runtime" => a.runtime = Some(value()?.parse()?),
+            "--deadline" => a.deadline = Some(seconds(&value()?)?),
+            "--token" => a.token = Some(value()?),
+            "--ping-interval" => a.ping_interval = Some(seconds(&value()?)?),
+            "--pong-timeout" => a.pong_timeout = Some(seconds(&value()?)?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other:?}")),
         }
@@ -143,7 +203,46 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     if a.subjects.is_empty() {
         a.subjects = Subject::ALL.to_vec();
     }
+    if a.topologies.is_empty() {
+        a.topologies = vec![Topology::TwoProcess];
+    }
     Ok(a)
+}
+
+/// The options of a `--remote` run, checked.
+fn remote_args(a: &Args) -> Result<RemoteArgs, String> {
+    let remote = a.remote.clone().ok_or("--remote is required")?;
+    let local = a.local.clone().ok_or("--remote needs --local HOST")?;
+    if remote == local {
+        return Err("--remote and --local must differ".into());
+    }
+    let workload = match a.workloads.as_slice() {
+        [Workload::Single] => RemoteWorkload::Single,
+        [Workload::Stream] => RemoteWorkload::Stream,
+        _ if a.workloads == Workload::ALL => RemoteWorkload::Single,
+        _ => return Err("--remote runs one --workload: single or stream".into()),
+    };
+    let concurrency = match a.concurrency.as_deref() {
+        None => 1,
+        Some([c]) => *c,
+        Some(_) => return Err("--remote runs one --concurrency".into()),
+    };
+    let secs = Duration::from_secs_f64;
+    Ok(RemoteArgs {
+        remote,
+        local,
+        listen: a.listen.clone(),
+        runtime: a.runtime.unwrap_or(RuntimeKind::Tokio),
+        workload,
+        concurrency,
+        payload: a.payload.unwrap_or(512),
+        duration: secs(a.duration.unwrap_or(10.0)),
+        deadline: secs(a.deadline.unwrap_or(2.0)),
+        token: a.token.clone().unwrap_or_else(|| "debug".into()),
+        ping_interval: a.ping_interval.map(secs),
+        pong_timeout: a.pong_timeout.map(secs),
+        machine: a.machine,
+    })
 }
 
 /// Every measurement the arguments ask for, in run order; and the
@@ -162,7 +261,11 @@ fn plan(a: &Args) -> (Vec<Params>, Vec<String>) {
                     vec![1, 32, 64, 256]
                 }
             }),
-            Workload::Stream | Workload::StreamOut => {
+            Workload::Stream => a
+                .concurrency
+                .clone()
+                .unwrap_or_else(|| if a.quick { vec![64] } else { vec![1, 64] }),
+            Workload::StreamPipe | Workload::StreamOut => {
                 a.concurrency.clone().unwrap_or_else(|| vec![1])
             }
             Workload::Memory => vec![1],
@@ -172,19 +275,24 @@ fn plan(a: &Args) -> (Vec<Params>, Vec<String>) {
                 skipped.push(format!("{} {} ({why})", w.name(), s.name()));
             }
         }
-        for &c in &concurrency {
-            for &s in a.subjects.iter().filter(|s| s.supports(w)) {
-                out.push(Params {
-                    workload: w,
-                    subject: s,
-                    concurrency: c,
-                    payload: a
-                        .payload
-                        .unwrap_or(if w == Workload::Single { 512 } else { 1024 }),
-                    warmup: Duration::from_secs_f64(warmup),
-                    duration: Duration::from_secs_f64(duration),
-                    streams: a.streams.unwrap_or(10_000),
-                });
+        let payload = match w {
+            Workload::Single | Workload::Stream => 512,
+            _ => 1024,
+        };
+        for &t in &a.topologies {
+            for &c in &concurrency {
+                for &s in a.subjects.iter().filter(|s| s.supports(w)) {
+                    out.push(Params {
+                        workload: w,
+                        topology: t,
+                        subject: s,
+                        concurrency: c,
+                        payload: a.payload.unwrap_or(payload),
+                        warmup: Duration::from_secs_f64(warmup),
+                        duration: Duration::from_secs_f64(duration),
+                        streams: a.streams.unwrap_or(10_000),
+                    });
+                }
             }
         }
     }
@@ -198,6 +306,8 @@ fn item_args(p: &Params) -> Vec<String> {
         p.workload.name().into(),
         "--subject".into(),
         p.subject.name().into(),
+        "--topology".into(),
+        p.topology.name().into(),
         "--concurrency".into(),
         p.concurrency.to_string(),
         "--payload".into(),
@@ -220,8 +330,9 @@ fn reproduce(p: &Params) -> String {
 
 /// Runs `p` in this process.
 fn run_here(p: &Params) -> Vec<Row> {
+    let t = p.topology;
     if p.subject == Subject::Smol {
-        return smol::block_on(grid::run(SmolExec, p, || Box::pin(grid::pair_smol())));
+        return smol::block_on(grid::run(SmolExec, p, || Box::pin(grid::pair_smol(t))));
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(THREADS)
@@ -233,7 +344,7 @@ fn run_here(p: &Params) -> Vec<Row> {
     };
     let rows = rt.block_on(async {
         match p.subject {
-            Subject::Tokio => grid::run(TokioExec, p, || Box::pin(grid::pair_tokio())).await,
+            Subject::Tokio => grid::run(TokioExec, p, || Box::pin(grid::pair_tokio(t))).await,
             Subject::RawWs => rawws::run(p).await,
             #[cfg(feature = "bench-tarpc")]
             Subject::Tarpc => tarpc_ref::run(p).await,
@@ -322,6 +433,7 @@ fn median_of(runs: Vec<Vec<Row>>) -> Vec<Row> {
         let same = |g: &Vec<Row>| {
             g[0].workload == r.workload
                 && g[0].subject == r.subject
+                && g[0].topology == r.topology
                 && g[0].concurrency == r.concurrency
         };
         match groups.iter_mut().find(|g| same(g)) {
@@ -397,6 +509,7 @@ fn reference(rows: &[(Row, String)], r: &Row, subject: &str) -> String {
     let found = rows.iter().map(|(x, _)| x).find(|x| {
         x.subject == subject
             && x.workload == r.workload
+            && x.topology == r.topology
             && x.concurrency == r.concurrency
             && x.unit == r.unit
             && x.figure.is_finite()
@@ -413,9 +526,10 @@ fn print_table(rows: &[(Row, String)]) {
     let pct = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.0}"));
     let cpu_op = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.2}"));
     println!(
-        "{:<14} {:<7} {:>6} {:>12} {:<9} {:>9} {:>9} {:>7} {:>8} {:>5} {:>8} {:>5}  note",
+        "{:<13} {:<7} {:<11} {:>6} {:>12} {:<9} {:>9} {:>9} {:>7} {:>8} {:>9} {:>13} {:>5}  note",
         "workload",
         "subject",
+        "topology",
         "conc",
         "figure",
         "unit",
@@ -423,15 +537,20 @@ fn print_table(rows: &[(Row, String)]) {
         "p99 µs",
         "/raw-ws",
         "/tarpc",
-        "cpu%",
-        "cpuµs/op",
+        "cpu% c/s",
+        "cpuµs/op c/s",
         "load1"
     );
     for (r, load1) in rows {
+        let sides = |c: String, s: Option<f64>, f: &dyn Fn(Option<f64>) -> String| match s {
+            Some(_) => format!("{c}/{}", f(s)),
+            None => c,
+        };
         println!(
-            "{:<14} {:<7} {:>6} {:>12} {:<9} {:>9} {:>9} {:>7} {:>8} {:>5} {:>8} {:>5}  {}",
+            "{:<13} {:<7} {:<11} {:>6} {:>12} {:<9} {:>9} {:>9} {:>7} {:>8} {:>9} {:>13} {:>5}  {}",
             r.workload,
             r.subject,
+            r.topology,
             r.concurrency,
             figure(r),
             r.unit,
@@ -439,8 +558,8 @@ fn print_table(rows: &[(Row, String)]) {
             us(r.p99_us),
             reference(rows, r, "raw-ws"),
             reference(rows, r, "tarpc"),
-            pct(r.cpu_pct),
-            cpu_op(r.cpu_us_per_op),
+            sides(pct(r.cpu_pct), r.server_cpu_pct, &pct),
+            sides(cpu_op(r.cpu_us_per_op), r.server_cpu_us_per_op, &cpu_op),
             load1,
             r.note
         );
@@ -450,23 +569,40 @@ fn print_table(rows: &[(Row, String)]) {
 fn header(a: &Args, plan: &[Params], skipped: &[String]) {
     let first = plan.first();
     let secs = |f: fn(&Params) -> Duration| first.map_or(0.0, |p| f(p).as_secs_f64());
+    let topologies: Vec<&str> = a.topologies.iter().map(|t| t.name()).collect();
     println!(
-        "grid-bench: both nodes in ONE process, talking over real TCP on 127.0.0.1 (loopback)"
+        "grid-bench: topology {}; the two ends talk over real TCP on 127.0.0.1 (loopback)",
+        topologies.join(" and ")
     );
+    if a.topologies.contains(&Topology::TwoProcess) {
+        println!(
+            "  two-process: the server end in a process of its own (grid-bench --server-of SUBJECT), the client in {}",
+            if a.in_process {
+                "this process"
+            } else {
+                "a fresh child process per measurement"
+            }
+        );
+    }
+    if a.topologies.contains(&Topology::OneProcess) {
+        println!(
+            "  one-process: both ends in {}",
+            if a.in_process {
+                "this process"
+            } else {
+                "a fresh child process per measurement"
+            }
+        );
+    }
     println!(
-        "  {} cpus; load average (1/5/15 min) at start: {}; {} measurements, each {}",
+        "  {} cpus; load average (1/5/15 min) at start: {}; {} measurements",
         sys::cpus(),
         sys::loadavg(),
         plan.len(),
-        if a.in_process {
-            "in this process"
-        } else {
-            "in a fresh child process"
-        }
     );
     println!(
         "  runtimes: grid-tokio, raw-ws and tarpc on a tokio multi-thread runtime with {THREADS} workers; \
-grid-smol on smol's global executor with SMOL_THREADS={THREADS}"
+grid-smol on smol's global executor with SMOL_THREADS={THREADS}; in each process"
     );
     println!(
         "  window: {:.2} s warm-up, then {:.2} s measured; figures count operations completed in the window",
@@ -474,19 +610,22 @@ grid-smol on smol's global executor with SMOL_THREADS={THREADS}"
         secs(|p| p.duration)
     );
     println!(
-        "  single: closed loop, conc = tasks each awaiting its echo before sending the next; req/s, latency p50/p99"
+        "  single: closed loop, conc = tasks each awaiting its echo before sending the next (grid: handler 78 of the reference table); req/s, latency p50/p99"
     );
     println!(
-        "  stream: conc = streams (capacities in 64/out 64), messages echoed; sender and receiver are separate tasks; msg/s one way"
+        "  stream: conc = echo streams of the reference table (handler 78, capacities in 1/out 1), each task sending one message and awaiting its echo; msg/s round trips (raw-ws: as single)"
+    );
+    println!(
+        "  stream-pipe: conc = streams (capacities in 64/out 64), messages echoed; sender and receiver are separate tasks; msg/s one way"
     );
     println!(
         "  stream-out: conc = streams with InCapacity 0, OutCapacity 64; the server sends as fast as credit allows; msg/s received"
     );
     println!(
-        "  memory: growth of resident anonymous memory (RssAnon: heap + stacks; VmRSS, which also counts code pages\n    touched for the first time, is in the note); both ends of every connection are in this process, so figures cover both sides together"
+        "  memory: growth of resident anonymous memory (RssAnon: heap + stacks; VmRSS, which also counts code pages\n    touched for the first time, is in the note), both ends of the connection added up (two-process: client and server process, each in the note)"
     );
     println!(
-        "    memory/conn: 2 managers + connecting, idle (raw-ws: one socket, both ends; tarpc: client + server); memory/stream: per idle stream, both ends"
+        "    memory/conn: a client node and a server node connecting, idle (raw-ws: one socket; tarpc: client + server); memory/stream: per idle stream, both ends"
     );
     println!(
         "  raw-ws: tokio-tungstenite, one WebSocket, 8-byte id + payload pipelined, echo server flushing once per burst: the practical limit"
@@ -495,7 +634,7 @@ grid-smol on smol's global executor with SMOL_THREADS={THREADS}"
         "  tarpc 0.38: unary echo of serde_bytes::ByteBuf, bincode over one TCP connection (nodelay)"
     );
     println!(
-        "  cpu% = process CPU time / wall time in the window (100% per busy core); cpuµs/op = CPU time per counted operation"
+        "  cpu% c/s = CPU time / wall time in the window of the client process / the server process (100% per busy core; one-process: both ends in the first figure);\n    cpuµs/op c/s = CPU time per counted operation, client / server"
     );
     if a.repeat > 1 {
         println!(
@@ -521,20 +660,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (plan, skipped) = plan(&args);
-    if args.child {
-        let mut out = std::io::stdout().lock();
-        for p in &plan {
-            for r in run_here(p) {
-                let _ = writeln!(out, "{}", r.encode());
-            }
-        }
-        let _ = out.flush();
-        // Leftover tasks and detached threads need no orderly end.
-        std::process::exit(0);
+    if let Some(subject) = args.server_of {
+        return server::run(subject, args.peer.clone());
     }
-    let wants_smol = plan.iter().any(|p| p.subject == Subject::Smol);
-    if args.in_process && wants_smol && std::env::var("SMOL_THREADS").ok().as_deref() != Some("2") {
+    let remote = match args.remote.is_some().then(|| remote_args(&args)) {
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            eprintln!("grid-bench: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        None => None,
+    };
+    let (plan, skipped) = plan(&args);
+    let wants_smol = match &remote {
+        Some(r) => r.runtime == RuntimeKind::Smol,
+        None => args.in_process && plan.iter().any(|p| p.subject == Subject::Smol),
+    };
+    if wants_smol && std::env::var("SMOL_THREADS").ok().as_deref() != Some("2") {
         // smol reads SMOL_THREADS once, at its first use; setting it here
         // would need `unsafe`, so run again with it set.
         use std::os::unix::process::CommandExt;
@@ -546,6 +688,30 @@ fn main() -> ExitCode {
             eprintln!("grid-bench: could not re-run with SMOL_THREADS set: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    if let Some(r) = remote {
+        return match remote::run(&r) {
+            Ok(code) => {
+                let _ = std::io::stdout().flush();
+                // Leftover tasks and the connection need no orderly end.
+                std::process::exit(i32::from(code))
+            }
+            Err(e) => {
+                eprintln!("grid-bench: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if args.child {
+        let mut out = std::io::stdout().lock();
+        for p in &plan {
+            for r in run_here(p) {
+                let _ = writeln!(out, "{}", r.encode());
+            }
+        }
+        let _ = out.flush();
+        // Leftover tasks and detached threads need no orderly end.
+        std::process::exit(0);
     }
     if args.machine {
         for s in &skipped {
@@ -579,15 +745,17 @@ fn main() -> ExitCode {
                     eprintln!("grid-bench: {} {}: {}", r.workload, r.subject, r.note);
                 }
             } else {
+                let pct = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.0}%"));
                 eprintln!(
-                    "[{}/{}] {p}: {} {} p50 {} µs p99 {} µs cpu {}% load {load1} {}",
+                    "[{}/{}] {p}: {} {} p50 {} µs p99 {} µs cpu {} (server {}) load {load1} {}",
                     i + 1,
                     plan.len(),
                     figure(&r),
                     r.unit,
                     r.p50_us.map_or_else(|| "-".into(), |v| format!("{v:.1}")),
                     r.p99_us.map_or_else(|| "-".into(), |v| format!("{v:.1}")),
-                    r.cpu_pct.map_or_else(|| "-".into(), |v| format!("{v:.0}")),
+                    pct(r.cpu_pct),
+                    pct(r.server_cpu_pct),
                     r.note
                 );
             }
@@ -609,8 +777,8 @@ fn main() -> ExitCode {
             println!("anomalies:");
             for (r, _) in anomalies {
                 println!(
-                    "  {} {} conc {}: {}",
-                    r.workload, r.subject, r.concurrency, r.note
+                    "  {} {} {} conc {}: {}",
+                    r.workload, r.subject, r.topology, r.concurrency, r.note
                 );
             }
         }
@@ -629,12 +797,14 @@ mod tests {
     #[test]
     fn defaults_and_quick() {
         let (p, skipped) = plan(&args("").unwrap());
-        // single: 4 concurrencies x 4 subjects; streams: 2 x 3; memory: 4;
-        // without bench-tarpc, tarpc's single and memory rows are skipped.
+        // single: 4 concurrencies x 4 subjects; stream: 2 x 3; stream-pipe
+        // and stream-out: 1 x 3 each; memory: 4; without bench-tarpc,
+        // tarpc's single and memory rows are skipped.
         let tarpc = usize::from(cfg!(feature = "bench-tarpc"));
-        assert_eq!(p.len(), 4 * (3 + tarpc) + 6 + (3 + tarpc));
-        assert_eq!(skipped.len(), 2 + 2 * (1 - tarpc), "{skipped:?}");
+        assert_eq!(p.len(), 4 * (3 + tarpc) + 6 + 3 + 3 + (3 + tarpc));
+        assert_eq!(skipped.len(), 3 + 2 * (1 - tarpc), "{skipped:?}");
         assert!(p.iter().all(|p| p.duration == Duration::from_secs(3)));
+        assert!(p.iter().all(|p| p.topology == Topology::TwoProcess));
         let (p, _) = plan(&args("--quick --subject tokio --workload single").unwrap());
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].payload, 512);
@@ -642,9 +812,46 @@ mod tests {
     }
 
     #[test]
+    fn topologies() {
+        let (p, _) = plan(
+            &args("--subject tokio --workload single --concurrency 1 --topology all").unwrap(),
+        );
+        let t: Vec<Topology> = p.iter().map(|p| p.topology).collect();
+        assert_eq!(t, [Topology::TwoProcess, Topology::OneProcess]);
+        let (p, _) = plan(&args("--workload stream-pipe --topology one-process").unwrap());
+        assert!(p.iter().all(|p| p.topology == Topology::OneProcess));
+        assert!(args("--topology three-process").is_err());
+    }
+
+    #[test]
+    fn remote_options() {
+        let remote = |s: &str| remote_args(&args(s)?);
+        let r = remote("--remote http://a:1 --local http://b:2").unwrap();
+        assert_eq!(r.workload, RemoteWorkload::Single);
+        assert_eq!((r.concurrency, r.payload), (1, 512));
+        assert_eq!(r.deadline, Duration::from_secs(2));
+        assert_eq!(r.runtime, RuntimeKind::Tokio);
+        let r = remote(
+            "--remote http://a:1 --local http://b:2 --workload stream --concurrency 8 \
+             --runtime smol --deadline 0.5 --pong-timeout 2 --listen 127.0.0.1:7",
+        )
+        .unwrap();
+        assert_eq!(r.workload, RemoteWorkload::Stream);
+        assert_eq!(r.concurrency, 8);
+        assert_eq!(r.runtime, RuntimeKind::Smol);
+        assert_eq!(r.deadline, Duration::from_millis(500));
+        assert_eq!(r.pong_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(r.listen.as_deref(), Some("127.0.0.1:7"));
+        assert!(remote("--remote http://a:1").is_err());
+        assert!(remote("--remote http://a:1 --local http://a:1").is_err());
+        assert!(remote("--remote http://a:1 --local http://b:2 --workload memory").is_err());
+        assert!(remote("--remote http://a:1 --local http://b:2 --concurrency 1,2").is_err());
+    }
+
+    #[test]
     fn options() {
         let a = args(
-            "--workload stream,stream-out --subject tarpc,raw-ws --concurrency 2,4 --payload 100 --duration 0.5",
+            "--workload stream-pipe,stream-out --subject tarpc,raw-ws --concurrency 2,4 --payload 100 --duration 0.5",
         )
         .unwrap();
         let (p, skipped) = plan(&a);
@@ -679,6 +886,7 @@ mod tests {
         let row = |figure: f64, errors: u64| Row {
             workload: "single".into(),
             subject: "tokio".into(),
+            topology: "two-process".into(),
             concurrency: 1,
             figure,
             errors,

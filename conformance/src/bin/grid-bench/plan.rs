@@ -9,8 +9,12 @@ use std::time::Duration;
 pub(crate) enum Workload {
     /// Closed-loop echo requests.
     Single,
-    /// One stream, messages echoed both ways; one way counted.
+    /// Echo streams (the reference table's, one message in flight each
+    /// way): each sends one message and awaits its echo, in a loop.
     Stream,
+    /// One stream with a window of 64 each way, messages echoed and
+    /// pipelined; one way counted.
+    StreamPipe,
     /// One stream without input; the server sends as fast as credit allows.
     StreamOut,
     /// RSS of an idle connection and of idle streams.
@@ -18,9 +22,10 @@ pub(crate) enum Workload {
 }
 
 impl Workload {
-    pub(crate) const ALL: [Workload; 4] = [
+    pub(crate) const ALL: [Workload; 5] = [
         Workload::Single,
         Workload::Stream,
+        Workload::StreamPipe,
         Workload::StreamOut,
         Workload::Memory,
     ];
@@ -29,6 +34,7 @@ impl Workload {
         match self {
             Workload::Single => "single",
             Workload::Stream => "stream",
+            Workload::StreamPipe => "stream-pipe",
             Workload::StreamOut => "stream-out",
             Workload::Memory => "memory",
         }
@@ -79,7 +85,10 @@ impl Subject {
             None
         } else if !cfg!(feature = "bench-tarpc") {
             Some("built without the bench-tarpc feature")
-        } else if matches!(w, Workload::Stream | Workload::StreamOut) {
+        } else if matches!(
+            w,
+            Workload::Stream | Workload::StreamPipe | Workload::StreamOut
+        ) {
             Some("tarpc has no streams")
         } else {
             None
@@ -92,10 +101,36 @@ impl Subject {
     }
 }
 
+/// Where the two ends of a measurement run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Topology {
+    /// The server in a process of its own, the client in this one: the
+    /// shape of a real deployment, and of the Go figures.
+    TwoProcess,
+    /// Both ends in this process.
+    OneProcess,
+}
+
+impl Topology {
+    pub(crate) const ALL: [Topology; 2] = [Topology::TwoProcess, Topology::OneProcess];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Topology::TwoProcess => "two-process",
+            Topology::OneProcess => "one-process",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Topology> {
+        Topology::ALL.into_iter().find(|t| t.name() == s)
+    }
+}
+
 /// One measurement.
 #[derive(Debug, Clone)]
 pub(crate) struct Params {
     pub(crate) workload: Workload,
+    pub(crate) topology: Topology,
     pub(crate) subject: Subject,
     /// Callers (single) or streams (stream workloads).
     pub(crate) concurrency: usize,
@@ -114,6 +149,7 @@ pub(crate) struct Params {
 pub(crate) struct Row {
     pub(crate) workload: String,
     pub(crate) subject: String,
+    pub(crate) topology: String,
     pub(crate) concurrency: u64,
     /// Per second for throughput workloads, bytes for memory.
     pub(crate) figure: f64,
@@ -124,6 +160,10 @@ pub(crate) struct Row {
     pub(crate) cpu_pct: Option<f64>,
     /// Process CPU time per counted operation, in microseconds.
     pub(crate) cpu_us_per_op: Option<f64>,
+    /// The server process's CPU time over wall time (two-process only).
+    pub(crate) server_cpu_pct: Option<f64>,
+    /// The server process's CPU time per counted operation.
+    pub(crate) server_cpu_us_per_op: Option<f64>,
     /// Failed operations (any is an anomaly).
     pub(crate) errors: u64,
     /// Anything unusual, or extra figures.
@@ -144,6 +184,7 @@ impl Row {
         Row {
             workload: p.workload.name().into(),
             subject: p.subject.name().into(),
+            topology: p.topology.name().into(),
             concurrency: p.concurrency as u64,
             figure: f64::NAN,
             unit: "-".into(),
@@ -157,9 +198,10 @@ impl Row {
     pub(crate) fn encode(&self) -> String {
         let clean = |s: &str| s.replace(['\t', '\n'], " ");
         format!(
-            "ROW\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "ROW\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             clean(&self.workload),
             clean(&self.subject),
+            clean(&self.topology),
             self.concurrency,
             self.figure,
             clean(&self.unit),
@@ -167,6 +209,8 @@ impl Row {
             opt(self.p99_us),
             opt(self.cpu_pct),
             opt(self.cpu_us_per_op),
+            opt(self.server_cpu_pct),
+            opt(self.server_cpu_us_per_op),
             self.errors,
             clean(&self.note),
         )
@@ -174,36 +218,40 @@ impl Row {
 
     pub(crate) fn decode(line: &str) -> Option<Row> {
         let f: Vec<&str> = line.strip_prefix("ROW\t")?.split('\t').collect();
-        if f.len() != 11 {
+        if f.len() != 14 {
             return None;
         }
         Some(Row {
             workload: f[0].into(),
             subject: f[1].into(),
-            concurrency: f[2].parse().ok()?,
-            figure: f[3].parse().ok()?,
-            unit: f[4].into(),
-            p50_us: parse_opt(f[5]),
-            p99_us: parse_opt(f[6]),
-            cpu_pct: parse_opt(f[7]),
-            cpu_us_per_op: parse_opt(f[8]),
-            errors: f[9].parse().ok()?,
-            note: f[10].into(),
+            topology: f[2].into(),
+            concurrency: f[3].parse().ok()?,
+            figure: f[4].parse().ok()?,
+            unit: f[5].into(),
+            p50_us: parse_opt(f[6]),
+            p99_us: parse_opt(f[7]),
+            cpu_pct: parse_opt(f[8]),
+            cpu_us_per_op: parse_opt(f[9]),
+            server_cpu_pct: parse_opt(f[10]),
+            server_cpu_us_per_op: parse_opt(f[11]),
+            errors: f[12].parse().ok()?,
+            note: f[13].into(),
         })
     }
 
     /// `--machine-readable`: workload, subject, concurrency, figure, p50 µs,
-    /// p99 µs.
+    /// p99 µs, topology.
     pub(crate) fn machine(&self) -> String {
         let us = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1}"));
         format!(
-            "{}\t{}\t{}\t{:.0}\t{}\t{}",
+            "{}\t{}\t{}\t{:.0}\t{}\t{}\t{}",
             self.workload,
             self.subject,
             self.concurrency,
             self.figure,
             us(self.p50_us),
-            us(self.p99_us)
+            us(self.p99_us),
+            self.topology
         )
     }
 }
@@ -212,9 +260,10 @@ impl fmt::Display for Params {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} c={} {}B",
+            "{} {} {} c={} {}B",
             self.workload.name(),
             self.subject.name(),
+            self.topology.name(),
             self.concurrency,
             self.payload
         )
@@ -230,6 +279,7 @@ mod tests {
         let r = Row {
             workload: "single".into(),
             subject: "tokio".into(),
+            topology: "two-process".into(),
             concurrency: 64,
             figure: 12345.5,
             unit: "req/s".into(),
@@ -237,12 +287,17 @@ mod tests {
             p99_us: None,
             cpu_pct: Some(199.0),
             cpu_us_per_op: Some(3.25),
+            server_cpu_pct: Some(80.0),
+            server_cpu_us_per_op: None,
             errors: 2,
             note: "a\tb".into(),
         };
         let back = Row::decode(&r.encode()).unwrap();
         assert_eq!(back.encode(), r.encode());
         assert_eq!(back.note, "a b");
-        assert_eq!(r.machine(), "single\ttokio\t64\t12346\t10.5\t-");
+        assert_eq!(
+            r.machine(),
+            "single\ttokio\t64\t12346\t10.5\t-\ttwo-process"
+        );
     }
 }

@@ -10,8 +10,10 @@
 //!   that, tokio's LIFO slot runs it right after each caller that wakes it
 //!   and nearly every flush carries one request (measured: 1.6 msg/flush and
 //!   about a third of the throughput at 64 callers).
-//! - stream: the same echo server; a sender task streams messages (flushing
-//!   every 64), a receiver task counts what comes back.
+//! - stream: as single (a message and its echo over the socket is all a
+//!   stream round trip is without a protocol).
+//! - stream-pipe: the same echo server; a sender task streams messages
+//!   (flushing every 64), a receiver task counts what comes back.
 //! - stream-out: the server sends messages as fast as the socket takes them.
 
 use std::collections::HashMap;
@@ -24,10 +26,12 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{WebSocketStream, accept_async, client_async};
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::{WebSocketStream, accept_hdr_async, client_async};
 
 use crate::load::{self, Exec, Hang, Tally, TokioExec, Window};
-use crate::plan::{Params, Row, Workload};
+use crate::plan::{Params, Row, Subject, Topology, Workload};
+use crate::server::ServerProcess;
 use crate::sys;
 
 type Ws = WebSocketStream<TcpStream>;
@@ -105,34 +109,73 @@ async fn source(mut ws: Ws, message: Bytes) {
     }
 }
 
-/// A server on 127.0.0.1 taking any number of sockets; its address.
-async fn server(mode: Mode) -> Result<std::net::SocketAddr, String> {
+/// The path of the socket that streams `len`-byte messages.
+fn source_path(len: usize) -> String {
+    format!("/source/{len}")
+}
+
+/// What a socket opened on `path` gets: `/source/N` the source of N-byte
+/// messages, anything else the echo.
+fn mode_of(path: &str) -> Mode {
+    match path
+        .strip_prefix("/source/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        Some(len) => Mode::Source(Bytes::from(vec![0x3cu8; len])),
+        None => Mode::Echo,
+    }
+}
+
+/// Accepts sockets on `l` until it fails, each served as its path asks.
+async fn accept_loop(l: TcpListener) {
+    while let Ok((tcp, _)) = l.accept().await {
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(async move {
+            let mut mode = Mode::Echo;
+            // The callback's type is tungstenite's, large error and all.
+            #[allow(clippy::result_large_err)]
+            let pick = |req: &Request, resp: Response| {
+                mode = mode_of(req.uri().path());
+                Ok(resp)
+            };
+            let Ok(ws) = accept_hdr_async(tcp, pick).await else {
+                return;
+            };
+            match mode {
+                Mode::Echo => echo(ws).await,
+                Mode::Source(m) => source(ws, m).await,
+            }
+        });
+    }
+}
+
+/// Where the measurement's server listens: in this process (one-process),
+/// or in a server process of its own (two-process), held until dropped.
+async fn server(p: &Params) -> Result<(std::net::SocketAddr, Option<ServerProcess>), String> {
+    if p.topology == Topology::TwoProcess {
+        let server = ServerProcess::spawn(Subject::RawWs, None)?;
+        return Ok((server.addr, Some(server)));
+    }
     let l = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
     let addr = l.local_addr().map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = l.accept().await {
-            let _ = tcp.set_nodelay(true);
-            let mode = mode.clone();
-            tokio::spawn(async move {
-                let Ok(ws) = accept_async(tcp).await else {
-                    return;
-                };
-                match mode {
-                    Mode::Echo => echo(ws).await,
-                    Mode::Source(m) => source(ws, m).await,
-                }
-            });
-        }
-    });
-    Ok(addr)
+    tokio::spawn(accept_loop(l));
+    Ok((addr, None))
 }
 
-async fn dial(addr: std::net::SocketAddr) -> Result<Ws, String> {
+/// The server process of a raw-ws measurement.
+pub(crate) async fn serve(listener: std::net::TcpListener) -> Result<(), String> {
+    let l = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+    crate::server::announce(l.local_addr().map_err(|e| e.to_string())?);
+    accept_loop(l).await;
+    Err("the listener failed".into())
+}
+
+async fn dial(addr: std::net::SocketAddr, path: &str) -> Result<Ws, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
-    let (ws, _) = client_async(format!("ws://{addr}/"), tcp)
+    let (ws, _) = client_async(format!("ws://{addr}{path}"), tcp)
         .await
         .map_err(|e| e.to_string())?;
     Ok(ws)
@@ -147,7 +190,7 @@ struct Client {
 
 impl Client {
     async fn start(addr: std::net::SocketAddr) -> Result<Arc<Client>, String> {
-        let (mut sink, mut stream) = dial(addr).await?.split();
+        let (mut sink, mut stream) = dial(addr, "/echo").await?.split();
         let (to_writer, mut rx) = mpsc::unbounded_channel::<Bytes>();
         let client = Arc::new(Client {
             to_writer,
@@ -219,8 +262,14 @@ impl Client {
 pub(crate) async fn run(p: &Params) -> Vec<Row> {
     let ex = TokioExec;
     match p.workload {
-        Workload::Single => {
-            let client = match async { Client::start(server(Mode::Echo).await?).await }.await {
+        // A stream round trip is a message and its echo over the socket:
+        // on a bare WebSocket that is what a request is.
+        Workload::Single | Workload::Stream => {
+            let (addr, server) = match server(p).await {
+                Ok(s) => s,
+                Err(e) => return vec![Row::failed(p, format!("SETUP FAILED: {e}"))],
+            };
+            let client = match Client::start(addr).await {
                 Ok(c) => c,
                 Err(e) => return vec![Row::failed(p, format!("SETUP FAILED: {e}"))],
             };
@@ -229,16 +278,26 @@ pub(crate) async fn run(p: &Params) -> Vec<Row> {
                 async move { c.call(payload).await }
             })
             .await;
+            if p.workload == Workload::Stream {
+                row.unit = "msg/s".into();
+            }
             let sep = if row.note.is_empty() { "" } else { "; " };
+            let server_side = match server {
+                // Its counters are in the other process.
+                Some(_) => String::new(),
+                None => format!(
+                    ", server {:.1} msg/flush",
+                    per_flush(&SERVER_MSGS, &SERVER_FLUSHES)
+                ),
+            };
             row.note = format!(
-                "{}{sep}whole run: client {:.1} msg/flush, server {:.1} msg/flush",
+                "{}{sep}whole run: client {:.1} msg/flush{server_side}",
                 row.note,
                 per_flush(&CLIENT_MSGS, &CLIENT_FLUSHES),
-                per_flush(&SERVER_MSGS, &SERVER_FLUSHES)
             );
             vec![row]
         }
-        Workload::Stream => vec![stream(&ex, p).await],
+        Workload::StreamPipe => vec![stream(&ex, p).await],
         Workload::StreamOut => vec![stream_out(&ex, p).await],
         Workload::Memory => memory(&ex, p).await,
     }
@@ -246,13 +305,13 @@ pub(crate) async fn run(p: &Params) -> Vec<Row> {
 
 async fn stream(ex: &TokioExec, p: &Params) -> Row {
     let payload = Bytes::from(vec![0x5au8; p.payload]);
-    let addr = match server(Mode::Echo).await {
-        Ok(a) => a,
+    let (addr, _server) = match server(p).await {
+        Ok(s) => s,
         Err(e) => return Row::failed(p, format!("SETUP FAILED: {e}")),
     };
     let mut sockets = Vec::new();
     for _ in 0..p.concurrency {
-        match dial(addr).await {
+        match dial(addr, "/echo").await {
             Ok(ws) => sockets.push(ws),
             Err(e) => return Row::failed(p, format!("SETUP FAILED: {e}")),
         }
@@ -331,13 +390,13 @@ async fn stream(ex: &TokioExec, p: &Params) -> Row {
 
 async fn stream_out(ex: &TokioExec, p: &Params) -> Row {
     let payload = Bytes::from(vec![0x3cu8; p.payload]);
-    let addr = match server(Mode::Source(payload.clone())).await {
-        Ok(a) => a,
+    let (addr, _server) = match server(p).await {
+        Ok(s) => s,
         Err(e) => return Row::failed(p, format!("SETUP FAILED: {e}")),
     };
     let mut sockets = Vec::new();
     for _ in 0..p.concurrency {
-        match dial(addr).await {
+        match dial(addr, &source_path(payload.len())).await {
             Ok(ws) => sockets.push(ws),
             Err(e) => return Row::failed(p, format!("SETUP FAILED: {e}")),
         }
@@ -396,8 +455,13 @@ async fn stream_out(ex: &TokioExec, p: &Params) -> Row {
 /// RSS of one idle WebSocket (client and echo server ends, after one echo).
 async fn memory(ex: &TokioExec, p: &Params) -> Vec<Row> {
     load::settle(ex).await;
-    let r0 = sys::rss();
-    let client = match async { Client::start(server(Mode::Echo).await?).await }.await {
+    let mut r0 = sys::Sides::now();
+    let (addr, server) = match server(p).await {
+        Ok(s) => s,
+        Err(e) => return vec![Row::failed(p, format!("SETUP FAILED: {e}"))],
+    };
+    r0.server = server.as_ref().map(|s| s.baseline);
+    let client = match Client::start(addr).await {
         Ok(c) => c,
         Err(e) => return vec![Row::failed(p, format!("SETUP FAILED: {e}"))],
     };
@@ -411,7 +475,7 @@ async fn memory(ex: &TokioExec, p: &Params) -> Vec<Row> {
         return vec![Row::failed(p, "the first echo failed")];
     }
     load::settle(ex).await;
-    let r1 = sys::rss();
+    let r1 = sys::Sides::now();
     let row = load::memory_row(p, "memory/conn", 1, r0, r1);
     drop(client);
     vec![row]

@@ -15,7 +15,8 @@ use tarpc::{client, context, serde_transport};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::load::{self, TokioExec};
-use crate::plan::{Params, Row, Workload};
+use crate::plan::{Params, Row, Subject, Topology, Workload};
+use crate::server::ServerProcess;
 use crate::sys;
 
 /// The service.
@@ -34,27 +35,47 @@ impl Echo for EchoServer {
     }
 }
 
-async fn start() -> Result<EchoClient, String> {
+/// Serves the echo on every connection `listener` accepts.
+async fn accept_loop(listener: TcpListener) {
+    while let Ok((tcp, _)) = listener.accept().await {
+        let _ = tcp.set_nodelay(true);
+        let transport = serde_transport::Transport::from((tcp, Bincode::default()));
+        tokio::spawn(
+            BaseChannel::with_defaults(transport)
+                .execute(EchoServer.serve())
+                .for_each(|answer| async move {
+                    tokio::spawn(answer);
+                }),
+        );
+    }
+}
+
+/// The server process of a tarpc measurement.
+pub(crate) async fn serve(listener: std::net::TcpListener) -> Result<(), String> {
+    let l = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+    crate::server::announce(l.local_addr().map_err(|e| e.to_string())?);
+    accept_loop(l).await;
+    Err("the listener failed".into())
+}
+
+/// A client of a fresh server: in this process, or in a server process of
+/// its own (returned, to be held until the end).
+async fn start(p: &Params) -> Result<(EchoClient, Option<ServerProcess>), String> {
     let e = |e: std::io::Error| e.to_string();
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(e)?;
-    let addr = listener.local_addr().map_err(e)?;
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let _ = tcp.set_nodelay(true);
-            let transport = serde_transport::Transport::from((tcp, Bincode::default()));
-            tokio::spawn(
-                BaseChannel::with_defaults(transport)
-                    .execute(EchoServer.serve())
-                    .for_each(|answer| async move {
-                        tokio::spawn(answer);
-                    }),
-            );
-        }
-    });
+    let (addr, server) = if p.topology == Topology::TwoProcess {
+        let server = ServerProcess::spawn(Subject::Tarpc, None)?;
+        (server.addr, Some(server))
+    } else {
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(e)?;
+        let addr = listener.local_addr().map_err(e)?;
+        tokio::spawn(accept_loop(listener));
+        (addr, None)
+    };
     let tcp = TcpStream::connect(addr).await.map_err(e)?;
     let _ = tcp.set_nodelay(true);
     let transport = serde_transport::Transport::from((tcp, Bincode::default()));
-    Ok(EchoClient::new(client::Config::default(), transport).spawn())
+    let client = EchoClient::new(client::Config::default(), transport).spawn();
+    Ok((client, server))
 }
 
 async fn call(client: &EchoClient, payload: Bytes) -> Result<Bytes, String> {
@@ -70,8 +91,8 @@ pub(crate) async fn run(p: &Params) -> Vec<Row> {
     let ex = TokioExec;
     match p.workload {
         Workload::Single => {
-            let client = match start().await {
-                Ok(c) => Arc::new(c),
+            let (client, _server) = match start(p).await {
+                Ok((c, s)) => (Arc::new(c), s),
                 Err(e) => return vec![Row::failed(p, format!("SETUP FAILED: {e}"))],
             };
             vec![
@@ -84,11 +105,12 @@ pub(crate) async fn run(p: &Params) -> Vec<Row> {
         }
         Workload::Memory => {
             load::settle(&ex).await;
-            let r0 = sys::rss();
-            let client = match start().await {
+            let mut r0 = sys::Sides::now();
+            let (client, server) = match start(p).await {
                 Ok(c) => c,
                 Err(e) => return vec![Row::failed(p, format!("SETUP FAILED: {e}"))],
             };
+            r0.server = server.as_ref().map(|s| s.baseline);
             let first = load::timeout(
                 &ex,
                 Duration::from_secs(5),
@@ -99,10 +121,10 @@ pub(crate) async fn run(p: &Params) -> Vec<Row> {
                 return vec![Row::failed(p, "the first echo failed")];
             }
             load::settle(&ex).await;
-            let r1 = sys::rss();
+            let r1 = sys::Sides::now();
             vec![load::memory_row(p, "memory/conn", 1, r0, r1)]
         }
-        Workload::Stream | Workload::StreamOut => {
+        Workload::Stream | Workload::StreamPipe | Workload::StreamOut => {
             vec![Row::failed(p, "tarpc has no streams")]
         }
     }
