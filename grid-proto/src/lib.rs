@@ -36,7 +36,7 @@
 //! ```
 //!
 //! Modules, one concept each: the codec ([`Message`], [`Op`], [`Flags`],
-//! [`HandlerId`], [`SubrouteId`], merged frames in [`FrameDecoder`] and
+//! [`HandlerId`] with MinIO's [`CATALOGUE`], [`SubrouteId`] and [`Subroute`], merged frames in [`FrameDecoder`] and
 //! [`FrameBuilder`], control payloads such as [`ConnectRequest`]); the
 //! [`handshake`] checks; the connection with its caller side (requests and
 //! streams it started) and callee side (calls it serves); timers; errors per
@@ -72,6 +72,7 @@
 //! # Ok::<(), grid_proto::DecodeError>(())
 //! ```
 
+mod catalogue;
 #[cfg(feature = "sim")]
 pub mod chaos;
 mod config;
@@ -100,6 +101,7 @@ mod subroute;
 mod time;
 mod timer;
 
+pub use catalogue::{CATALOGUE, HandlerInfo};
 pub use config::{Backoff, Capacities, CapacityTable, Config};
 pub use connection::{Connection, State};
 pub use dial::{crc_enabled, should_dial};
@@ -119,7 +121,7 @@ pub use payload::{
 };
 pub use redial::DialFailure;
 pub use stats::Stats;
-pub use subroute::{SubrouteId, join_route};
+pub use subroute::{Subroute, SubrouteId, join_route};
 pub use time::Timestamp;
 
 /// Bytes from spaced hex, for the unit tests' byte vectors.
