@@ -197,7 +197,10 @@ mod tests {
         assert_eq!(HandlerId::MAKE_BUCKET, HandlerId(40));
         assert_eq!(HandlerId::GET_CPUS.name(), Some("GetCPUs"));
         assert_eq!(HandlerId::WRITE_ALL, HandlerId(70));
-        assert_eq!(HandlerId::RENAME_DATA_INLINE.name(), Some("RenameDataInline"));
+        assert_eq!(
+            HandlerId::RENAME_DATA_INLINE.name(),
+            Some("RenameDataInline")
+        );
         assert_eq!(HandlerId::CHECK_PARTS3, HandlerId(77));
         assert_eq!(HandlerId::TEST2.name(), Some("handlerTest2"));
         assert_eq!(HandlerId(0).name(), Some("handlerInvalid"));
@@ -212,7 +215,15 @@ mod tests {
             .collect();
         assert_eq!(
             streams,
-            [(7, 1), (10, 1), (22, 100_000), (23, 100), (63, 100), (64, 1), (77, 1)]
+            [
+                (7, 1),
+                (10, 1),
+                (22, 100_000),
+                (23, 100),
+                (63, 100),
+                (64, 1),
+                (77, 1)
+            ]
         );
         assert!(
             CATALOGUE

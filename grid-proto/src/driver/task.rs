@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use futures_util::future::{AbortHandle, FutureExt, select};
+use futures_util::future::{FutureExt, select};
 use futures_util::{Sink, Stream};
 use hashbrown::HashMap;
 use tracing::{debug, error, info, warn};
@@ -22,13 +22,14 @@ use tungstenite::handshake::client::generate_request;
 
 use crate::connection::{Connection as Core, State};
 use crate::driver::conn::{Command, ConnShared};
+use crate::driver::context::CancelSignal;
 use crate::driver::isolate;
 use crate::driver::mailbox::Mailbox;
 use crate::driver::manager::ManagerShared;
 use crate::driver::recording::{Dir, Header, Recording};
 use crate::driver::runtime::{BoxFuture, Runtime};
 use crate::driver::stream::{StreamKey, StreamShared};
-use crate::error::CallError;
+use crate::error::{CallError, CancelReason};
 use crate::payload::ConnectRequest;
 use crate::redial::DialFailure;
 use crate::time::Timestamp;
@@ -94,8 +95,9 @@ pub(crate) struct ConnTask<R: Runtime> {
     /// Ticket of a request future → its call id (for cancel-on-drop).
     pub(super) tickets: HashMap<u64, u64>,
     pub(super) streams: HashMap<StreamKey, Arc<StreamShared>>,
-    /// Running handler tasks of incoming calls.
-    pub(super) handlers: HashMap<u64, AbortHandle>,
+    /// Running handler tasks of incoming calls, by the signal that cancels
+    /// them.
+    pub(super) handlers: HashMap<u64, Arc<CancelSignal>>,
     pub(super) last_stats: Option<Instant>,
     /// Something happened since the stats were last published.
     pub(super) stats_dirty: bool,
@@ -660,7 +662,7 @@ impl<R: Runtime> Drop for ConnTask<R> {
         self.shared.set_busy(false);
         self.shared.set_state(state);
         for (_, h) in self.handlers.drain() {
-            h.abort();
+            h.cancel(CancelReason::Disconnected);
         }
         for (_, s) in self.streams.drain() {
             s.lock().end(Err(CallError::Disconnected));
