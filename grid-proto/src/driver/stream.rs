@@ -167,11 +167,13 @@ impl StreamSender {
     /// Ready once a message can be queued (or never will be).
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamSendError>> {
         let mut st = self.shared.lock();
-        if let Some(e) = &st.send_error {
-            return Poll::Ready(Err(e.clone()));
-        }
+        // This side's own close first: whatever happened to the stream
+        // since, this sender stopped sending.
         if self.closed || st.close_requested {
             return Poll::Ready(Err(StreamSendError::Closed));
+        }
+        if let Some(e) = &st.send_error {
+            return Poll::Ready(Err(e.clone()));
         }
         if st.outq.len() >= st.out_cap {
             st.send_waker = Some(cx.waker().clone());
@@ -183,11 +185,11 @@ impl StreamSender {
     /// Queues a message (room was checked; only this half fills the queue).
     fn queue(&mut self, payload: Bytes) -> Result<(), StreamSendError> {
         let mut st = self.shared.lock();
-        if let Some(e) = &st.send_error {
-            return Err(e.clone());
-        }
         if self.closed || st.close_requested {
             return Err(StreamSendError::Closed);
+        }
+        if let Some(e) = &st.send_error {
+            return Err(e.clone());
         }
         st.outq.push_back(payload);
         self.shared.poke(&mut st);
