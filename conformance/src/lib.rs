@@ -20,7 +20,7 @@
 //!   trait ([`CoreSubject`] for the sans-IO core, [`DriverSubject`] for a
 //!   driver's manager, whose peer is a plain WebSocket endpoint);
 //! - [`replay`](mod@replay): the replay itself;
-//! - [`reference`]: the transcripts' handler table on a driver's manager
+//! - [`reference`](mod@reference): the transcripts' handler table on a driver's manager
 //!   ([`register_reference_handlers`]), with the typed handlers' descriptors;
 //! - [`decode`]: transcripts (and live traffic) as one line per message;
 //! - [`node`]: a driver's manager with that table, as the CLI's interop

@@ -1,21 +1,5 @@
-//! What a handler knows about the call it serves: [`HandlerContext`].
-//!
-//! Every handler kind gets one: typed handlers as their first argument,
-//! raw stream handlers in [`StreamCall::context`](crate::driver::StreamCall),
-//! raw single handlers through
-//! [`Manager::register_single_with_context`](crate::driver::Manager::register_single_with_context).
-//! It is Go's `GetCaller` and `GetSubroute`, the call's deadline, and its
-//! cancellation.
-//!
-//! Cancellation is cooperative first, then enforced: when the caller
-//! cancels, the deadline passes or the connection is lost, the context is
-//! cancelled and the handler's task is woken and polled once more, so that
-//! a handler waiting on [`HandlerContext::cancelled`] (say, in a `select`
-//! with its work) can stop cleanly. If it is still not done after that
-//! poll, its future is dropped. Whatever it returns after the cancellation
-//! is discarded: nobody waits for it. Work the handler hands to other
-//! tasks or threads can hold a clone of the context and check
-//! [`HandlerContext::is_cancelled`].
+//! What a handler knows about the call it serves: [`HandlerContext`], and
+//! the cancellation behind it.
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -30,6 +14,54 @@ use crate::subroute::Subroute;
 
 /// The call a handler serves: who called, on which subroute, until when,
 /// and whether it was cancelled. Cheap to clone.
+///
+/// Every handler kind gets one: typed handlers as their first argument
+/// ([`SingleHandler`](crate::driver::SingleHandler),
+/// [`StreamHandler`](crate::driver::StreamHandler)), raw stream handlers
+/// in [`StreamCall::context`](crate::driver::StreamCall), raw single
+/// handlers through
+/// [`Manager::register_single_with_context`](crate::driver::Manager::register_single_with_context).
+/// It is Go's `GetCaller` and `GetSubroute`, the call's deadline, and its
+/// cancellation.
+///
+/// Cancellation is cooperative first, then enforced: when the caller
+/// cancels, the deadline passes or the connection is lost, the context is
+/// cancelled and the handler's task is woken and polled once more, so that
+/// a handler waiting on [`cancelled`](Self::cancelled) (say, in a `select`
+/// with its work) can stop cleanly. If it is still not done after that
+/// poll, its future is dropped. Whatever it returns after the cancellation
+/// is discarded: nobody waits for it. Work the handler hands to other
+/// tasks or threads can hold a clone of the context and check
+/// [`is_cancelled`](Self::is_cancelled).
+///
+/// ```
+/// # fn demo<R: grid_proto::driver::Runtime>(manager: &grid_proto::driver::Manager<R>) {
+/// use std::pin::pin;
+///
+/// use futures_util::future::{Either, select};
+/// use grid_proto::HandlerId;
+/// use grid_proto::driver::{NoInput, NoPayload, StreamHandler};
+///
+/// /// Reports progress until the caller has enough.
+/// const PROGRESS: StreamHandler<NoPayload, NoInput, u64> = StreamHandler::new(HandlerId::TEST);
+///
+/// PROGRESS
+///     .register(manager, |ctx, NoPayload, mut out| async move {
+///         for step in 0..u64::MAX {
+///             let sent = pin!(out.send(&step));
+///             match select(pin!(ctx.cancelled()), sent).await {
+///                 Either::Left((reason, _)) => {
+///                     tracing::info!(caller = ctx.caller(), %reason, "stopped at step {step}");
+///                     return Ok(());
+///                 }
+///                 Either::Right((sent, _)) => sent?,
+///             }
+///         }
+///         Ok(())
+///     })
+///     .unwrap();
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct HandlerContext {
     inner: Arc<Inner>,

@@ -1,127 +1,5 @@
-//! Handler descriptors: a handler id bound once to the types it carries,
-//! like Go's `SingleHandler[Req, Resp]` and `StreamTypeHandler[Payload,
-//! Req, Resp]`. Declare one as a constant, next to the types, and use it on
-//! both sides: [`SingleHandler::register`] on the serving node,
-//! [`SingleHandler::call`] on the calling one. The types travel as
-//! [`GridMessage`]s (any serde type, encoded as Go's msgp does, or
-//! [`NoPayload`](crate::driver::NoPayload)), so a Rust node serves and
-//! calls Go's typed handlers.
-//!
-//! ```
-//! use std::collections::HashMap;
-//!
-//! use grid_proto::HandlerId;
-//! use grid_proto::driver::{
-//!     Connection, Manager, Mss, NoInput, NoPayload, RemoteError, Runtime, SingleHandler,
-//!     StreamHandler, TypedError,
-//! };
-//! use serde::{Deserialize, Serialize};
-//!
-//! /// A msgp struct: field names are Go's `msg:"..."` tags.
-//! #[derive(Serialize, Deserialize)]
-//! pub struct DiskInfoReq {
-//!     #[serde(rename = "id")]
-//!     pub disk_id: String,
-//! }
-//! #[derive(Serialize, Deserialize)]
-//! pub struct DiskInfo {
-//!     #[serde(rename = "t")]
-//!     pub total: u64,
-//! }
-//!
-//! pub const DISK_INFO: SingleHandler<DiskInfoReq, DiskInfo> =
-//!     SingleHandler::new(HandlerId::DISK_INFO);
-//! /// Go's `NoPayload` response: zero bytes on the wire.
-//! pub const WRITE_ALL: SingleHandler<Mss, NoPayload> = SingleHandler::new(HandlerId::WRITE_ALL);
-//! /// A stream without input: the handler only answers.
-//! pub const LISTEN: StreamHandler<Mss, NoInput, Mss> = StreamHandler::new(HandlerId::LISTEN);
-//!
-//! fn serve<R: Runtime>(manager: &Manager<R>) -> Result<(), grid_proto::driver::RegisterError> {
-//!     // Registered per drive, as MinIO does.
-//!     DISK_INFO.register_subroute(manager, "/data1", |ctx, req| async move {
-//!         let _asked_by = ctx.caller();
-//!         let _ = req.disk_id;
-//!         Ok(DiskInfo { total: 1 << 40 })
-//!     })?;
-//!     WRITE_ALL.register(manager, |_ctx, req| async move {
-//!         if req.contains_key("k") {
-//!             Ok(NoPayload)
-//!         } else {
-//!             Err(RemoteError::new("missing k"))
-//!         }
-//!     })?;
-//!     LISTEN.register(manager, |_ctx, filter, mut out| async move {
-//!         for event in ["created", "deleted"] {
-//!             let mut m = filter.clone();
-//!             m.insert("event".into(), event.into());
-//!             out.send(&m).await?;
-//!         }
-//!         Ok(())
-//!     })
-//! }
-//!
-//! async fn use_them(peer: &Connection) -> Result<(), TypedError> {
-//!     let info = DISK_INFO
-//!         .call(&peer.subroute("/data1"), &DiskInfoReq { disk_id: "d1".into() })
-//!         .await?;
-//!     let _ = info.total;
-//!     WRITE_ALL.call(peer, &HashMap::from([("k".into(), "v".into())])).await?;
-//!     let mut events = LISTEN.call(peer, &Mss::new()).await?;
-//!     while let Some(event) = events.recv().await {
-//!         let _ = event?;
-//!     }
-//!     Ok(())
-//! }
-//! ```
-//!
-//! Types are checked where the descriptor is used. A request of another
-//! type does not compile:
-//!
-//! ```compile_fail
-//! # use grid_proto::HandlerId;
-//! # use grid_proto::driver::{Connection, Mss, NoPayload, SingleHandler, TypedError};
-//! const WRITE_ALL: SingleHandler<Mss, NoPayload> = SingleHandler::new(HandlerId::WRITE_ALL);
-//! async fn wrong(peer: &Connection) -> Result<(), TypedError> {
-//!     WRITE_ALL.call(peer, &String::from("k")).await?;
-//!     Ok(())
-//! }
-//! ```
-//!
-//! nor does expecting another response type:
-//!
-//! ```compile_fail
-//! # use grid_proto::HandlerId;
-//! # use grid_proto::driver::{Connection, Mss, NoPayload, SingleHandler, TypedError};
-//! const WRITE_ALL: SingleHandler<Mss, NoPayload> = SingleHandler::new(HandlerId::WRITE_ALL);
-//! async fn wrong(peer: &Connection) -> Result<(), TypedError> {
-//!     let answer: Mss = WRITE_ALL.call(peer, &Mss::new()).await?;
-//!     Ok(())
-//! }
-//! ```
-//!
-//! nor a handler that answers with another type:
-//!
-//! ```compile_fail
-//! # use grid_proto::HandlerId;
-//! # use grid_proto::driver::{Manager, Mss, NoPayload, Runtime, SingleHandler};
-//! const WRITE_ALL: SingleHandler<Mss, NoPayload> = SingleHandler::new(HandlerId::WRITE_ALL);
-//! fn wrong<R: Runtime>(manager: &Manager<R>) {
-//!     let _ = WRITE_ALL.register(manager, |_ctx, req| async move { Ok(req) });
-//! }
-//! ```
-//!
-//! nor sending input to a stream that takes none:
-//!
-//! ```compile_fail
-//! # use grid_proto::HandlerId;
-//! # use grid_proto::driver::{Connection, Mss, NoInput, StreamHandler, TypedError};
-//! const LISTEN: StreamHandler<Mss, NoInput, Mss> = StreamHandler::new(HandlerId::LISTEN);
-//! async fn wrong(peer: &Connection) -> Result<(), TypedError> {
-//!     let (mut tx, _rx) = LISTEN.call(peer, &Mss::new()).await?;
-//!     tx.send(&Mss::new()).await?;
-//!     Ok(())
-//! }
-//! ```
+//! Handler descriptors: a handler id bound once to the types it carries
+//! ([`SingleHandler`], [`StreamHandler`]).
 
 use std::fmt;
 use std::future::Future;
@@ -142,9 +20,132 @@ use crate::driver::typed::{TypedError, TypedReceiver, TypedSender};
 use crate::handler::HandlerId;
 use crate::subroute::Subroute;
 
-/// A single-request handler: id `id` takes a `Req` and answers a `Resp`
-/// (Go's `SingleHandler[Req, Resp]`). See the [module docs](self) for an
-/// example.
+/// A single-request handler: id `id` takes a `Req` and answers a `Resp`,
+/// like Go's `SingleHandler[Req, Resp]`.
+///
+/// A descriptor binds a handler id once to the types it carries (Go's
+/// `SingleHandler[Req, Resp]` and `StreamTypeHandler[Payload, Req, Resp]`).
+/// Declare one as a constant, next to the types, and use it on both sides:
+/// [`register`](Self::register) on the serving node, [`call`](Self::call) on
+/// the calling one. The types travel as [`GridMessage`]s (any serde type,
+/// encoded as Go's msgp does, or [`NoPayload`](crate::driver::NoPayload)),
+/// so a Rust node serves and calls Go's typed handlers.
+///
+/// ```
+/// use std::collections::HashMap;
+///
+/// use grid_proto::HandlerId;
+/// use grid_proto::driver::{
+///     Connection, Manager, Mss, NoInput, NoPayload, RemoteError, Runtime, SingleHandler,
+///     StreamHandler, TypedError,
+/// };
+/// use serde::{Deserialize, Serialize};
+///
+/// /// A msgp struct: field names are Go's `msg:"..."` tags.
+/// #[derive(Serialize, Deserialize)]
+/// pub struct DiskInfoReq {
+///     #[serde(rename = "id")]
+///     pub disk_id: String,
+/// }
+/// #[derive(Serialize, Deserialize)]
+/// pub struct DiskInfo {
+///     #[serde(rename = "t")]
+///     pub total: u64,
+/// }
+///
+/// pub const DISK_INFO: SingleHandler<DiskInfoReq, DiskInfo> =
+///     SingleHandler::new(HandlerId::DISK_INFO);
+/// /// Go's `NoPayload` response: zero bytes on the wire.
+/// pub const WRITE_ALL: SingleHandler<Mss, NoPayload> = SingleHandler::new(HandlerId::WRITE_ALL);
+/// /// A stream without input: the handler only answers.
+/// pub const LISTEN: StreamHandler<Mss, NoInput, Mss> = StreamHandler::new(HandlerId::LISTEN);
+///
+/// fn serve<R: Runtime>(manager: &Manager<R>) -> Result<(), grid_proto::driver::RegisterError> {
+///     // Registered per drive, as MinIO does.
+///     DISK_INFO.register_subroute(manager, "/data1", |ctx, req| async move {
+///         let _asked_by = ctx.caller();
+///         let _ = req.disk_id;
+///         Ok(DiskInfo { total: 1 << 40 })
+///     })?;
+///     WRITE_ALL.register(manager, |_ctx, req| async move {
+///         if req.contains_key("k") {
+///             Ok(NoPayload)
+///         } else {
+///             Err(RemoteError::new("missing k"))
+///         }
+///     })?;
+///     LISTEN.register(manager, |_ctx, filter, mut out| async move {
+///         for event in ["created", "deleted"] {
+///             let mut m = filter.clone();
+///             m.insert("event".into(), event.into());
+///             out.send(&m).await?;
+///         }
+///         Ok(())
+///     })
+/// }
+///
+/// async fn use_them(peer: &Connection) -> Result<(), TypedError> {
+///     let info = DISK_INFO
+///         .call(&peer.subroute("/data1"), &DiskInfoReq { disk_id: "d1".into() })
+///         .await?;
+///     let _ = info.total;
+///     WRITE_ALL.call(peer, &HashMap::from([("k".into(), "v".into())])).await?;
+///     let mut events = LISTEN.call(peer, &Mss::new()).await?;
+///     while let Some(event) = events.recv().await {
+///         let _ = event?;
+///     }
+///     Ok(())
+/// }
+/// ```
+///
+/// Types are checked where the descriptor is used. A request of another
+/// type does not compile:
+///
+/// ```compile_fail
+/// # use grid_proto::HandlerId;
+/// # use grid_proto::driver::{Connection, Mss, NoPayload, SingleHandler, TypedError};
+/// const WRITE_ALL: SingleHandler<Mss, NoPayload> = SingleHandler::new(HandlerId::WRITE_ALL);
+/// async fn wrong(peer: &Connection) -> Result<(), TypedError> {
+///     WRITE_ALL.call(peer, &String::from("k")).await?;
+///     Ok(())
+/// }
+/// ```
+///
+/// nor does expecting another response type:
+///
+/// ```compile_fail
+/// # use grid_proto::HandlerId;
+/// # use grid_proto::driver::{Connection, Mss, NoPayload, SingleHandler, TypedError};
+/// const WRITE_ALL: SingleHandler<Mss, NoPayload> = SingleHandler::new(HandlerId::WRITE_ALL);
+/// async fn wrong(peer: &Connection) -> Result<(), TypedError> {
+///     let answer: Mss = WRITE_ALL.call(peer, &Mss::new()).await?;
+///     Ok(())
+/// }
+/// ```
+///
+/// nor a handler that answers with another type:
+///
+/// ```compile_fail
+/// # use grid_proto::HandlerId;
+/// # use grid_proto::driver::{Manager, Mss, NoPayload, Runtime, SingleHandler};
+/// const WRITE_ALL: SingleHandler<Mss, NoPayload> = SingleHandler::new(HandlerId::WRITE_ALL);
+/// fn wrong<R: Runtime>(manager: &Manager<R>) {
+///     let _ = WRITE_ALL.register(manager, |_ctx, req| async move { Ok(req) });
+/// }
+/// ```
+///
+/// nor sending input to a stream that takes none:
+///
+/// ```compile_fail
+/// # use grid_proto::HandlerId;
+/// # use grid_proto::driver::{Connection, Mss, NoInput, StreamHandler, TypedError};
+/// const LISTEN: StreamHandler<Mss, NoInput, Mss> = StreamHandler::new(HandlerId::LISTEN);
+/// async fn wrong(peer: &Connection) -> Result<(), TypedError> {
+///     let (mut tx, _rx) = LISTEN.call(peer, &Mss::new()).await?;
+///     tx.send(&Mss::new()).await?;
+///     Ok(())
+/// }
+/// ```
 pub struct SingleHandler<Req, Resp> {
     id: HandlerId,
     _types: PhantomData<fn(Req) -> Resp>,
@@ -155,7 +156,41 @@ pub struct SingleHandler<Req, Resp> {
 /// Resp]`), with its capacities. With [`NoInput`] as `In` the stream takes
 /// no input (`InCapacity` 0, Go's `RegisterNoInput`); with
 /// [`NoPayload`](crate::driver::NoPayload) as `P` it has no initial payload
-/// (Go's `RegisterNoPayload`). See the [module docs](self) for an example.
+/// (Go's `RegisterNoPayload`). The
+/// [`SingleHandler`] docs show both kinds of descriptor at work.
+///
+/// ```
+/// # fn demo<R: grid_proto::driver::Runtime>(manager: &grid_proto::driver::Manager<R>) {
+/// use grid_proto::HandlerId;
+/// use grid_proto::driver::{Connection, Mss, StreamHandler, TypedError};
+///
+/// /// Two-way: each message comes back with the payload's keys added.
+/// const MERGE: StreamHandler<Mss, Mss, Mss> = StreamHandler::new(HandlerId::TEST)
+///     .with_in_capacity(4)
+///     .with_out_capacity(4);
+///
+/// MERGE
+///     .register(manager, |_ctx, payload, mut input, mut output| async move {
+///         while let Some(message) = input.recv().await {
+///             let mut merged = message?;
+///             merged.extend(payload.clone());
+///             output.send(&merged).await?;
+///         }
+///         Ok(())
+///     })
+///     .unwrap();
+///
+/// async fn call(peer: &Connection) -> Result<(), TypedError> {
+///     let payload = Mss::from([("bucket".to_owned(), "b1".to_owned())]);
+///     let (mut tx, mut rx) = MERGE.call(peer, &payload).await?;
+///     tx.send(&Mss::from([("object".to_owned(), "o1".to_owned())])).await?;
+///     let merged = rx.recv().await.expect("an answer")?;
+///     assert_eq!(merged["bucket"], "b1");
+///     tx.close(); // the end of the input ends the stream
+///     Ok(())
+/// }
+/// # }
+/// ```
 pub struct StreamHandler<P, In, Out> {
     id: HandlerId,
     capacities: Capacities,

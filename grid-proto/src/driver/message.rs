@@ -1,18 +1,5 @@
 //! What typed handlers carry: [`GridMessage`], the codec between a Rust
 //! value and a payload, with MinIO's encodings.
-//!
-//! Any serde type is a `GridMessage`, encoded with rmp-serde as Go's msgp
-//! encodes structs (a map keyed by field name), so a Rust typed handler and
-//! a Go typed handler interoperate. Field names must match the Go struct's
-//! msgp names (use `#[serde(rename = "...")]`), and byte fields must be
-//! serialized as msgpack `bin` as Go's `[]byte` is (use `serde_bytes`).
-//! Integers may be encoded in a different width than msgp picks; both
-//! decoders accept every width.
-//!
-//! Two types are not serde types: [`NoPayload`], Go's `NoPayload` (zero
-//! bytes on the wire), and [`NoInput`], the input type of a stream without
-//! input. A type with a hand-written encoding implements `GridMessage`
-//! itself (it must then not implement serde's traits).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -28,7 +15,18 @@ pub type Mss = HashMap<String, String>;
 /// A value a typed handler takes or returns: how it becomes a payload and
 /// back.
 ///
-/// Every serde type is one (see the module docs). A hand-written codec:
+/// Any serde type is a `GridMessage`, encoded with rmp-serde as Go's msgp
+/// encodes structs (a map keyed by field name), so a Rust typed handler and
+/// a Go typed handler interoperate. Field names must match the Go struct's
+/// msgp names (use `#[serde(rename = "...")]`), and byte fields must be
+/// serialized as msgpack `bin` as Go's `[]byte` is (use `serde_bytes`).
+/// Integers may be encoded in a different width than msgp picks; both
+/// decoders accept every width.
+///
+/// Two types are not serde types: [`NoPayload`], Go's `NoPayload` (zero
+/// bytes on the wire), and [`NoInput`], the input type of a stream without
+/// input. A type with a hand-written encoding implements `GridMessage`
+/// itself (it must then not implement serde's traits):
 ///
 /// ```
 /// use bytes::Bytes;
