@@ -47,7 +47,7 @@ use tungstenite::protocol::WebSocketConfig;
 pub use grid_proto::driver::*;
 pub use grid_proto::{
     self as proto, Backoff, CallError, CancelReason, Capacities, CapacityTable, Config,
-    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, SubrouteId,
+    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, Subroute, SubrouteId,
 };
 
 mod executor;
