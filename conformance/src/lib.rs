@@ -20,8 +20,8 @@
 //!   trait ([`CoreSubject`] for the sans-IO core, [`DriverSubject`] for a
 //!   driver's manager, whose peer is a plain WebSocket endpoint);
 //! - [`replay`](mod@replay): the replay itself;
-//! - [`register_reference_handlers`]: the transcripts' handler table on a
-//!   driver's manager;
+//! - [`reference`](mod@reference): the transcripts' handler table on a driver's manager
+//!   ([`register_reference_handlers`]), with the typed handlers' descriptors;
 //! - [`decode`]: transcripts (and live traffic) as one line per message;
 //! - [`node`]: a driver's manager with that table, as the CLI's interop
 //!   peer (`serve`, `call`) runs it;
@@ -58,7 +58,7 @@ pub mod frame;
 pub mod interleave;
 mod msgpack;
 pub mod node;
-mod reference;
+pub mod reference;
 pub mod replay;
 pub mod scenarios;
 pub mod script;

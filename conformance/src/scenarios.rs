@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::join_all;
-use grid_proto::driver::{Connection, Mss, StreamReceiver};
+use grid_proto::driver::{Connection, Mss, NoPayload, StreamReceiver, TypedError};
 use grid_proto::sim::{REF_MSS, REF_SUB};
 use grid_proto::{CallError, HandlerId};
 
 use crate::node::with_timeout;
+use crate::reference::{MISSING_K, REF_NOPAYLOAD, REF_STREAM, REF_STRUCT, RefStruct};
 
-/// Every scenario, in the README's order.
+/// The scenarios of the untyped handler table, in the README's order
+/// (`--scenario all`).
 pub const ALL: [&str; 14] = [
     "echo",
     "echo-empty",
@@ -32,6 +34,42 @@ pub const ALL: [&str; 14] = [
     "typed-mss",
     "idle-ping",
 ];
+
+/// The scenarios of the typed handlers 70–72 (`--scenario typed`).
+pub const TYPED: [&str; 3] = ["typed-nopayload", "typed-struct", "typed-stream"];
+
+/// Every scenario name, whatever its group.
+pub fn known() -> impl Iterator<Item = &'static str> {
+    ALL.iter().chain(TYPED.iter()).copied()
+}
+
+/// The scenarios a `--scenario` list names: comma-separated scenario names
+/// and the groups `all` ([`ALL`]) and `typed` ([`TYPED`]), in the order
+/// given, each once.
+pub fn select(list: &str) -> Result<Vec<&'static str>, String> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        let group: Vec<&'static str> = match item {
+            "all" => ALL.to_vec(),
+            "typed" => TYPED.to_vec(),
+            name => match known().find(|k| *k == name) {
+                Some(k) => vec![k],
+                None => {
+                    return Err(format!(
+                        "unknown scenario {name:?} (all, typed, {})",
+                        known().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            },
+        };
+        for name in group {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Ok(names)
+}
 
 /// How long the `idle-ping` scenario leaves the connection idle: longer
 /// than one ping interval (10 s), so both sides ping.
@@ -75,6 +113,9 @@ async fn run_unbounded(name: &str, conn: &Connection) -> Result<(), String> {
         "sub-stream" => stream_echo(&conn.subroute(REF_SUB), b"p-", 3).await,
         "typed-mss" => typed_mss(conn).await,
         "idle-ping" => idle_ping(conn).await,
+        "typed-nopayload" => typed_nopayload(conn).await,
+        "typed-struct" => typed_struct(conn).await,
+        "typed-stream" => typed_stream(conn).await,
         other => Err(format!("unknown scenario {other:?}")),
     }
 }
@@ -288,4 +329,81 @@ async fn idle_ping(conn: &Connection) -> Result<(), String> {
         return Err("no connection ping was answered while idle".into());
     }
     echo(conn, HELLO).await
+}
+
+fn mss(pairs: &[(&str, &str)]) -> Mss {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Handler 70: a map with `"k"` succeeds with Go's `NoPayload`, one
+/// without fails remotely.
+async fn typed_nopayload(conn: &Connection) -> Result<(), String> {
+    match REF_NOPAYLOAD.call(conn, &mss(&[("k", "v")])).await {
+        Ok(NoPayload) => {}
+        Err(e) => return Err(format!("the call with \"k\" failed: {e}")),
+    }
+    match REF_NOPAYLOAD.call(conn, &Mss::new()).await {
+        Err(TypedError::Call(CallError::Remote(text))) if text == MISSING_K => Ok(()),
+        other => Err(format!(
+            "expected the remote error {MISSING_K:?} for {{}}, got {other:?}"
+        )),
+    }
+}
+
+/// Handler 71: the struct comes back with `s + 1` and `"go"` appended.
+async fn typed_struct(conn: &Connection) -> Result<(), String> {
+    let req = RefStruct {
+        name: "obj".into(),
+        size: 41,
+        tags: vec!["a".into(), "b".into()],
+        data: vec![1, 2, 3],
+    };
+    let got = REF_STRUCT
+        .call(conn, &req)
+        .await
+        .map_err(|e| format!("typed call failed: {e}"))?;
+    let want = RefStruct {
+        size: 42,
+        tags: vec!["a".into(), "b".into(), "go".into()],
+        ..req
+    };
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("expected {want:?}, got {got:?}"))
+    }
+}
+
+/// Handler 72: the k-th map comes back merged with the payload and
+/// `{"i": k}`; closing the input ends the stream cleanly. Go writes map
+/// keys in random order, so maps are compared as maps.
+async fn typed_stream(conn: &Connection) -> Result<(), String> {
+    let payload = mss(&[("p", "x")]);
+    let (mut tx, mut rx) = REF_STREAM
+        .call(conn, &payload)
+        .await
+        .map_err(|e| format!("opening the stream failed: {e}"))?;
+    for k in 0..3 {
+        let v = k.to_string();
+        tx.send(&mss(&[("v", &v)]))
+            .await
+            .map_err(|e| format!("sending message {k} failed: {e}"))?;
+        let want = mss(&[("p", "x"), ("v", &v), ("i", &v)]);
+        match rx.recv().await {
+            Some(Ok(got)) if got == want => {}
+            Some(Ok(got)) => return Err(format!("answer {k}: expected {want:?}, got {got:?}")),
+            Some(Err(e)) => return Err(format!("the stream failed where answer {k} was due: {e}")),
+            None => return Err(format!("the stream ended where answer {k} was due")),
+        }
+    }
+    tx.close();
+    match rx.recv().await {
+        None => Ok(()),
+        Some(other) => Err(format!(
+            "expected the end after the input closed, got {other:?}"
+        )),
+    }
 }

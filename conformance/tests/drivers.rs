@@ -21,6 +21,8 @@ mod isolation;
 mod lifecycle;
 #[path = "drivers/reference.rs"]
 mod reference;
+#[path = "drivers/typed.rs"]
+mod typed;
 
 macro_rules! scenarios {
     ($($module:ident :: $name:ident),* $(,)?) => {
@@ -58,6 +60,14 @@ scenarios!(
     reference::sub_single,
     reference::sub_stream,
     reference::typed_mss,
+    // Typed handlers, handler contexts, stream halves.
+    typed::typed_scenarios,
+    typed::handler_context,
+    typed::cancellation,
+    typed::send_errors,
+    typed::sinks_and_streams,
+    typed::question_mark,
+    typed::catalogue_stream,
     // Calls under stress.
     flow::request_cancel,
     flow::request_deadline,

@@ -13,7 +13,7 @@ use conformance::node::{Node, RuntimeKind};
 use conformance::transcript::{Dir, RecordKind, WsSide};
 use conformance::{Transcript, load_path, scenarios};
 use grid_proto::driver::{Options, Recorder};
-use grid_proto::should_dial;
+use grid_proto::{Flags, FrameDecoder, HandlerId, Message, Op, should_dial};
 
 const TOKEN: &str = "recorder-test";
 
@@ -73,7 +73,7 @@ fn a_recorded_exchange_between_two_rust_nodes_replays() {
         .block_on(conn.wait_for_connect(std::time::Duration::from_secs(10)))
         .unwrap();
     // Every scenario but idle-ping, which only waits 11 s (CI records it).
-    for name in scenarios::ALL.iter().filter(|n| **n != "idle-ping") {
+    for name in scenarios::known().filter(|n| *n != "idle-ping") {
         if let Err(why) = caller_node.block_on(scenarios::run(name, &conn)) {
             panic!("FAIL {name}: {why}");
         }
@@ -118,6 +118,22 @@ fn a_recorded_exchange_between_two_rust_nodes_replays() {
         assert!(frames > 30, "{}: only {frames} frames", t.name());
     }
 
+    // Go's NoPayload answer: present and empty (FlagPayloadIsZero), as in
+    // typed.jsonl; the failing call's answer is the error text.
+    let answers = responses_to(&callee_t, HandlerId::WRITE_ALL);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(
+        answers[0]
+            .flags
+            .contains(Flags::EOF | Flags::PAYLOAD_IS_ZERO),
+        "{:?}",
+        answers[0]
+    );
+    assert!(!answers[0].flags.contains(Flags::PAYLOAD_IS_ERR));
+    assert!(answers[0].payload.is_empty());
+    assert!(answers[1].flags.contains(Flags::PAYLOAD_IS_ERR));
+    assert_eq!(answers[1].payload, "refpeer: missing k");
+
     // Each replays, with the CLI, against every target in both roles.
     let out = Command::new(env!("CARGO_BIN_EXE_grid-conformance"))
         .args(["replay", "--target", "all"])
@@ -138,6 +154,27 @@ fn a_recorded_exchange_between_two_rust_nodes_replays() {
         12,
         "{stdout}"
     );
+}
+
+/// The responses the recorder of `t` sent to requests for `handler`, in order.
+fn responses_to(t: &Transcript, handler: HandlerId) -> Vec<Message> {
+    let messages = |want: Dir| {
+        t.records
+            .iter()
+            .filter_map(move |r| match &r.kind {
+                RecordKind::Ws { dir, payload, .. } if *dir == want => Some(payload.clone()),
+                _ => None,
+            })
+            .flat_map(|frame| FrameDecoder::new(frame, usize::MAX).unwrap())
+            .map(Result::unwrap)
+    };
+    let muxes: Vec<u64> = messages(Dir::In)
+        .filter(|m| m.op == Op::Request && m.handler == handler)
+        .map(|m| m.mux_id)
+        .collect();
+    messages(Dir::Out)
+        .filter(|m| m.op == Op::Response && muxes.contains(&m.mux_id))
+        .collect()
 }
 
 fn only(dir: &Path) -> Transcript {

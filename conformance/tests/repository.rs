@@ -1,6 +1,7 @@
 //! The repository stands alone: the README's embedding example is the
-//! compiled `grid-tokio/examples/embed.rs`, and no test, build script, CI
-//! step or document points at files outside the checkout.
+//! compiled `grid-tokio/examples/embed.rs` (and its typed-handler excerpt
+//! comes from `grid-tokio/examples/typed.rs`), and no test, build script,
+//! CI step or document points at files outside the checkout.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,45 @@ fn the_readme_embedding_example_is_the_compiled_example() {
         code,
         "README.md's embedding example differs from grid-tokio/examples/embed.rs: copy the file's code into the README"
     );
+}
+
+/// Whether every line of `excerpt` but blank ones and `// ...` is a line of
+/// `code`, in order (leading and trailing spaces aside).
+fn is_excerpt(excerpt: &str, code: &str) -> Result<(), String> {
+    let mut code = code.lines().map(str::trim);
+    for line in excerpt
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "// ...")
+    {
+        if !code.any(|c| c == line) {
+            return Err(format!(
+                "{line:?} is not in the file (or not in this order)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_readme_typed_excerpt_comes_from_the_compiled_example() {
+    let readme = read(&root().join("README.md"));
+    let example = read(&root().join("grid-tokio/examples/typed.rs"));
+    let block = fenced_block(&readme, "Typed handlers", "rust")
+        .expect("README.md has a rust block after \"Typed handlers\"");
+    if let Err(why) = is_excerpt(block, &example) {
+        panic!(
+            "README.md's typed handler excerpt differs from grid-tokio/examples/typed.rs: {why}"
+        );
+    }
+}
+
+#[test]
+fn an_excerpt_keeps_the_files_lines_in_order() {
+    let code = "fn a() {\n    one();\n    two();\n}\n";
+    assert_eq!(is_excerpt("fn a() {\n// ...\n    two();\n}", code), Ok(()));
+    assert!(is_excerpt("two();\none();", code).is_err());
+    assert!(is_excerpt("three();", code).is_err());
 }
 
 #[test]

@@ -43,29 +43,17 @@ pub struct CapacityTable {
 }
 
 impl Default for CapacityTable {
-    /// MinIO's streaming handlers (docs/protocol.md#appendix-capacities): WalkDir (7),
-    /// NSScanner (10), Trace (22), Listen (23), ConsoleLog (63), ListDir
-    /// (64) and CheckParts3 (77), none of which take input. Any other stream
-    /// handler a node calls needs its capacities set here, or given per
-    /// call.
+    /// MinIO's streaming handlers with the capacities MinIO registers them
+    /// with (the catalogue's streams, docs/protocol.md#appendix-capacities:
+    /// WalkDir, NSScanner, Trace, Listen, ConsoleLog, ListDir, CheckParts3,
+    /// none of which take input). Any other stream handler a node calls
+    /// needs its capacities set here, or given per call.
     fn default() -> Self {
         let mut t = CapacityTable::empty();
-        for (id, out) in [
-            (7, 1),
-            (10, 1),
-            (22, 100_000),
-            (23, 100),
-            (63, 100),
-            (64, 1),
-            (77, 1),
-        ] {
-            t.set(
-                HandlerId(id),
-                Capacities {
-                    in_capacity: 0,
-                    out_capacity: out,
-                },
-            );
+        for info in &crate::catalogue::CATALOGUE {
+            if let Some(caps) = info.stream {
+                t.set(info.id, caps);
+            }
         }
         t
     }

@@ -1,4 +1,5 @@
-//! Handler ids (docs/protocol.md#appendix-handlers).
+//! Handler ids (docs/protocol.md#appendix-handlers); what is known about
+//! each id is in the catalogue (`catalogue.rs`).
 
 use std::fmt;
 
@@ -7,96 +8,10 @@ use std::fmt;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct HandlerId(pub u8);
 
-/// Go's handler names, indexed by id (used in its "Invalid Handler for type"
-/// error texts).
-const NAMES: [&str; 80] = [
-    "handlerInvalid",
-    "LockLock",
-    "LockRLock",
-    "LockUnlock",
-    "LockRUnlock",
-    "LockRefresh",
-    "LockForceUnlock",
-    "WalkDir",
-    "StatVol",
-    "DiskInfo",
-    "NSScanner",
-    "ReadXL",
-    "ReadVersion",
-    "DeleteFile",
-    "DeleteVersion",
-    "UpdateMetadata",
-    "WriteMetadata",
-    "CheckParts",
-    "RenameData",
-    "RenameFile",
-    "ReadAll",
-    "ServerVerify",
-    "Trace",
-    "Listen",
-    "DeleteBucketMetadata",
-    "LoadBucketMetadata",
-    "ReloadSiteReplicationConfig",
-    "ReloadPoolMeta",
-    "StopRebalance",
-    "LoadRebalanceMeta",
-    "LoadTransitionTierConfig",
-    "DeletePolicy",
-    "LoadPolicy",
-    "LoadPolicyMapping",
-    "DeleteServiceAccount",
-    "LoadServiceAccount",
-    "DeleteUser",
-    "LoadUser",
-    "LoadGroup",
-    "HealBucket",
-    "MakeBucket",
-    "HeadBucket",
-    "DeleteBucket",
-    "GetMetrics",
-    "GetResourceMetrics",
-    "GetMemInfo",
-    "GetProcInfo",
-    "GetOSInfo",
-    "GetPartitions",
-    "GetNetInfo",
-    "GetCPUs",
-    "ServerInfo",
-    "GetSysConfig",
-    "GetSysServices",
-    "GetSysErrors",
-    "GetAllBucketStats",
-    "GetBucketStats",
-    "GetSRMetrics",
-    "GetPeerMetrics",
-    "GetMetacacheListing",
-    "UpdateMetacacheListing",
-    "GetPeerBucketMetrics",
-    "StorageInfo",
-    "ConsoleLog",
-    "ListDir",
-    "GetLocks",
-    "BackgroundHealStatus",
-    "GetLastDayTierStats",
-    "SignalService",
-    "GetBandwidth",
-    "WriteAll",
-    "ListBuckets",
-    "RenameDataInline",
-    "RenameData2",
-    "CheckParts2",
-    "RenamePart",
-    "ClearUploadID",
-    "CheckParts3",
-    "handlerTest",
-    "handlerTest2",
-];
-
+/// The named ids of MinIO's handlers (`HandlerId::DISK_INFO`, ...,
+/// `HandlerId::TEST` and `HandlerId::TEST2` for the two test handlers) are
+/// defined with the catalogue (`catalogue.rs`).
 impl HandlerId {
-    /// The first test handler (78).
-    pub const TEST: HandlerId = HandlerId(78);
-    /// The second test handler (79).
-    pub const TEST2: HandlerId = HandlerId(79);
     /// One past the last valid id; Go refuses it and everything above.
     pub const END: HandlerId = HandlerId(80);
 
@@ -106,8 +21,11 @@ impl HandlerId {
     }
 
     /// Go's name for the handler, or `None` for an id outside 0..=79.
-    pub fn name(self) -> Option<&'static str> {
-        NAMES.get(usize::from(self.0)).copied()
+    pub const fn name(self) -> Option<&'static str> {
+        match self.info() {
+            Some(info) => Some(info.name),
+            None => None,
+        }
     }
 }
 

@@ -46,7 +46,7 @@
 //! to the host's connection.
 //!
 //! Modules, one concept each: the codec ([`Message`], [`Op`], [`Flags`],
-//! [`HandlerId`], [`SubrouteId`], merged frames in [`FrameDecoder`] and
+//! [`HandlerId`] with MinIO's [`CATALOGUE`], [`SubrouteId`] and [`Subroute`], merged frames in [`FrameDecoder`] and
 //! [`FrameBuilder`], control payloads such as [`ConnectRequest`]); the HTTP
 //! [`upgrade`] and the [`handshake`]; the connection with its caller side
 //! (requests and streams it started, [`OutgoingCall`]) and callee side
@@ -83,6 +83,7 @@
 //! # Ok::<(), grid_proto::DecodeError>(())
 //! ```
 
+mod catalogue;
 #[cfg(feature = "sim")]
 pub mod chaos;
 mod config;
@@ -114,6 +115,7 @@ mod time;
 mod timer;
 pub mod upgrade;
 
+pub use catalogue::{CATALOGUE, HandlerInfo};
 pub use config::{Backoff, Capacities, CapacityTable, Config};
 pub use connection::Connection;
 pub use dial::{crc_enabled, should_dial};
@@ -136,7 +138,7 @@ pub use payload::{
 pub use redial::DialFailure;
 pub use state::State;
 pub use stats::{Stats, StatsTotal};
-pub use subroute::{SubrouteId, join_route};
+pub use subroute::{Subroute, SubrouteId, join_route};
 pub use time::Timestamp;
 
 /// Bytes from spaced hex, for the unit tests' byte vectors.

@@ -548,9 +548,10 @@ impl Pair {
     }
 }
 
-/// The handler table of the recorded transcripts
-/// (`conformance/transcripts/README.md` in the repository): what both
-/// recording peers had registered.
+/// The untyped part of the handler table of the recorded transcripts
+/// (`conformance/transcripts/README.md` in the repository): the ids 78 and
+/// 79, plain and on their subroutes. The typed handlers 70–72 need the
+/// driver's codec and are served by the conformance crate.
 #[derive(Debug, Default)]
 pub struct RefPeer {
     streams: HashMap<IncomingId, RefStream>,

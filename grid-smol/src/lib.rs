@@ -47,7 +47,8 @@ use tungstenite::protocol::WebSocketConfig;
 pub use grid_proto::driver::*;
 pub use grid_proto::{
     self as proto, Backoff, CallError, CancelReason, Capacities, CapacityTable, Config,
-    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, StatsTotal, SubrouteId,
+    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, StatsTotal, Subroute,
+    SubrouteId,
 };
 
 mod executor;

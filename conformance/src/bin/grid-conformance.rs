@@ -9,7 +9,7 @@
 //! grid-conformance serve --local URL [--listen ADDR] --hosts URL,URL [--token T] [--runtime tokio|smol] [--record DIR]
 //!                        [--ping-interval SECONDS] [--pong-timeout SECONDS]
 //! grid-conformance call  --local URL [--listen ADDR] --hosts URL,URL [--remote URL] [--token T]
-//!                        [--runtime tokio|smol] [--scenario all|NAME,...] [--record DIR]
+//!                        [--runtime tokio|smol] [--scenario all|typed|NAME,...] [--record DIR]
 //! ```
 //!
 //! `replay`: `--target` takes one target, a comma-separated list or `all`
@@ -39,6 +39,9 @@
 //! the other node the dialer) that runs the README's scenarios against the
 //! remote (default: the one other host), printing `PASS name` or
 //! `FAIL name: why` for each, then exits at once (no goodbye).
+//! `--scenario` takes scenario names and the groups `all` (the untyped
+//! table's scenarios, the default) and `typed` (the typed handlers 70–72),
+//! comma-separated.
 //!
 //! Hosts are grid host names (`http://127.0.0.1:9001`), identical on both
 //! nodes. `--token` defaults to the transcripts' `debug`; `--record DIR`
@@ -69,11 +72,12 @@ const USAGE: &str = "usage:
   grid-conformance serve --local URL [--listen ADDR] --hosts URL,URL [--token T] [--runtime tokio|smol]
                          [--record DIR] [--ping-interval SECONDS] [--pong-timeout SECONDS]
   grid-conformance call --local URL [--listen ADDR] --hosts URL,URL [--remote URL] [--token T]
-                        [--runtime tokio|smol] [--scenario all|NAME,...] [--record DIR]
-  grid-conformance record --out DIR [--runtime tokio|smol] [--scenario all|NAME,...]
-(record runs the scenarios between two local nodes and writes both sides'
-transcripts under DIR/serve and DIR/call; without --scenario, all but the
-11-second idle-ping)
+                        [--runtime tokio|smol] [--scenario all|typed|NAME,...] [--record DIR]
+  grid-conformance record --out DIR [--runtime tokio|smol] [--scenario all|typed|NAME,...]
+(--scenario: names and the groups all (default for call) and typed, comma-separated;
+record runs the scenarios between two local nodes and writes both sides'
+transcripts under DIR/serve and DIR/call; without --scenario, every scenario
+but the 11-second idle-ping)
 (replay also reads the directories in GRID_TRANSCRIPTS, colon-separated)";
 
 /// How long `call` waits for the connection to the remote.
@@ -442,16 +446,7 @@ fn call(p: Parsed) -> Result<ExitCode, String> {
     if !p.positional.is_empty() {
         return Err(format!("unexpected argument {:?}", p.positional[0]));
     }
-    let names: Vec<String> = match p.options.get("--scenario").map(String::as_str) {
-        None | Some("all") => scenarios::ALL.iter().map(|s| (*s).to_owned()).collect(),
-        Some(list) => list.split(',').map(str::to_owned).collect(),
-    };
-    if let Some(bad) = names.iter().find(|n| !scenarios::ALL.contains(&n.as_str())) {
-        return Err(format!(
-            "unknown scenario {bad:?} (all, {})",
-            scenarios::ALL.join(", ")
-        ));
-    }
+    let names = scenarios::select(p.options.get("--scenario").map_or("all", String::as_str))?;
     let peer = start_peer(&p)?;
     let remote = match p.options.get("--remote") {
         Some(r) => r.clone(),
@@ -527,18 +522,10 @@ fn record(p: Parsed) -> Result<ExitCode, String> {
         .options
         .get("--runtime")
         .map_or(Ok(RuntimeKind::Tokio), |r| r.parse())?;
-    let names: Vec<String> = match p.options.get("--scenario").map(String::as_str) {
-        None => scenarios::ALL
-            .iter()
-            .filter(|s| **s != "idle-ping")
-            .map(|s| (*s).to_owned())
-            .collect(),
-        Some("all") => scenarios::ALL.iter().map(|s| (*s).to_owned()).collect(),
-        Some(list) => list.split(',').map(str::to_owned).collect(),
+    let names: Vec<&str> = match p.options.get("--scenario") {
+        None => scenarios::known().filter(|s| *s != "idle-ping").collect(),
+        Some(list) => scenarios::select(list)?,
     };
-    if let Some(bad) = names.iter().find(|n| !scenarios::ALL.contains(&n.as_str())) {
-        return Err(format!("unknown scenario {bad:?}"));
-    }
     let bind = || TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot listen: {e}"));
     let (l_serve, l_call) = (bind()?, bind()?);
     let host = |l: &TcpListener| {

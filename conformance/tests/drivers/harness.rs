@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use conformance::register_reference_handlers;
 use grid_proto::driver::{
-    Connection, Manager, Options, Refusals, RemoteError, Runtime, StreamCall,
+    Connection, Manager, Options, Refusals, RegisterError, RemoteError, Runtime, StreamCall,
 };
 use grid_proto::{Backoff, Capacities, HandlerId, State, Stats, SubrouteId, should_dial};
 use smol::channel::{Receiver, Sender};
@@ -267,8 +267,21 @@ type RawSingleFn = Arc<
         + Sync,
 >;
 
+/// Registers handlers on a manager of any runtime (typed descriptors need
+/// the manager's concrete type).
+pub(crate) trait Registration: Send + Sync + 'static {
+    fn register<R: Runtime>(&self, m: &Manager<R>) -> Result<(), RegisterError>;
+}
+
+type TokioRegisterFn =
+    Arc<dyn Fn(&Manager<grid_tokio::Tokio>) -> Result<(), RegisterError> + Send + Sync>;
+type SmolRegisterFn =
+    Arc<dyn Fn(&Manager<grid_smol::Smol>) -> Result<(), RegisterError> + Send + Sync>;
+
 #[derive(Clone)]
 enum Custom {
+    /// A [`Registration`], instantiated for both runtimes.
+    Any(TokioRegisterFn, SmolRegisterFn),
     Single(HandlerId, SingleFn),
     Stream(HandlerId, Capacities, StreamFn),
     Typed(HandlerId, fn(u32) -> u32),
@@ -298,6 +311,17 @@ impl Handlers {
     {
         self.0
             .push(Custom::Stream(id, caps, Arc::new(move |c| Box::pin(f(c)))));
+        self
+    }
+
+    /// Whatever `r` registers.
+    pub(crate) fn with(mut self, r: impl Registration) -> Handlers {
+        let r = Arc::new(r);
+        let on_smol = Arc::clone(&r);
+        self.0.push(Custom::Any(
+            Arc::new(move |m| r.register(m)),
+            Arc::new(move |m| on_smol.register(m)),
+        ));
         self
     }
 
@@ -351,6 +375,16 @@ impl Handlers {
         register_reference_handlers(m).expect("reference handlers");
         for h in &self.0 {
             match h.clone() {
+                Custom::Any(on_tokio, on_smol) => {
+                    let any: &dyn std::any::Any = m;
+                    if let Some(m) = any.downcast_ref::<Manager<grid_tokio::Tokio>>() {
+                        on_tokio(m)
+                    } else if let Some(m) = any.downcast_ref::<Manager<grid_smol::Smol>>() {
+                        on_smol(m)
+                    } else {
+                        panic!("a node on a runtime the harness does not know")
+                    }
+                }
                 Custom::Single(id, f) => m.register_single(id, move |p| f(p)),
                 Custom::Stream(id, caps, f) => m.register_stream(id, caps, move |c| f(c)),
                 Custom::Typed(id, f) => {

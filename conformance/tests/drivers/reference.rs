@@ -2,9 +2,9 @@
 //! played between two real nodes, each node calling the other.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use grid_proto::driver::StreamSender;
+use grid_proto::driver::{StreamSendError, StreamSender};
 use grid_proto::sim::{REF_MSS, REF_SUB};
-use grid_proto::{CallError, Capacities, HandlerId, SendError};
+use grid_proto::{CallError, Capacities, HandlerId};
 
 use crate::harness::{Cluster, Handlers, Probe, Setup, eventually, join_all, wait};
 
@@ -134,7 +134,7 @@ pub(crate) async fn stream_count(setup: Setup) {
         .await
         .expect("stream opened");
         // InCapacity 0: the stream has no input.
-        assert_eq!(tx.send(b("no")).await, Err(SendError::Closed));
+        assert_eq!(tx.send(b("no")).await, Err(StreamSendError::NoInput));
         let (got, err) = collect(&mut rx).await;
         assert_eq!(err, None);
         let want: Vec<Bytes> = (0..5u32).map(|i| cat(&i.to_be_bytes(), b"data")).collect();

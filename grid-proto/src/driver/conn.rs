@@ -20,7 +20,7 @@ use crate::handler::HandlerId;
 use crate::redial::DialFailure;
 use crate::state::State;
 use crate::stats::Stats;
-use crate::subroute::{SubrouteId, join_route};
+use crate::subroute::{Subroute, SubrouteId};
 
 /// When a call gives up.
 #[derive(Debug, Clone, Copy)]
@@ -231,9 +231,8 @@ impl ConnShared {
 #[derive(Clone, Debug)]
 pub struct Connection {
     shared: Arc<ConnShared>,
-    route: Option<Arc<str>>,
-    /// A subroute given by its wire id ([`Connection::subroute_raw`]).
-    raw_subroute: Option<SubrouteId>,
+    /// The subroute every call of this handle goes to.
+    subroute: Option<Subroute>,
 }
 
 /// Options of [`Connection::open_stream_with`].
@@ -255,8 +254,7 @@ impl Connection {
     pub(crate) fn new(shared: Arc<ConnShared>) -> Connection {
         Connection {
             shared,
-            route: None,
-            raw_subroute: None,
+            subroute: None,
         }
     }
 
@@ -270,9 +268,15 @@ impl Connection {
         &self.shared.local
     }
 
-    /// The subroute this handle is scoped to, if any.
+    /// The route string of the subroute this handle is scoped to, if any
+    /// (`None` too for a subroute given by its wire id).
     pub fn route(&self) -> Option<&str> {
-        self.route.as_deref()
+        self.subroute.as_ref().and_then(Subroute::name)
+    }
+
+    /// The subroute this handle is scoped to, if any.
+    pub fn scope(&self) -> Option<&Subroute> {
+        self.subroute.as_ref()
     }
 
     /// Where the connection is in its life.
@@ -308,30 +312,25 @@ impl Connection {
             .clone()
     }
 
-    /// This handle scoped to a subroute (e.g. a drive path); nested
-    /// subroutes join with `/`, as in Go.
-    pub fn subroute(&self, route: &str) -> Connection {
-        let joined = match &self.route {
-            Some(base) => join_route(base, route),
-            None => route.to_owned(),
+    /// This handle scoped to a subroute (Go's `Subroute`): a route string
+    /// such as a drive path, where nested subroutes join with `/` as in Go,
+    /// or a [`SubrouteId`] as a capture carries it (only the hash travels,
+    /// never the route's name), sent as is whatever the handler.
+    pub fn subroute(&self, subroute: impl Into<Subroute>) -> Connection {
+        let subroute = match &self.subroute {
+            Some(base) => base.join(subroute.into()),
+            None => subroute.into(),
         };
         Connection {
             shared: Arc::clone(&self.shared),
-            route: Some(Arc::from(joined)),
-            raw_subroute: None,
+            subroute: Some(subroute),
         }
     }
 
-    /// This handle scoped to a subroute given by its 32-byte wire id, as a
-    /// capture carries it (only the hash travels, never the route's name):
-    /// every call sends exactly these bytes, whatever its handler.
-    /// [`route`](Self::route) is then `None`.
+    /// This handle scoped to a subroute given by its 32-byte wire id: the
+    /// same as [`subroute`](Self::subroute) with a [`SubrouteId`].
     pub fn subroute_raw(&self, id: SubrouteId) -> Connection {
-        Connection {
-            shared: Arc::clone(&self.shared),
-            route: None,
-            raw_subroute: Some(id),
-        }
+        self.subroute(id)
     }
 
     /// Graceful shutdown, step one: refuse new calls.
@@ -351,8 +350,7 @@ impl Connection {
     }
 
     fn subroute_id(&self, handler: HandlerId) -> Option<SubrouteId> {
-        self.raw_subroute
-            .or_else(|| self.route.as_ref().map(|r| SubrouteId::new(handler, r)))
+        self.subroute.as_ref().map(|s| s.id(handler))
     }
 
     /// Waits until the connection is established, at most `timeout`.
@@ -422,7 +420,11 @@ impl Connection {
             state: ReqState::Init {
                 handler,
                 subroute: self.subroute_id(handler),
-                route: self.route.clone(),
+                route: self
+                    .subroute
+                    .as_ref()
+                    .and_then(Subroute::shared_name)
+                    .cloned(),
                 payload,
                 deadline,
             },
@@ -436,7 +438,7 @@ impl Connection {
             "call",
             kind,
             %handler,
-            subroute = self.route.as_deref(),
+            subroute = self.route(),
             remote = %self.shared.remote,
             error = tracing::field::Empty,
         )
@@ -471,7 +473,11 @@ impl Connection {
         let cmd = Command::OpenStream {
             handler,
             subroute: self.subroute_id(handler),
-            route: self.route.clone(),
+            route: self
+                .subroute
+                .as_ref()
+                .and_then(Subroute::shared_name)
+                .cloned(),
             payload,
             deadline: options
                 .timeout

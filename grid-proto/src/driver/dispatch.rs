@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::future::{AbortHandle, Abortable, FutureExt};
+use futures_util::future::FutureExt;
 use tracing::{debug, error, info, warn};
 
 use crate::driver::conn::Command;
+use crate::driver::context::{CancelSignal, HandlerContext, until_cancelled};
 use crate::driver::isolate;
 use crate::driver::registry::{Route, StreamCall};
 use crate::driver::runtime::Runtime;
+use crate::driver::send_error::StreamSendError;
 use crate::driver::stream::{StreamKey, StreamReceiver, StreamSender, StreamShared};
 use crate::driver::task::ConnTask;
 use crate::driver::trace::{CallKind, Outcome};
@@ -24,6 +26,7 @@ use crate::event::{CallId, Event, IncomingId};
 use crate::handler::HandlerId;
 use crate::outgoing::{OpenStream, Request};
 use crate::state::State;
+use crate::subroute::Subroute;
 
 impl<R: Runtime> ConnTask<R> {
     // ---- commands from handles and handler tasks ----
@@ -179,7 +182,15 @@ impl<R: Runtime> ConnTask<R> {
                 }
                 Err(e) => {
                     st.outq.clear();
-                    st.send_error = Some(e);
+                    st.send_error = Some(match e {
+                        SendError::TooLarge { size, max } => {
+                            StreamSendError::TooLarge { size, max }
+                        }
+                        // The core already forgot the stream: its end is
+                        // on its way as an event.
+                        SendError::UnknownStream => StreamSendError::Ended,
+                        _ => StreamSendError::Closed,
+                    });
                     moved = true;
                     break;
                 }
@@ -206,7 +217,7 @@ impl<R: Runtime> ConnTask<R> {
                 if st.outq.is_empty()
                     && let Some(result) = st.finish.take()
                 {
-                    st.send_error = Some(SendError::Closed);
+                    st.send_error = Some(StreamSendError::Closed);
                     let outcome = match &result {
                         Ok(()) => Outcome::Ok,
                         Err(text) => Outcome::Handler(text),
@@ -324,14 +335,15 @@ impl<R: Runtime> ConnTask<R> {
                 handler,
                 subroute,
                 payload,
-                ..
+                deadline,
             } => {
                 let key = StreamKey::Incoming(id.0);
                 let size = Some(payload.as_ref().map_or(0, Bytes::len));
                 let kind = CallKind::Request;
                 self.trace
                     .start(key, kind, handler, None, subroute, now, size);
-                self.start_single_handler(id, handler, Route::of(handler, subroute), payload)
+                let route = Route::of(handler, subroute);
+                self.start_single_handler(id, handler, route, payload, deadline)
             }
             Event::IncomingStream {
                 id,
@@ -370,11 +382,11 @@ impl<R: Runtime> ConnTask<R> {
             Event::IncomingCancelled { id, reason } => {
                 debug!(remote = %self.shared.remote, id = id.0, %reason, "incoming call cancelled");
                 self.trace_end(StreamKey::Incoming(id.0), Outcome::Ended(&reason));
-                if let Some(h) = self.handlers.remove(&id.0) {
-                    h.abort();
-                }
                 if let Some(s) = self.streams.remove(&StreamKey::Incoming(id.0)) {
-                    s.lock().end(Err(CallError::Disconnected));
+                    s.lock().cancel(reason.clone());
+                }
+                if let Some(h) = self.handlers.remove(&id.0) {
+                    h.cancel(reason);
                 }
             }
             Event::StreamStalled { id } => {
@@ -389,7 +401,7 @@ impl<R: Runtime> ConnTask<R> {
     fn finish(&mut self) {
         self.finished = true;
         for (_, h) in self.handlers.drain() {
-            h.abort();
+            h.cancel(CancelReason::Disconnected);
         }
         for (_, s) in self.streams.drain() {
             s.lock().end(Err(CallError::Shutdown));
@@ -405,8 +417,6 @@ impl<R: Runtime> ConnTask<R> {
         self.shared.publish_stats(self.core.stats(self.rt.now()));
     }
 
-    /// Spawns `work` as the handler task of incoming call `id`; it can be
-    /// aborted when the call is cancelled.
     /// Hands a finished call's record to the trace hook, if one is set (the
     /// clock is read only then).
     fn trace_end(&mut self, key: StreamKey, outcome: Outcome<'_>) {
@@ -416,25 +426,44 @@ impl<R: Runtime> ConnTask<R> {
         }
     }
 
+    /// Spawns `work` as the handler task of incoming call `id`; `signal`
+    /// cancels it (see [`until_cancelled`]).
     fn spawn_handler(
         &mut self,
         id: u64,
         handler: HandlerId,
+        signal: Arc<CancelSignal>,
         work: impl Future<Output = Command> + Send + 'static,
     ) {
-        let (abort, registration) = AbortHandle::new_pair();
-        self.handlers.insert(id, abort);
+        self.handlers.insert(id, Arc::clone(&signal));
         let shared = Arc::clone(&self.shared);
         // A span per served call, under the connection's span (the task is
         // being polled inside it).
         let span = tracing::debug_span!("incoming", mux = id, %handler);
         let work = tracing::Instrument::instrument(work, span);
-        let task = Abortable::new(work, registration).map(move |done| {
-            if let Ok(cmd) = done {
+        let task = until_cancelled(signal, work).map(move |done| {
+            if let Some(cmd) = done {
                 let _ = shared.mailbox.push(cmd);
             }
         });
         self.rt.spawn(task);
+    }
+
+    /// The context of a call to the handler registered on `subroute`.
+    fn context(
+        &self,
+        handler: HandlerId,
+        subroute: Option<crate::Subroute>,
+        deadline: Option<Instant>,
+        signal: &Arc<CancelSignal>,
+    ) -> HandlerContext {
+        HandlerContext::new(
+            Arc::clone(&self.shared.remote),
+            handler,
+            subroute,
+            deadline,
+            Arc::clone(signal),
+        )
     }
 
     fn start_single_handler(
@@ -443,17 +472,20 @@ impl<R: Runtime> ConnTask<R> {
         handler: HandlerId,
         route: Route,
         payload: Option<Bytes>,
+        deadline: Option<Instant>,
     ) {
-        let Some(handler_fn) = self.mgr.registry.single(route) else {
+        let Some(entry) = self.mgr.registry.single(route) else {
             self.core.incoming(id).reject_unknown_handler();
             self.trace_end(StreamKey::Incoming(id.0), Outcome::NoHandler);
             return;
         };
+        let signal = CancelSignal::new();
+        let ctx = self.context(handler, entry.subroute.clone(), deadline, &signal);
         // Go's text for a panic in a single-request handler.
         let failed = |text: &str| format!("handleMessages: panic recovered: {text}");
         let remote = Arc::clone(&self.shared.remote);
-        match isolate::call(|| handler_fn(payload)) {
-            Ok(fut) => self.spawn_handler(id.0, handler, async move {
+        match isolate::call(|| (entry.handler)(ctx, payload)) {
+            Ok(fut) => self.spawn_handler(id.0, handler, signal, async move {
                 let result = match isolate::run(fut).await {
                     Ok(r) => r.map_err(|e| e.0),
                     Err(text) => {
@@ -490,25 +522,25 @@ impl<R: Runtime> ConnTask<R> {
             return;
         }
         let key = StreamKey::Incoming(id.0);
-        self.trace.name_route(key, entry.subroute.as_ref());
+        self.trace
+            .name_route(key, entry.subroute.as_ref().and_then(Subroute::shared_name));
         let out_cap = entry.capacities.effective_out() as usize;
         let shared = StreamShared::new(key, Arc::clone(&self.shared), out_cap);
         self.streams.insert(key, Arc::clone(&shared));
         let input = StreamReceiver::new(Arc::clone(&shared));
         let input = (entry.capacities.in_capacity > 0).then_some(input);
+        let signal = CancelSignal::new();
         let call = StreamCall {
             payload,
             input,
             output: StreamSender::new(Arc::clone(&shared)),
-            caller: Arc::clone(&self.shared.remote),
-            subroute: entry.subroute.clone(),
-            deadline,
+            context: self.context(handler, entry.subroute.clone(), deadline, &signal),
         };
         // Go's text for a panic in a stream handler.
         let failed = |text: &str| format!("handler panic: {text}");
         let remote = Arc::clone(&self.shared.remote);
         match isolate::call(|| (entry.handler)(call)) {
-            Ok(fut) => self.spawn_handler(id.0, handler, async move {
+            Ok(fut) => self.spawn_handler(id.0, handler, signal, async move {
                 let result = match isolate::run(fut).await {
                     Ok(r) => r.map_err(|e| e.0),
                     Err(text) => {

@@ -25,6 +25,7 @@ use crate::config::{Backoff, Capacities, CapacityTable, Config};
 use crate::connection::Connection as Core;
 use crate::dial::should_dial;
 use crate::driver::conn::{ConnShared, Connection};
+use crate::driver::context::HandlerContext;
 use crate::driver::isolate;
 use crate::driver::mailbox::Mailbox;
 #[cfg(feature = "recorder")]
@@ -39,6 +40,7 @@ use crate::handshake::{HandshakeError, IncomingHandshake};
 use crate::payload::InstanceId;
 use crate::state::State;
 use crate::stats::{Stats, StatsTotal};
+use crate::subroute::Subroute;
 use crate::time::Timestamp;
 use crate::upgrade;
 pub use crate::upgrade::{DEFAULT_ROUTE, LOCK_ROUTE, MAX_HTTP_CLOCK_SKEW, UpgradeError, ws_url};
@@ -420,34 +422,71 @@ impl<R: Runtime> Manager<R> {
         &self.inner.shared.registry
     }
 
-    /// Registers a single-request handler.
+    /// Registers a single-request handler. Its response always travels as
+    /// a present payload (an empty one with `FlagPayloadIsZero`), as Go
+    /// answers. For a typed handler see
+    /// [`SingleHandler`](crate::driver::SingleHandler); to see the caller,
+    /// the deadline or the cancellation,
+    /// [`register_single_with_context`](Self::register_single_with_context).
     pub fn register_single<F, Fut>(&self, handler: HandlerId, f: F) -> Result<(), RegisterError>
     where
         F: Fn(Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
     {
-        self.inner.shared.registry.add_single(handler, None, f)
+        self.registry().add_single(handler, None, move |_, p| f(p))
     }
 
-    /// Registers a single-request handler on a subroute (e.g. a drive path).
+    /// Registers a single-request handler on a subroute: a drive path such
+    /// as `"/data1"` (Go also answers it on the handler's zero alias), or a
+    /// [`SubrouteId`](crate::SubrouteId) as it travels.
     pub fn register_single_subroute<F, Fut>(
         &self,
         handler: HandlerId,
-        subroute: &str,
+        subroute: impl Into<Subroute>,
         f: F,
     ) -> Result<(), RegisterError>
     where
         F: Fn(Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
     {
-        self.inner
-            .shared
-            .registry
-            .add_single(handler, Some(subroute), f)
+        self.registry()
+            .add_single(handler, Some(subroute.into()), move |_, p| f(p))
+    }
+
+    /// Registers a single-request handler (on a subroute, if given) that
+    /// also gets the call's [`HandlerContext`]: the caller's host, the
+    /// subroute, the deadline and the cancellation.
+    ///
+    /// ```
+    /// # fn demo<R: grid_proto::driver::Runtime>(manager: &grid_proto::driver::Manager<R>) {
+    /// use bytes::Bytes;
+    /// use grid_proto::HandlerId;
+    ///
+    /// manager
+    ///     .register_single_with_context(HandlerId::TEST, None, |ctx, _payload| async move {
+    ///         Ok(Bytes::from(format!("hello {}", ctx.caller())))
+    ///     })
+    ///     .unwrap();
+    /// # }
+    /// ```
+    pub fn register_single_with_context<F, Fut>(
+        &self,
+        handler: HandlerId,
+        subroute: Option<Subroute>,
+        f: F,
+    ) -> Result<(), RegisterError>
+    where
+        F: Fn(HandlerContext, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        self.registry().add_single(handler, subroute, f)
     }
 
     /// Registers a stream handler with its capacities (also used for this
-    /// node's own calls to that handler, as in Go).
+    /// node's own calls to that handler, as in Go). The handler's
+    /// [`StreamCall::context`] tells who called and when the call is
+    /// cancelled. For a typed handler see
+    /// [`StreamHandler`](crate::driver::StreamHandler).
     pub fn register_stream<F, Fut>(
         &self,
         handler: HandlerId,
@@ -458,17 +497,15 @@ impl<R: Runtime> Manager<R> {
         F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
     {
-        self.inner
-            .shared
-            .registry
-            .add_stream(handler, None, capacities, f)
+        self.registry().add_stream(handler, None, capacities, f)
     }
 
-    /// Registers a stream handler on a subroute.
+    /// Registers a stream handler on a subroute (a route string, or a
+    /// [`SubrouteId`](crate::SubrouteId) as it travels).
     pub fn register_stream_subroute<F, Fut>(
         &self,
         handler: HandlerId,
-        subroute: &str,
+        subroute: impl Into<Subroute>,
         capacities: Capacities,
         f: F,
     ) -> Result<(), RegisterError>
@@ -476,24 +513,21 @@ impl<R: Runtime> Manager<R> {
         F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
     {
-        self.inner
-            .shared
-            .registry
-            .add_stream(handler, Some(subroute), capacities, f)
+        self.registry()
+            .add_stream(handler, Some(subroute.into()), capacities, f)
     }
 
     /// Declares the capacities of a remote stream handler this node calls
-    /// but does not serve (docs/protocol.md#streams-capacities).
+    /// but does not serve (docs/protocol.md#streams-capacities), on a
+    /// subroute or on all of them.
     pub fn set_capacities(
         &self,
         handler: HandlerId,
-        subroute: Option<&str>,
+        subroute: Option<Subroute>,
         capacities: Capacities,
     ) {
-        self.inner
-            .shared
-            .registry
-            .set_capacities(handler, subroute, capacities);
+        self.registry()
+            .set_capacities(handler, subroute.as_ref(), capacities);
     }
 
     /// The WebSocket settings grid needs (message size limits raised to
@@ -504,9 +538,9 @@ impl<R: Runtime> Manager<R> {
     }
 
     /// The capacity table of this manager's calls, for inspection.
-    pub fn capacities(&self, handler: HandlerId, subroute: Option<&str>) -> Option<Capacities> {
-        let sub = subroute.map(|s| crate::SubrouteId::new(handler, s));
-        self.inner.shared.registry.capacities(handler, sub.as_ref())
+    pub fn capacities(&self, handler: HandlerId, subroute: Option<Subroute>) -> Option<Capacities> {
+        let sub = subroute.map(|s| s.id(handler));
+        self.registry().capacities(handler, sub.as_ref())
     }
 
     /// Starts the connection tasks: dialers start dialing. Calling it again

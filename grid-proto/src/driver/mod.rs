@@ -9,13 +9,23 @@
 //! [`StreamSender`], [`StreamReceiver`]) that queue commands into a mailbox
 //! drained in batches. Handlers run on their own tasks, so a slow handler
 //! never blocks the connection.
+//!
+//! Handlers come raw (`Bytes` in, `Bytes` out: [`Manager::register_single`],
+//! [`Manager::register_stream`]) or typed, through descriptors that bind an
+//! id to its types once ([`SingleHandler`], [`StreamHandler`], with values
+//! that are [`GridMessage`]s such as serde types or [`NoPayload`]). Every
+//! handler can see its call's [`HandlerContext`]: the caller, the
+//! subroute, the deadline and the cancellation.
 
 mod conn;
+mod context;
+mod descriptor;
 mod dispatch;
 mod http_upgrade;
 mod isolate;
 mod mailbox;
 mod manager;
+mod message;
 mod minio_auth;
 #[cfg(feature = "recorder")]
 mod recorder;
@@ -23,26 +33,31 @@ mod recording;
 mod refusals;
 mod registry;
 mod runtime;
+mod send_error;
 mod stream;
 mod task;
 mod trace;
 mod typed;
 
 pub use conn::{Connection, RequestFuture, StreamOptions};
+pub use context::{Cancelled, HandlerContext};
+pub use descriptor::{SingleHandler, StreamHandler};
 pub use http_upgrade::{HttpUpgradeError, switching_protocols};
 pub use manager::{
     AcceptError, AuthFn, ConfigError, DEFAULT_ROUTE, LOCK_ROUTE, MAX_HTTP_CLOCK_SKEW, Manager,
     Options, UpgradeCheck, UpgradeError, ValidateFn, default_capacities, ws_url,
 };
+pub use message::{CodecError, GridMessage, Mss, NoInput, NoPayload, decode, encode};
 pub use minio_auth::MinioAuth;
 #[cfg(feature = "recorder")]
 pub use recorder::{OpenFn, Recorder, RecordingInfo};
 pub use refusals::Refusals;
 pub use registry::{RegisterError, RemoteError, StreamCall};
 pub use runtime::{BoxFuture, BoxSocket, Runtime, WebSocket};
+pub use send_error::StreamSendError;
 pub use stream::{StreamReceiver, StreamSender};
 pub use trace::{
     CallKind, CallTrace, Direction, TraceError, TraceFn, TraceRoute, Transfer, handler_family,
 };
 pub use tungstenite;
-pub use typed::{Mss, TypedError, TypedReceiver, TypedSender, decode, encode};
+pub use typed::{TypedError, TypedReceiver, TypedSender};

@@ -4,22 +4,64 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
 use bytes::Bytes;
 use hashbrown::HashMap;
 
 use crate::config::{Capacities, CapacityTable};
+use crate::driver::context::HandlerContext;
 use crate::driver::manager::Manager;
 use crate::driver::runtime::{BoxFuture, Runtime};
 use crate::driver::stream::{StreamReceiver, StreamSender};
 use crate::handler::HandlerId;
-use crate::subroute::SubrouteId;
+use crate::subroute::{Subroute, SubrouteId};
 
 /// An error a handler returns; the caller receives exactly this text as a
 /// remote error ([`crate::CallError::Remote`]).
+///
+/// Any error converts into one with `?` (its `Display` text becomes the
+/// remote error's), so handlers can use `?` on I/O, decoding or call
+/// errors alike:
+///
+/// ```
+/// use grid_proto::driver::RemoteError;
+///
+/// fn read_config(path: &str) -> Result<String, RemoteError> {
+///     let text = std::fs::read_to_string(path)?; // io::Error -> RemoteError
+///     let n: u32 = text.trim().parse()?; // ParseIntError -> RemoteError
+///     if n == 0 {
+///         return Err(RemoteError::new("refpeer: zero"));
+///     }
+///     Ok(text)
+/// }
+/// assert!(read_config("/nonexistent/grid").is_err());
+/// ```
+///
+/// The price of that conversion is that `RemoteError` is not a
+/// [`std::error::Error`] itself (like `anyhow::Error`, it would otherwise
+/// convert into itself twice), and that texts convert with
+/// [`RemoteError::new`] rather than `From<String>` (the standard library may
+/// one day make `String` an error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteError(pub String);
+
+impl RemoteError {
+    /// A remote error with this text.
+    pub fn new(text: impl Into<String>) -> RemoteError {
+        RemoteError(text.into())
+    }
+
+    /// A remote error with the `Display` text of `error` (for error types
+    /// that are not [`std::error::Error`]s).
+    pub fn from_display(error: impl fmt::Display) -> RemoteError {
+        RemoteError(error.to_string())
+    }
+
+    /// The text the caller receives.
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Display for RemoteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -27,17 +69,9 @@ impl fmt::Display for RemoteError {
     }
 }
 
-impl std::error::Error for RemoteError {}
-
-impl From<String> for RemoteError {
-    fn from(s: String) -> Self {
-        RemoteError(s)
-    }
-}
-
-impl From<&str> for RemoteError {
-    fn from(s: &str) -> Self {
-        RemoteError(s.to_owned())
+impl<E: std::error::Error> From<E> for RemoteError {
+    fn from(error: E) -> Self {
+        RemoteError(error.to_string())
     }
 }
 
@@ -74,19 +108,18 @@ pub struct StreamCall {
     /// Where the handler's messages go. The stream ends when the handler
     /// returns: with EOF on `Ok`, with the error text on `Err`.
     pub output: StreamSender,
-    /// The calling node's host string.
-    pub caller: Arc<str>,
-    /// The subroute the stream was opened on, if any.
-    pub subroute: Option<Arc<str>>,
-    /// When the stream's deadline passes (the handler is then cancelled).
-    pub deadline: Option<Instant>,
+    /// Who called, on which subroute, until when, and its cancellation.
+    pub context: HandlerContext,
 }
 
 /// A single-request handler as the registry keeps it: the payload as it
 /// came (`None`: absent) in, the response as it goes out (`None`: absent,
 /// `Some` of an empty one: present and empty, PROTOCOL.md §2.6).
-pub(crate) type SingleFn =
-    Arc<dyn Fn(Option<Bytes>) -> BoxFuture<Result<Option<Bytes>, RemoteError>> + Send + Sync>;
+pub(crate) type SingleFn = Arc<
+    dyn Fn(HandlerContext, Option<Bytes>) -> BoxFuture<Result<Option<Bytes>, RemoteError>>
+        + Send
+        + Sync,
+>;
 pub(crate) type StreamFn =
     Arc<dyn Fn(StreamCall) -> BoxFuture<Result<(), RemoteError>> + Send + Sync>;
 
@@ -104,16 +137,26 @@ impl Route {
     }
 }
 
+/// A registered handler with the subroute it was registered on (what its
+/// context reports, whichever alias reached it).
+#[derive(Clone)]
+pub(crate) struct Entry<F> {
+    pub(crate) handler: F,
+    pub(crate) subroute: Option<Subroute>,
+}
+
+pub(crate) type SingleEntry = Entry<SingleFn>;
+
 #[derive(Clone)]
 pub(crate) struct StreamEntry {
     pub(crate) capacities: Capacities,
     pub(crate) handler: StreamFn,
-    pub(crate) subroute: Option<Arc<str>>,
+    pub(crate) subroute: Option<Subroute>,
 }
 
 #[derive(Default)]
 struct Tables {
-    singles: HashMap<Route, SingleFn>,
+    singles: HashMap<Route, SingleEntry>,
     streams: HashMap<Route, StreamEntry>,
 }
 
@@ -149,28 +192,28 @@ impl Registry {
         }
     }
 
+    /// A single-request handler that sees its context; an absent request
+    /// payload reaches it as an empty one, and its response is always
+    /// present (empty: `FlagPayloadIsZero`, as Go answers).
     pub(crate) fn add_single<F, Fut>(
         &self,
         handler: HandlerId,
-        subroute: Option<&str>,
+        subroute: Option<Subroute>,
         f: F,
     ) -> Result<(), RegisterError>
     where
-        F: Fn(Bytes) -> Fut + Send + Sync + 'static,
+        F: Fn(HandlerContext, Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
     {
-        let sub = subroute.map(|s| SubrouteId::new(handler, s));
-        let f: SingleFn = Arc::new(move |p: Option<Bytes>| {
-            let response = f(p.unwrap_or_default());
+        let f: SingleFn = Arc::new(move |ctx, p: Option<Bytes>| {
+            let response = f(ctx, p.unwrap_or_default());
             Box::pin(async move { response.await.map(Some) })
         });
-        // Go's zero alias, as for streams.
-        let alias = sub.map(|_| SubrouteId::zero(handler));
-        self.insert_single(handler, sub, alias, f)
+        self.insert_single(handler, subroute, f)
     }
 
     /// A single-request handler that sees and answers payloads as they
-    /// travel (absent or present), on a subroute given by its wire id.
+    /// travel (absent or present).
     pub(crate) fn add_single_raw<F, Fut>(
         &self,
         handler: HandlerId,
@@ -181,34 +224,51 @@ impl Registry {
         F: Fn(Option<Bytes>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Option<Bytes>, RemoteError>> + Send + 'static,
     {
-        let f: SingleFn = Arc::new(move |p| Box::pin(f(p)));
-        self.insert_single(handler, subroute, None, f)
+        let f: SingleFn = Arc::new(move |_, p| Box::pin(f(p)));
+        self.insert_single(handler, subroute.map(Subroute::Id), f)
+    }
+
+    /// Where a handler registered on `subroute` is reached: its route, and
+    /// Go's zero alias `[handler, 0 × 31]` that Go also registers for every
+    /// subroute given by name (a wire id is taken as it is, alone).
+    fn routes(handler: HandlerId, subroute: Option<&Subroute>) -> (Route, Option<Route>) {
+        match subroute {
+            None => (Route::Id(handler), None),
+            Some(Subroute::Id(id)) => (Route::Sub(*id), None),
+            Some(named) => (
+                Route::Sub(named.id(handler)),
+                Some(Route::Sub(SubrouteId::zero(handler))),
+            ),
+        }
     }
 
     fn insert_single(
         &self,
         handler: HandlerId,
-        sub: Option<SubrouteId>,
-        alias: Option<SubrouteId>,
+        subroute: Option<Subroute>,
         f: SingleFn,
     ) -> Result<(), RegisterError> {
         Self::check(handler)?;
-        let route = Route::of(handler, sub);
+        let (route, alias) = Self::routes(handler, subroute.as_ref());
+        let entry = Entry {
+            handler: f,
+            subroute,
+        };
         let mut t = self.tables.write().unwrap_or_else(|e| e.into_inner());
         if t.singles.contains_key(&route) {
             return Err(RegisterError::AlreadyExists(handler));
         }
         if let Some(alias) = alias {
-            t.singles.insert(Route::Sub(alias), Arc::clone(&f));
+            t.singles.insert(alias, entry.clone());
         }
-        t.singles.insert(route, f);
+        t.singles.insert(route, entry);
         Ok(())
     }
 
     pub(crate) fn add_stream<F, Fut>(
         &self,
         handler: HandlerId,
-        subroute: Option<&str>,
+        subroute: Option<Subroute>,
         capacities: Capacities,
         f: F,
     ) -> Result<(), RegisterError>
@@ -216,75 +276,37 @@ impl Registry {
         F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
     {
-        let entry = StreamEntry {
-            capacities,
-            handler: Arc::new(move |c| Box::pin(f(c))),
-            subroute: subroute.map(Arc::from),
-        };
-        let sub = subroute.map(|s| SubrouteId::new(handler, s));
-        self.insert_stream(handler, sub, sub.is_some(), entry)
-    }
-
-    /// A stream handler on a subroute given by its wire id (the handler's
-    /// [`StreamCall::subroute`] is then `None`: the route's name is not
-    /// known).
-    pub(crate) fn add_stream_raw<F, Fut>(
-        &self,
-        handler: HandlerId,
-        subroute: Option<SubrouteId>,
-        capacities: Capacities,
-        f: F,
-    ) -> Result<(), RegisterError>
-    where
-        F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
-    {
-        let entry = StreamEntry {
-            capacities,
-            handler: Arc::new(move |c| Box::pin(f(c))),
-            subroute: None,
-        };
-        self.insert_stream(handler, subroute, false, entry)
-    }
-
-    fn insert_stream(
-        &self,
-        handler: HandlerId,
-        sub: Option<SubrouteId>,
-        alias: bool,
-        entry: StreamEntry,
-    ) -> Result<(), RegisterError> {
         Self::check(handler)?;
-        let route = Route::of(handler, sub);
-        let capacities = entry.capacities;
+        let (route, alias) = Self::routes(handler, subroute.as_ref());
+        let entry = StreamEntry {
+            capacities,
+            handler: Arc::new(move |c| Box::pin(f(c))),
+            subroute,
+        };
         let mut t = self.tables.write().unwrap_or_else(|e| e.into_inner());
         if t.streams.contains_key(&route) {
             return Err(RegisterError::AlreadyExists(handler));
         }
-        if alias {
+        if let Some(alias) = alias {
             // Go's zero alias: reachable on the wire, and the key a caller uses
             // to find the capacities of a subroute handler.
-            t.streams
-                .insert(Route::Sub(SubrouteId::zero(handler)), entry.clone());
+            t.streams.insert(alias, entry.clone());
         }
         t.streams.insert(route, entry);
         drop(t);
         // Calls to this handler from here use the local registration's
         // capacities, as Go does.
         let mut caps = self.capacities.write().unwrap_or_else(|e| e.into_inner());
-        match sub {
-            Some(id) => {
-                caps.set_subroute(id, capacities);
-                if alias {
-                    caps.set_subroute(SubrouteId::zero(handler), capacities);
-                }
+        for route in std::iter::once(route).chain(alias) {
+            match route {
+                Route::Sub(id) => caps.set_subroute(id, capacities),
+                Route::Id(h) => caps.set(h, capacities),
             }
-            None => caps.set(handler, capacities),
         }
         Ok(())
     }
 
-    pub(crate) fn single(&self, route: Route) -> Option<SingleFn> {
+    pub(crate) fn single(&self, route: Route) -> Option<SingleEntry> {
         let t = self.tables.read().unwrap_or_else(|e| e.into_inner());
         t.singles.get(&route).cloned()
     }
@@ -308,12 +330,12 @@ impl Registry {
     pub(crate) fn set_capacities(
         &self,
         handler: HandlerId,
-        subroute: Option<&str>,
+        subroute: Option<&Subroute>,
         capacities: Capacities,
     ) {
         let mut caps = self.capacities.write().unwrap_or_else(|e| e.into_inner());
         match subroute {
-            Some(s) => caps.set_subroute(SubrouteId::new(handler, s), capacities),
+            Some(s) => caps.set_subroute(s.id(handler), capacities),
             None => caps.set(handler, capacities),
         }
     }
@@ -356,6 +378,6 @@ impl<R: Runtime> Manager<R> {
         Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
     {
         self.registry()
-            .add_stream_raw(handler, subroute, capacities, f)
+            .add_stream(handler, subroute.map(Subroute::Id), capacities, f)
     }
 }

@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Sink, Stream};
 
 use crate::driver::conn::{Command, ConnShared};
-use crate::error::{CallError, SendError};
+use crate::driver::send_error::StreamSendError;
+use crate::error::{CallError, CancelReason};
 
 /// Which table of the connection a stream lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,7 +58,7 @@ pub(crate) struct StreamState {
     poked: bool,
     send_waker: Option<Waker>,
     /// Why sending is impossible now (stream ended / direction closed).
-    pub(crate) send_error: Option<SendError>,
+    pub(crate) send_error: Option<StreamSendError>,
 
     // task -> application
     pub(crate) inbox: VecDeque<Bytes>,
@@ -75,7 +76,7 @@ impl StreamShared {
             state: Mutex::new(StreamState {
                 out_cap,
                 halves: 2,
-                send_error: (out_cap == 0).then_some(SendError::Closed),
+                send_error: (out_cap == 0).then_some(StreamSendError::NoInput),
                 ..StreamState::default()
             }),
         })
@@ -115,19 +116,32 @@ impl StreamState {
 
     /// Ends the stream for both halves (task side).
     pub(crate) fn end(&mut self, result: Result<(), CallError>) {
+        if self.send_error.is_none() {
+            self.send_error = Some(match &result {
+                Ok(()) => StreamSendError::Ended,
+                Err(e) => StreamSendError::Failed(e.clone()),
+            });
+        }
         if self.end.is_none() {
             self.end = Some(result);
-        }
-        if self.send_error.is_none() {
-            self.send_error = Some(SendError::Closed);
         }
         self.outq.clear();
         self.wake_receiver();
         self.wake_sender();
     }
+
+    /// Ends a served stream that was cancelled from outside its handler.
+    pub(crate) fn cancel(&mut self, reason: CancelReason) {
+        if self.send_error.is_none() {
+            self.send_error = Some(StreamSendError::Cancelled(reason));
+        }
+        self.end(Err(CallError::Disconnected));
+    }
 }
 
-/// The sending half of a stream.
+/// The sending half of a stream. Also a [`Sink`] of messages: `poll_ready`
+/// waits for room, `poll_flush` until every queued message is on the
+/// wire, `poll_close` ends this direction.
 #[derive(Debug)]
 pub struct StreamSender {
     shared: Arc<StreamShared>,
@@ -153,32 +167,43 @@ impl StreamSender {
     }
 
     /// Sends one message, waiting while the peer has no room for it.
-    pub async fn send(&mut self, payload: Bytes) -> Result<(), SendError> {
-        let mut payload = Some(payload);
-        poll_fn(|cx| self.poll_send(cx, &mut payload)).await
+    /// `Ok` means queued: the message is sent as soon as the peer has room
+    /// (a failure after that shows on the next send and on the receiver).
+    pub async fn send(&mut self, payload: Bytes) -> Result<(), StreamSendError> {
+        poll_fn(|cx| self.poll_room(cx)).await?;
+        self.queue(payload)
     }
 
-    fn poll_send(
-        &mut self,
-        cx: &mut Context<'_>,
-        payload: &mut Option<Bytes>,
-    ) -> Poll<Result<(), SendError>> {
+    /// Ready once a message can be queued (or never will be).
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamSendError>> {
         let mut st = self.shared.lock();
+        // This side's own close first: whatever happened to the stream
+        // since, this sender stopped sending.
+        if self.closed || st.close_requested {
+            return Poll::Ready(Err(StreamSendError::Closed));
+        }
         if let Some(e) = &st.send_error {
             return Poll::Ready(Err(e.clone()));
-        }
-        if self.closed || st.close_requested {
-            return Poll::Ready(Err(SendError::Closed));
         }
         if st.outq.len() >= st.out_cap {
             st.send_waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        if let Some(p) = payload.take() {
-            st.outq.push_back(p);
-            self.shared.poke(&mut st);
-        }
         Poll::Ready(Ok(()))
+    }
+
+    /// Queues a message (room was checked; only this half fills the queue).
+    fn queue(&mut self, payload: Bytes) -> Result<(), StreamSendError> {
+        let mut st = self.shared.lock();
+        if self.closed || st.close_requested {
+            return Err(StreamSendError::Closed);
+        }
+        if let Some(e) = &st.send_error {
+            return Err(e.clone());
+        }
+        st.outq.push_back(payload);
+        self.shared.poke(&mut st);
+        Ok(())
     }
 
     /// Whether a message could be queued right now without waiting.
@@ -213,6 +238,41 @@ impl StreamSender {
 impl Drop for StreamSender {
     fn drop(&mut self) {
         self.close_inner();
+    }
+}
+
+impl Sink<Bytes> for StreamSender {
+    type Error = StreamSendError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_room(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Bytes) -> Result<(), Self::Error> {
+        self.queue(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let mut st = self.shared.lock();
+        if st.outq.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = &st.send_error {
+            return Poll::Ready(Err(e.clone()));
+        }
+        // The task wakes the sender whenever it moves queued messages.
+        st.send_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self.as_mut().poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.close_inner();
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use futures_util::future::{AbortHandle, FutureExt, select};
+use futures_util::future::{FutureExt, select};
 use futures_util::{Sink, Stream};
 use hashbrown::HashMap;
 use tracing::{debug, error, info, warn};
@@ -22,6 +22,7 @@ use tungstenite::handshake::client::generate_request;
 
 use crate::connection::Connection as Core;
 use crate::driver::conn::{Command, ConnShared};
+use crate::driver::context::CancelSignal;
 use crate::driver::isolate;
 use crate::driver::mailbox::Mailbox;
 use crate::driver::manager::ManagerShared;
@@ -96,8 +97,9 @@ pub(crate) struct ConnTask<R: Runtime> {
     /// Ticket of a request future → its call id (for cancel-on-drop).
     pub(super) tickets: HashMap<u64, u64>,
     pub(super) streams: HashMap<StreamKey, Arc<StreamShared>>,
-    /// Running handler tasks of incoming calls.
-    pub(super) handlers: HashMap<u64, AbortHandle>,
+    /// Running handler tasks of incoming calls, by the signal that cancels
+    /// them.
+    pub(super) handlers: HashMap<u64, Arc<CancelSignal>>,
     /// Records of the calls in flight, for the trace hook.
     pub(super) trace: Tracer,
     pub(super) last_stats: Option<Instant>,
@@ -680,7 +682,7 @@ impl<R: Runtime> Drop for ConnTask<R> {
                 .end_all(now, ended_by_loss, &self.shared, &self.core);
         }
         for (_, h) in self.handlers.drain() {
-            h.abort();
+            h.cancel(CancelReason::Disconnected);
         }
         for (_, s) in self.streams.drain() {
             s.lock().end(Err(CallError::Disconnected));

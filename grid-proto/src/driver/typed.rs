@@ -1,69 +1,45 @@
-//! Typed handlers and calls: serde types encoded with rmp-serde as Go's msgp
-//! encodes structs (maps keyed by field name), so a Rust typed handler and a
-//! Go typed handler interoperate.
+//! Typed stream halves and the error of typed calls: [`TypedSender`] and
+//! [`TypedReceiver`] carry [`GridMessage`] values over a stream; the
+//! handler descriptors that hand them out are in `descriptor.rs`
+//! ([`SingleHandler`](crate::driver::SingleHandler),
+//! [`StreamHandler`](crate::driver::StreamHandler)).
 //!
-//! Field names must match the Go struct's msgp names (use
-//! `#[serde(rename = "...")]`), and byte fields must be serialized as msgpack
-//! `bin` (use [`bytes::Bytes`] or `serde_bytes`), as Go's `[]byte` is.
-//! Integers may be encoded in a different width than msgp picks; both
-//! decoders accept every width.
-//!
-//! ```
-//! # fn demo<R: grid_proto::driver::Runtime>(manager: &grid_proto::driver::Manager<R>) {
-//! use grid_proto::HandlerId;
-//! use serde::{Deserialize, Serialize};
-//!
-//! #[derive(Serialize, Deserialize)]
-//! struct DiskInfoReq {
-//!     #[serde(rename = "DiskID")]
-//!     disk_id: String,
-//! }
-//! #[derive(Serialize, Deserialize)]
-//! struct DiskInfo {
-//!     #[serde(rename = "Total")]
-//!     total: u64,
-//! }
-//! manager
-//!     .register_typed(HandlerId(9), Some("/data1"), |req: DiskInfoReq| async move {
-//!         let _ = req.disk_id;
-//!         Ok(DiskInfo { total: 1 << 40 })
-//!     })
-//!     .unwrap();
-//! # }
-//! ```
+//! The id-based typed calls below ([`Manager::register_typed`],
+//! [`Connection::call`], ...) predate the descriptors, which bind an id to
+//! its types once and should be preferred.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use futures_util::{Sink, Stream};
 
 use crate::config::Capacities;
 use crate::driver::conn::{Connection, StreamOptions};
 use crate::driver::manager::Manager;
+use crate::driver::message::GridMessage;
 use crate::driver::registry::{RegisterError, RemoteError};
 use crate::driver::runtime::Runtime;
+use crate::driver::send_error::StreamSendError;
 use crate::driver::stream::{StreamReceiver, StreamSender};
-use crate::error::{CallError, SendError};
+use crate::error::CallError;
 use crate::handler::HandlerId;
 
-/// Go's `MSS`: a map of strings (nil encodes as msgpack nil: use
-/// `Option<Mss>` where Go may send nil).
-pub type Mss = HashMap<String, String>;
-
-/// Why a typed call failed.
+/// Why a typed call, or a typed stream message, failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TypedError {
-    /// The call itself failed (locally or remotely).
+    /// The call itself failed, locally or remotely (a remote handler's
+    /// error is [`CallError::Remote`], with a remote decode error's text).
     Call(CallError),
-    /// The request could not be encoded.
+    /// The request (or message) could not be encoded; nothing was sent.
     Encode(String),
-    /// The response could not be decoded.
+    /// The response (or message) could not be decoded.
     Decode(String),
+    /// A stream message could not be sent; the error says why.
+    Send(StreamSendError),
 }
 
 impl fmt::Display for TypedError {
@@ -72,6 +48,7 @@ impl fmt::Display for TypedError {
             TypedError::Call(e) => e.fmt(f),
             TypedError::Encode(e) => write!(f, "encoding the request: {e}"),
             TypedError::Decode(e) => write!(f, "decoding the response: {e}"),
+            TypedError::Send(e) => e.fmt(f),
         }
     }
 }
@@ -84,22 +61,17 @@ impl From<CallError> for TypedError {
     }
 }
 
-/// Encodes `value` as msgp does (structs as maps keyed by field name).
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, String> {
-    rmp_serde::to_vec_named(value)
-        .map(Bytes::from)
-        .map_err(|e| e.to_string())
-}
-
-/// Decodes a msgpack value (maps or arrays for structs).
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+impl From<StreamSendError> for TypedError {
+    fn from(e: StreamSendError) -> Self {
+        TypedError::Send(e)
+    }
 }
 
 impl<R: Runtime> Manager<R> {
-    /// Registers a typed single-request handler. A request that does not
-    /// decode is answered with a remote error carrying the decode error, as
-    /// in Go.
+    /// Registers a typed single-request handler by id (prefer
+    /// [`SingleHandler`](crate::driver::SingleHandler), which binds the id
+    /// to its types). A request that does not decode is answered with a
+    /// remote error carrying the decode error, as in Go.
     pub fn register_typed<Req, Resp, F, Fut>(
         &self,
         handler: HandlerId,
@@ -107,29 +79,22 @@ impl<R: Runtime> Manager<R> {
         f: F,
     ) -> Result<(), RegisterError>
     where
-        Req: DeserializeOwned + Send + 'static,
-        Resp: Serialize + Send + 'static,
+        Req: GridMessage + Send + 'static,
+        Resp: GridMessage + Send + 'static,
         F: Fn(Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, RemoteError>> + Send + 'static,
     {
-        let f = std::sync::Arc::new(f);
-        let wrapped = move |payload: Bytes| {
-            let f = std::sync::Arc::clone(&f);
-            async move {
-                let req: Req = decode(&payload).map_err(RemoteError)?;
-                let resp = f(req).await?;
-                encode(&resp).map_err(RemoteError)
-            }
-        };
-        match subroute {
-            Some(s) => self.register_single_subroute(handler, s, wrapped),
-            None => self.register_single(handler, wrapped),
-        }
+        crate::driver::descriptor::SingleHandler::<Req, Resp>::new(handler).register_on(
+            self,
+            subroute.map(Into::into),
+            move |_, req| f(req),
+        )
     }
 
-    /// Registers a typed stream handler: `P` is the initial payload, `In`
-    /// the caller's messages (none when `capacities.in_capacity` is 0),
-    /// `Out` the handler's.
+    /// Registers a typed stream handler by id (prefer
+    /// [`StreamHandler`](crate::driver::StreamHandler)): `P` is the initial
+    /// payload, `In` the caller's messages (none when
+    /// `capacities.in_capacity` is 0), `Out` the handler's.
     pub fn register_typed_stream<P, In, Out, F, Fut>(
         &self,
         handler: HandlerId,
@@ -138,9 +103,9 @@ impl<R: Runtime> Manager<R> {
         f: F,
     ) -> Result<(), RegisterError>
     where
-        P: DeserializeOwned + Send + 'static,
-        In: DeserializeOwned + Send + 'static,
-        Out: Serialize + Send + 'static,
+        P: GridMessage + Send + 'static,
+        In: GridMessage + Send + 'static,
+        Out: GridMessage + Send + 'static,
         F: Fn(P, Option<TypedReceiver<In>>, TypedSender<Out>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
     {
@@ -149,7 +114,7 @@ impl<R: Runtime> Manager<R> {
             let f = std::sync::Arc::clone(&f);
             async move {
                 let payload = call.payload.unwrap_or_default();
-                let p: P = decode(&payload).map_err(RemoteError)?;
+                let p = P::decode(&payload).map_err(|e| RemoteError(e.0))?;
                 let input = call.input.map(TypedReceiver::new);
                 f(p, input, TypedSender::new(call.output)).await
             }
@@ -162,22 +127,24 @@ impl<R: Runtime> Manager<R> {
 }
 
 impl Connection {
-    /// A typed single request.
+    /// A typed single request by id (prefer
+    /// [`SingleHandler::call`](crate::driver::SingleHandler::call)).
     pub async fn call<Req, Resp>(
         &self,
         handler: HandlerId,
         request: &Req,
     ) -> Result<Resp, TypedError>
     where
-        Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
+        Req: GridMessage,
+        Resp: GridMessage,
     {
-        let payload = encode(request).map_err(TypedError::Encode)?;
-        let answer = self.request(handler, payload).await?;
-        decode(&answer).map_err(TypedError::Decode)
+        crate::driver::descriptor::SingleHandler::<Req, Resp>::new(handler)
+            .call(self, request)
+            .await
     }
 
-    /// Opens a typed stream.
+    /// Opens a typed stream by id (prefer
+    /// [`StreamHandler::call`](crate::driver::StreamHandler::call)).
     pub async fn open_typed_stream<P, In, Out>(
         &self,
         handler: HandlerId,
@@ -185,26 +152,25 @@ impl Connection {
         options: StreamOptions,
     ) -> Result<(TypedSender<In>, TypedReceiver<Out>), TypedError>
     where
-        P: Serialize + ?Sized,
-        In: Serialize,
-        Out: DeserializeOwned,
+        P: GridMessage,
+        In: GridMessage,
+        Out: GridMessage,
     {
-        let payload = encode(payload).map_err(TypedError::Encode)?;
-        let (tx, rx) = self
-            .open_stream_with(handler, Some(payload), options)
-            .await?;
+        let payload = payload.encode().map_err(|e| TypedError::Encode(e.0))?;
+        let payload = (!payload.is_empty()).then_some(payload);
+        let (tx, rx) = self.open_stream_with(handler, payload, options).await?;
         Ok((TypedSender::new(tx), TypedReceiver::new(rx)))
     }
 }
 
-/// A [`StreamSender`] of msgpack-encoded `T`.
+/// A [`StreamSender`] of `T` values; also a [`Sink`] of them.
 #[derive(Debug)]
 pub struct TypedSender<T> {
     inner: StreamSender,
     _type: PhantomData<fn(T)>,
 }
 
-impl<T: Serialize> TypedSender<T> {
+impl<T: GridMessage> TypedSender<T> {
     /// Wraps a raw sender.
     pub fn new(inner: StreamSender) -> Self {
         TypedSender {
@@ -215,13 +181,8 @@ impl<T: Serialize> TypedSender<T> {
 
     /// Encodes and sends one message, waiting for room.
     pub async fn send(&mut self, value: &T) -> Result<(), TypedError> {
-        let bytes = encode(value).map_err(TypedError::Encode)?;
-        self.inner.send(bytes).await.map_err(|e| match e {
-            SendError::TooLarge { size, max } => {
-                TypedError::Call(CallError::TooLarge { size, max })
-            }
-            _ => TypedError::Call(CallError::Disconnected),
-        })
+        let bytes = value.encode().map_err(|e| TypedError::Encode(e.0))?;
+        Ok(self.inner.send(bytes).await?)
     }
 
     /// Ends this direction.
@@ -235,14 +196,44 @@ impl<T: Serialize> TypedSender<T> {
     }
 }
 
-/// A [`StreamReceiver`] of msgpack-encoded `T`.
+impl<T: GridMessage> Sink<T> for TypedSender<T> {
+    type Error = TypedError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TypedError>> {
+        Pin::new(&mut self.inner)
+            .poll_ready(cx)
+            .map_err(TypedError::Send)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: T) -> Result<(), TypedError> {
+        let bytes = item.encode().map_err(|e| TypedError::Encode(e.0))?;
+        Pin::new(&mut self.inner)
+            .start_send(bytes)
+            .map_err(TypedError::Send)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TypedError>> {
+        Pin::new(&mut self.inner)
+            .poll_flush(cx)
+            .map_err(TypedError::Send)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TypedError>> {
+        Pin::new(&mut self.inner)
+            .poll_close(cx)
+            .map_err(TypedError::Send)
+    }
+}
+
+/// A [`StreamReceiver`] of `T` values; also a [`Stream`] of them, which
+/// ends after the peer's end, or with one error item if the stream failed.
 #[derive(Debug)]
 pub struct TypedReceiver<T> {
     inner: StreamReceiver,
     _type: PhantomData<fn() -> T>,
 }
 
-impl<T: DeserializeOwned> TypedReceiver<T> {
+impl<T: GridMessage> TypedReceiver<T> {
     /// Wraps a raw receiver.
     pub fn new(inner: StreamReceiver) -> Self {
         TypedReceiver {
@@ -253,11 +244,7 @@ impl<T: DeserializeOwned> TypedReceiver<T> {
 
     /// The next decoded message; `None` after the end.
     pub async fn recv(&mut self) -> Option<Result<T, TypedError>> {
-        let item = self.inner.recv().await?;
-        Some(match item {
-            Ok(bytes) => decode(&bytes).map_err(TypedError::Decode),
-            Err(e) => Err(TypedError::Call(e)),
-        })
+        poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
 
     /// The raw receiver.
@@ -266,45 +253,15 @@ impl<T: DeserializeOwned> TypedReceiver<T> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde::Deserialize;
+impl<T: GridMessage> Stream for TypedReceiver<T> {
+    type Item = Result<T, TypedError>;
 
-    #[derive(Debug, Serialize, Deserialize, PartialEq)]
-    struct Req {
-        #[serde(rename = "Bucket")]
-        bucket: String,
-        #[serde(rename = "N")]
-        n: u32,
-    }
-
-    #[test]
-    fn structs_encode_as_maps_keyed_by_field_name() {
-        let bytes = encode(&Req {
-            bucket: "b1".into(),
-            n: 5,
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx).map(|item| {
+            item.map(|item| match item {
+                Ok(bytes) => T::decode(&bytes).map_err(|e| TypedError::Decode(e.0)),
+                Err(e) => Err(TypedError::Call(e)),
+            })
         })
-        .unwrap();
-        // 82 a6 "Bucket" a2 "b1" a1 "N" 05: what msgp writes for the same struct.
-        assert_eq!(&bytes[..], b"\x82\xa6Bucket\xa2b1\xa1N\x05");
-        assert_eq!(
-            decode::<Req>(&bytes).unwrap(),
-            Req {
-                bucket: "b1".into(),
-                n: 5
-            }
-        );
-    }
-
-    #[test]
-    fn mss_matches_the_transcript_request() {
-        // typed-mss.jsonl: the Go caller's payload {"bucket":"b1","object":"o/1"}.
-        let go = b"\x82\xa6bucket\xa2b1\xa6object\xa3o/1";
-        let m: Mss = decode(go).unwrap();
-        assert_eq!(m["bucket"], "b1");
-        assert_eq!(m["object"], "o/1");
-        let nil: Option<Mss> = decode(b"\xc0").unwrap();
-        assert_eq!(nil, None);
     }
 }
