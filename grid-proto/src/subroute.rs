@@ -79,6 +79,7 @@ impl Subroute {
     }
 
     /// The route string as shared, if the subroute was named by one.
+    #[cfg(feature = "driver")]
     pub(crate) fn shared_name(&self) -> Option<&Arc<str>> {
         match self {
             Subroute::Named(route) => Some(route),
