@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::config::Capacities;
+use crate::capacities::Capacities;
 use crate::connection::Connection;
 use crate::error::{CancelReason, SendError};
 use crate::event::{Event, IncomingId};

@@ -83,6 +83,7 @@
 //! # Ok::<(), grid_proto::DecodeError>(())
 //! ```
 
+mod capacities;
 mod catalogue;
 #[cfg(feature = "sim")]
 pub mod chaos;
@@ -116,7 +117,8 @@ mod timer;
 pub mod upgrade;
 
 pub use catalogue::{CATALOGUE, HandlerInfo};
-pub use config::{Backoff, Capacities, CapacityTable, Config};
+pub use capacities::Capacities;
+pub use config::{Backoff, CapacityTable, Config};
 pub use connection::Connection;
 pub use dial::{crc_enabled, should_dial};
 pub use error::{CallError, CancelReason, DecodeError, DisconnectReason, SendError};

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::config::Capacities;
+use crate::capacities::Capacities;
 use crate::connection::{Connection, duration_ms};
 use crate::error::{CallError, SendError};
 use crate::event::{CallId, Event};
@@ -711,7 +711,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::config::Capacities;
+    use crate::capacities::Capacities;
     use crate::event::IncomingId;
     use crate::sim::Pair;
 

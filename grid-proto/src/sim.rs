@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use hashbrown::HashMap;
 
-use crate::config::{Capacities, CapacityTable, Config};
+use crate::capacities::Capacities;
+use crate::config::{CapacityTable, Config};
 use crate::connection::Connection;
 use crate::error::DisconnectReason;
 use crate::event::{Event, IncomingId};

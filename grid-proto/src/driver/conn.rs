@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 
-use crate::config::Capacities;
+use crate::capacities::Capacities;
 use crate::driver::mailbox::Mailbox;
 use crate::driver::runtime::BoxFuture;
 use crate::driver::stream::{StreamKey, StreamReceiver, StreamSender, StreamShared};

@@ -21,7 +21,8 @@ use tungstenite::handshake::server::{
 use tungstenite::http::{HeaderValue, StatusCode};
 use tungstenite::protocol::WebSocketConfig;
 
-use crate::config::{Backoff, Capacities, CapacityTable, Config};
+use crate::capacities::Capacities;
+use crate::config::{Backoff, CapacityTable, Config};
 use crate::connection::Connection as Core;
 use crate::dial::should_dial;
 use crate::driver::conn::{ConnShared, Connection};

@@ -8,7 +8,8 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use hashbrown::HashMap;
 
-use crate::config::{Capacities, CapacityTable};
+use crate::capacities::Capacities;
+use crate::config::CapacityTable;
 use crate::driver::context::HandlerContext;
 use crate::driver::manager::Manager;
 use crate::driver::runtime::{BoxFuture, Runtime};

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 
 use futures_util::{Sink, Stream};
 
-use crate::config::Capacities;
+use crate::capacities::Capacities;
 use crate::driver::conn::{Connection, StreamOptions};
 use crate::driver::manager::Manager;
 use crate::driver::message::GridMessage;
