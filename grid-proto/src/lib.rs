@@ -116,8 +116,8 @@ mod time;
 mod timer;
 pub mod upgrade;
 
-pub use catalogue::{CATALOGUE, HandlerInfo};
 pub use capacities::Capacities;
+pub use catalogue::{CATALOGUE, HandlerInfo};
 pub use config::{Backoff, CapacityTable, Config};
 pub use connection::Connection;
 pub use dial::{crc_enabled, should_dial};

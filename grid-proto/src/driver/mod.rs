@@ -18,6 +18,7 @@
 //! subroute, the deadline and the cancellation.
 
 mod conn;
+mod conn_shared;
 mod context;
 mod descriptor;
 mod dispatch;

@@ -21,14 +21,13 @@ use tungstenite::Message as WsMessage;
 use tungstenite::handshake::client::generate_request;
 
 use crate::connection::Connection as Core;
-use crate::driver::conn::{Command, ConnShared};
+use crate::driver::conn_shared::{Command, ConnShared, StreamKey, StreamShared};
 use crate::driver::context::CancelSignal;
 use crate::driver::isolate;
 use crate::driver::mailbox::Mailbox;
 use crate::driver::manager::ManagerShared;
 use crate::driver::recording::{Dir, Header, Recording};
 use crate::driver::runtime::{BoxFuture, Runtime};
-use crate::driver::stream::{StreamKey, StreamShared};
 use crate::driver::trace::{Outcome, Tracer};
 use crate::error::{CallError, CancelReason};
 use crate::payload::ConnectRequest;
