@@ -22,16 +22,20 @@ mod conn_shared;
 mod context;
 mod descriptor;
 mod dispatch;
+mod error;
 mod http_upgrade;
 mod isolate;
 mod mailbox;
 mod manager;
+mod manager_shared;
 mod message;
 mod minio_auth;
+mod options;
 #[cfg(feature = "recorder")]
 mod recorder;
 mod recording;
 mod refusals;
+mod register;
 mod registry;
 mod runtime;
 mod send_error;
@@ -40,16 +44,16 @@ mod task;
 mod trace;
 mod typed;
 
+pub use crate::upgrade::{DEFAULT_ROUTE, LOCK_ROUTE, MAX_HTTP_CLOCK_SKEW, UpgradeError, ws_url};
 pub use conn::{Connection, RequestFuture, StreamOptions};
 pub use context::{Cancelled, HandlerContext};
 pub use descriptor::{SingleHandler, StreamHandler};
+pub use error::{AcceptError, ConfigError};
 pub use http_upgrade::{HttpUpgradeError, switching_protocols};
-pub use manager::{
-    AcceptError, AuthFn, ConfigError, DEFAULT_ROUTE, LOCK_ROUTE, MAX_HTTP_CLOCK_SKEW, Manager,
-    Options, UpgradeCheck, UpgradeError, ValidateFn, default_capacities, ws_url,
-};
+pub use manager::{Manager, UpgradeCheck};
 pub use message::{CodecError, GridMessage, Mss, NoInput, NoPayload, decode, encode};
 pub use minio_auth::MinioAuth;
+pub use options::{AuthFn, Options, ValidateFn, default_capacities};
 #[cfg(feature = "recorder")]
 pub use recorder::{OpenFn, Recorder, RecordingInfo};
 pub use refusals::Refusals;

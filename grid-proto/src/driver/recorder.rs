@@ -34,7 +34,7 @@ use tracing::{error, warn};
 use tungstenite::Message as WsMessage;
 
 use crate::driver::isolate;
-use crate::driver::manager::Options;
+use crate::driver::options::Options;
 use crate::driver::recording::{Dir, Header};
 use crate::merge::FrameDecoder;
 use crate::message::Message;

@@ -33,7 +33,7 @@ mod off {
     use tungstenite::Message as WsMessage;
 
     use super::{Dir, Header};
-    use crate::driver::manager::Options;
+    use crate::driver::options::Options;
 
     /// No recording: the type has no values.
     pub(crate) enum Recording {}

@@ -11,8 +11,7 @@ use hashbrown::HashMap;
 use crate::capacities::Capacities;
 use crate::config::CapacityTable;
 use crate::driver::context::HandlerContext;
-use crate::driver::manager::Manager;
-use crate::driver::runtime::{BoxFuture, Runtime};
+use crate::driver::runtime::BoxFuture;
 use crate::driver::stream::{StreamReceiver, StreamSender};
 use crate::handler::HandlerId;
 use crate::subroute::{Subroute, SubrouteId};
@@ -339,46 +338,5 @@ impl Registry {
             Some(s) => caps.set_subroute(s.id(handler), capacities),
             None => caps.set(handler, capacities),
         }
-    }
-}
-
-/// Handlers registered from what travels on the wire, for applications
-/// that must answer exactly as some other node did (a replay of a capture,
-/// a proxy): any handler id, a subroute given by its 32-byte id (captures
-/// carry only that hash), absent and empty payloads kept apart.
-impl<R: Runtime> Manager<R> {
-    /// Registers a single-request handler that gets the request payload as
-    /// it came (`None`: absent; Go sends every empty request so) and answers
-    /// `Ok(None)` for an absent response, `Ok(Some(empty))` for a present,
-    /// empty one (`FlagPayloadIsZero`), or a remote error.
-    pub fn register_single_raw<F, Fut>(
-        &self,
-        handler: HandlerId,
-        subroute: Option<SubrouteId>,
-        f: F,
-    ) -> Result<(), RegisterError>
-    where
-        F: Fn(Option<Bytes>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Option<Bytes>, RemoteError>> + Send + 'static,
-    {
-        self.registry().add_single_raw(handler, subroute, f)
-    }
-
-    /// Registers a stream handler on a subroute given by its wire id (or on
-    /// none). Its capacities also apply to this node's own calls to that
-    /// handler and subroute, as with [`Manager::register_stream`].
-    pub fn register_stream_raw<F, Fut>(
-        &self,
-        handler: HandlerId,
-        subroute: Option<SubrouteId>,
-        capacities: Capacities,
-        f: F,
-    ) -> Result<(), RegisterError>
-    where
-        F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
-    {
-        self.registry()
-            .add_stream(handler, subroute.map(Subroute::Id), capacities, f)
     }
 }

@@ -25,7 +25,7 @@ use crate::driver::conn_shared::{Command, ConnShared, StreamKey, StreamShared};
 use crate::driver::context::CancelSignal;
 use crate::driver::isolate;
 use crate::driver::mailbox::Mailbox;
-use crate::driver::manager::ManagerShared;
+use crate::driver::manager_shared::ManagerShared;
 use crate::driver::recording::{Dir, Header, Recording};
 use crate::driver::runtime::{BoxFuture, Runtime};
 use crate::driver::trace::{Outcome, Tracer};
