@@ -31,9 +31,7 @@ mod manager_shared;
 mod message;
 mod minio_auth;
 mod options;
-#[cfg(feature = "recorder")]
 mod recorder;
-mod recording;
 mod refusals;
 mod register;
 mod registry;

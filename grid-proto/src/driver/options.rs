@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Backoff, CapacityTable, Config};
-#[cfg(feature = "recorder")]
 use crate::driver::recorder::Recorder;
 use crate::driver::trace::TraceFn;
 use crate::upgrade::DEFAULT_ROUTE;
@@ -93,4 +92,19 @@ impl Default for Options {
 /// A capacity table with MinIO's defaults, for [`Options::core`].
 pub fn default_capacities() -> CapacityTable {
     CapacityTable::default()
+}
+
+impl Options {
+    /// Where new transports are recorded, if anywhere.
+    #[cfg(feature = "recorder")]
+    pub(crate) fn recorder(&self) -> Option<&Recorder> {
+        self.recorder.as_ref()
+    }
+
+    /// Where new transports are recorded: nowhere without the `recorder`
+    /// feature.
+    #[cfg(not(feature = "recorder"))]
+    pub(crate) fn recorder(&self) -> Option<&Recorder> {
+        None
+    }
 }
