@@ -149,7 +149,8 @@ impl<R: Runtime> Manager<R> {
         F: Fn(Option<Bytes>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Option<Bytes>, RemoteError>> + Send + 'static,
     {
-        self.registry().add_single_raw(handler, subroute, f)
+        self.registry()
+            .add_single_raw(handler, subroute.map(Subroute::Id), f)
     }
 
     /// Registers a stream handler on a subroute given by its wire id (or on
