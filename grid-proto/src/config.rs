@@ -97,15 +97,11 @@ impl Default for Backoff {
     }
 }
 
-/// Everything a [`crate::Connection`] needs to know up front.
+/// The timers and limits of a connection, the same for every connection
+/// of a node (a driver's manager takes one for all of them); the defaults
+/// are Go's timers and this crate's limits.
 #[derive(Debug, Clone)]
-pub struct Config {
-    /// This node's host string (e.g. `http://10.0.0.1:9000`).
-    pub local_host: String,
-    /// The remote node's host string.
-    pub remote_host: String,
-    /// Seed for all randomness (instance id, jitter): same seed, same run.
-    pub seed: u64,
+pub struct Settings {
     /// Connection ping interval (Go: 10 s).
     pub ping_interval: Duration,
     /// A connection with no pong for longer than this is lost (Go: 20 s).
@@ -138,13 +134,9 @@ pub struct Config {
     pub fix_q2: bool,
 }
 
-impl Config {
-    /// A configuration with Go's timers and this crate's default limits.
-    pub fn new(local_host: impl Into<String>, remote_host: impl Into<String>) -> Config {
-        Config {
-            local_host: local_host.into(),
-            remote_host: remote_host.into(),
-            seed: 0,
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
             ping_interval: Duration::from_secs(10),
             pong_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
@@ -156,6 +148,32 @@ impl Config {
             capacities: CapacityTable::default(),
             backoff: Backoff::default(),
             fix_q2: true,
+        }
+    }
+}
+
+/// Everything a [`crate::Connection`] needs to know up front: which pair of
+/// hosts it joins, the seed of its randomness, and its [`Settings`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's host string (e.g. `http://10.0.0.1:9000`).
+    pub local_host: String,
+    /// The remote node's host string.
+    pub remote_host: String,
+    /// Seed for all randomness (instance id, jitter): same seed, same run.
+    pub seed: u64,
+    /// Timers and limits.
+    pub settings: Settings,
+}
+
+impl Config {
+    /// A configuration with seed 0 and the default [`Settings`].
+    pub fn new(local_host: impl Into<String>, remote_host: impl Into<String>) -> Config {
+        Config {
+            local_host: local_host.into(),
+            remote_host: remote_host.into(),
+            seed: 0,
+            settings: Settings::default(),
         }
     }
 }

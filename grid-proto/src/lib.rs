@@ -118,7 +118,7 @@ pub mod upgrade;
 
 pub use capacities::Capacities;
 pub use catalogue::{CATALOGUE, HandlerInfo};
-pub use config::{Backoff, CapacityTable, Config};
+pub use config::{Backoff, CapacityTable, Config, Settings};
 pub use connection::Connection;
 pub use dial::{crc_enabled, should_dial};
 pub use error::{CallError, CancelReason, DecodeError, DisconnectReason, SendError};

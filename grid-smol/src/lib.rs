@@ -150,7 +150,7 @@ pub async fn serve<R: Runtime<Socket = BoxSocket>>(
 /// Upgrades an accepted byte stream (plain TCP, or TLS you terminated) to
 /// a grid WebSocket, checking the route, token and clock headers first, and
 /// hands it to the manager. An upgrade not done within
-/// [`Options::handshake_timeout`] fails with [`AcceptError::Timeout`] (and
+/// `Options::connection.handshake_timeout` fails with [`AcceptError::Timeout`] (and
 /// the stream is closed).
 pub async fn accept_stream<R, S>(
     manager: &grid_proto::driver::Manager<R>,
@@ -165,7 +165,7 @@ where
         manager.upgrade_check(),
         Some(manager.websocket_config()),
     );
-    let ws = within(manager.options().handshake_timeout, upgrade)
+    let ws = within(manager.options().connection.handshake_timeout, upgrade)
         .await
         .ok_or(AcceptError::Timeout)?
         .map_err(|e| AcceptError::Transport(e.to_string()))?;

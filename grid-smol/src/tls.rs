@@ -116,7 +116,7 @@ pub async fn serve_tls<R: Runtime<Socket = BoxSocket>>(
         let manager = manager.clone();
         let acceptor = acceptor.clone();
         crate::spawn(async move {
-            let limit = manager.options().handshake_timeout;
+            let limit = manager.options().connection.handshake_timeout;
             let tls = match crate::within(limit, acceptor.accept(tcp)).await {
                 Some(Ok(tls)) => tls,
                 Some(Err(e)) => {

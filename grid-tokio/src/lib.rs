@@ -115,7 +115,7 @@ pub async fn serve<R: Runtime<Socket = BoxSocket>>(
 /// Upgrades an accepted byte stream (plain TCP, or TLS you terminated) to
 /// a grid WebSocket, checking the route, token and clock headers first, and
 /// hands it to the manager. An upgrade not done within
-/// [`Options::handshake_timeout`] fails with [`AcceptError::Timeout`] (and
+/// `Options::connection.handshake_timeout` fails with [`AcceptError::Timeout`] (and
 /// the stream is closed).
 pub async fn accept_stream<R, S>(
     manager: &grid_proto::driver::Manager<R>,
@@ -130,7 +130,7 @@ where
         manager.upgrade_check(),
         Some(manager.websocket_config()),
     );
-    let ws = tokio::time::timeout(manager.options().handshake_timeout, upgrade)
+    let ws = tokio::time::timeout(manager.options().connection.handshake_timeout, upgrade)
         .await
         .map_err(|_| AcceptError::Timeout)?
         .map_err(|e| AcceptError::Transport(e.to_string()))?;

@@ -101,7 +101,7 @@ pub async fn serve_tls<R: Runtime<Socket = BoxSocket>>(
         let manager = manager.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let limit = manager.options().handshake_timeout;
+            let limit = manager.options().connection.handshake_timeout;
             let tls = match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {

@@ -20,7 +20,7 @@ use grid_proto::driver::{
     Connection, Manager, Options, Refusals, RegisterError, RemoteError, Runtime, SingleHandler,
     StreamCall,
 };
-use grid_proto::{Backoff, Capacities, HandlerId, State, Stats, SubrouteId, should_dial};
+use grid_proto::{Backoff, Capacities, HandlerId, Settings, State, Stats, SubrouteId, should_dial};
 use smol::channel::{Receiver, Sender};
 
 /// How long anything that should happen may take.
@@ -416,12 +416,15 @@ pub(crate) fn test_options() -> Options {
                 Err(format!("unexpected token {t:?}"))
             }
         }),
-        backoff: Backoff {
-            retry: Duration::from_millis(40),
-            initial: Duration::from_millis(40),
-            max: Duration::from_millis(200),
-            multiplier: 2.0,
-            jitter: 0.25,
+        connection: Settings {
+            backoff: Backoff {
+                retry: Duration::from_millis(40),
+                initial: Duration::from_millis(40),
+                max: Duration::from_millis(200),
+                multiplier: 2.0,
+                jitter: 0.25,
+            },
+            ..Settings::default()
         },
         ..Options::default()
     }

@@ -38,7 +38,7 @@ pub enum AcceptError {
     /// The handshake was refused (the peer was told why).
     Handshake(HandshakeError),
     /// The peer did not finish the upgrade, or send `Connect`, in time
-    /// ([`Options::handshake_timeout`](crate::driver::Options::handshake_timeout) each).
+    /// ([`Options::connection`](crate::driver::Options::connection)`.handshake_timeout` each).
     Timeout,
     /// The transport failed or closed during the handshake.
     Transport(String),

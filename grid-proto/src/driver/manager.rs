@@ -19,6 +19,7 @@ use tungstenite::handshake::server::{
 use tungstenite::http::{HeaderValue, StatusCode};
 use tungstenite::protocol::WebSocketConfig;
 
+use crate::config::Config;
 use crate::connection::Connection as Core;
 use crate::dial::should_dial;
 use crate::driver::conn::Connection;
@@ -153,7 +154,7 @@ impl<R: Runtime> Manager<R> {
         let local: Arc<str> = Arc::from(local);
         let shared = Arc::new(ManagerShared {
             local: Arc::clone(&local),
-            registry: Registry::new(options.core.capacities.clone()),
+            registry: Registry::new(options.connection.capacities.clone()),
             refusals: RefusalLog::default(),
             options,
         });
@@ -167,13 +168,12 @@ impl<R: Runtime> Manager<R> {
             .enumerate()
         {
             let remote: Arc<str> = Arc::from(h);
-            let mut cfg = shared.options.core.clone();
-            cfg.local_host = local.to_string();
-            cfg.remote_host = remote.to_string();
-            cfg.seed = seed.wrapping_add(i as u64 + 1);
-            cfg.max_message_size = shared.options.max_message_size;
-            cfg.handshake_timeout = shared.options.handshake_timeout;
-            cfg.backoff = shared.options.backoff;
+            let cfg = Config {
+                local_host: local.to_string(),
+                remote_host: remote.to_string(),
+                seed: seed.wrapping_add(i as u64 + 1),
+                settings: shared.options.connection.clone(),
+            };
             let core = Core::new(cfg, instance_id, now, wall);
             let rt_sleep = rt.clone();
             let rt_clock = rt.clone();
@@ -236,7 +236,7 @@ impl<R: Runtime> Manager<R> {
     }
 
     /// The WebSocket settings grid needs (message size limits raised to
-    /// [`Options::max_message_size`], a large write buffer): use them when
+    /// `Options::connection.max_message_size`, a large write buffer): use them when
     /// upgrading a connection yourself.
     pub fn websocket_config(&self) -> WebSocketConfig {
         self.inner.shared.ws_config()
@@ -352,7 +352,7 @@ impl<R: Runtime> Manager<R> {
         let shared = &self.inner.shared;
         let mut handshake = IncomingHandshake::new(
             rt.now(),
-            shared.options.handshake_timeout,
+            shared.options.connection.handshake_timeout,
             &shared.local,
             self.inner.instance_id,
         );

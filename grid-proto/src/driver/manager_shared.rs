@@ -48,7 +48,7 @@ impl ManagerShared {
     }
 
     pub(crate) fn ws_config(&self) -> WebSocketConfig {
-        let max = self.options.max_message_size;
+        let max = self.options.connection.max_message_size;
         // tungstenite zero-fills up to `read_buffer_size` before every read
         // attempt; its 128 KiB default made that memset the top cost of small
         // messages. 16 KiB keeps it small and still reads many messages at once.

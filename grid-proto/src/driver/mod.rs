@@ -51,7 +51,7 @@ pub use http_upgrade::{HttpUpgradeError, switching_protocols};
 pub use manager::{Manager, UpgradeCheck};
 pub use message::{CodecError, GridMessage, Mss, NoInput, NoPayload, decode, encode};
 pub use minio_auth::MinioAuth;
-pub use options::{AuthFn, Options, ValidateFn, default_capacities};
+pub use options::{AuthFn, Options, ValidateFn};
 #[cfg(feature = "recorder")]
 pub use recorder::{OpenFn, Recorder, RecordingInfo};
 pub use refusals::Refusals;

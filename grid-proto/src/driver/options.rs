@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Backoff, CapacityTable, Config};
+use crate::config::Settings;
 use crate::driver::recorder::Recorder;
 use crate::driver::trace::TraceFn;
 use crate::upgrade::DEFAULT_ROUTE;
@@ -27,15 +27,14 @@ pub struct Options {
     pub dial_timeout: Duration,
     /// A write blocked this long drops the connection (Go: about 4 s).
     pub write_timeout: Duration,
-    /// How long an acceptor waits for the HTTP upgrade and then for
-    /// `Connect`, and a dialer for the answer.
-    pub handshake_timeout: Duration,
-    /// Largest message accepted.
-    pub max_message_size: usize,
-    /// Limits and timers of each connection's core (hosts are filled in).
-    pub core: Config,
-    /// Reconnect spacing.
-    pub backoff: Backoff,
+    /// The timers and limits of every connection (the manager gives each
+    /// connection its hosts and a seed drawn from [`seed`](Self::seed)).
+    /// Some reach past the connection: `handshake_timeout` also bounds an
+    /// acceptor's wait for the HTTP upgrade and then for `Connect`,
+    /// `max_message_size` also caps the WebSocket's messages and frames,
+    /// and `backoff.retry` also spaces the restarts of a connection task
+    /// that crashed.
+    pub connection: Settings,
     /// Check `X-Minio-Time` on incoming upgrades (MinIO's 15 min rule).
     pub check_upgrade_time: bool,
     /// Seed of the managers' randomness (instance id, jitter); `None`: from
@@ -58,8 +57,7 @@ impl fmt::Debug for Options {
         d.field("route", &self.route)
             .field("dial_timeout", &self.dial_timeout)
             .field("write_timeout", &self.write_timeout)
-            .field("handshake_timeout", &self.handshake_timeout)
-            .field("max_message_size", &self.max_message_size)
+            .field("connection", &self.connection)
             .field("trace", &self.trace.is_some());
         #[cfg(feature = "recorder")]
         d.field("recorder", &self.recorder.is_some());
@@ -69,17 +67,13 @@ impl fmt::Debug for Options {
 
 impl Default for Options {
     fn default() -> Self {
-        let core = Config::new("", "");
         Options {
             route: DEFAULT_ROUTE.to_owned(),
             auth_token: Arc::new(|_| String::new()),
             validate_token: Arc::new(|_| Ok(())),
             dial_timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(4),
-            handshake_timeout: core.handshake_timeout,
-            max_message_size: core.max_message_size,
-            backoff: core.backoff,
-            core,
+            connection: Settings::default(),
             check_upgrade_time: true,
             seed: None,
             #[cfg(feature = "recorder")]
@@ -87,11 +81,6 @@ impl Default for Options {
             trace: None,
         }
     }
-}
-
-/// A capacity table with MinIO's defaults, for [`Options::core`].
-pub fn default_capacities() -> CapacityTable {
-    CapacityTable::default()
 }
 
 impl Options {

@@ -177,7 +177,8 @@ impl<R: Runtime> ConnTask<R> {
                 return;
             };
             error!(remote = %shared.remote, %panic, "connection task panicked; its calls failed, restarting it");
-            rt.sleep_until(rt.now() + mgr.options.backoff.retry).await;
+            rt.sleep_until(rt.now() + mgr.options.connection.backoff.retry)
+                .await;
             if shared.mailbox.is_closed() {
                 shared.set_state(State::Shutdown);
                 return;
