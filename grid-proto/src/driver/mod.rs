@@ -39,6 +39,7 @@ mod runtime;
 mod send_error;
 mod stream;
 mod task;
+mod tls_runtime;
 mod trace;
 mod typed;
 
@@ -59,6 +60,7 @@ pub use registry::{RegisterError, RemoteError, StreamCall};
 pub use runtime::{BoxFuture, BoxSocket, Runtime, WebSocket};
 pub use send_error::StreamSendError;
 pub use stream::{StreamReceiver, StreamSender};
+pub use tls_runtime::{TlsDialer, TlsRuntime};
 pub use trace::{
     CallKind, CallTrace, Direction, TraceError, TraceFn, TraceRoute, Transfer, handler_family,
 };
