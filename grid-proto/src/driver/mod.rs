@@ -23,6 +23,7 @@ mod context;
 mod descriptor;
 mod dispatch;
 mod error;
+pub mod example;
 mod http_upgrade;
 mod isolate;
 mod mailbox;
