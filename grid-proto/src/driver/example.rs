@@ -13,7 +13,7 @@
 //! # ) -> Result<(), Box<dyn std::error::Error>> {
 //! use grid_proto::driver::example;
 //!
-//! for node in nodes {
+//! for node in &nodes {
 //!     example::register_handlers(node)?;
 //!     // ...serve the node's listener, then:
 //!     node.start();
