@@ -40,9 +40,8 @@ use tungstenite::protocol::WebSocketConfig;
 // and the core types it speaks in. `Manager` below shadows the generic one.
 pub use grid_proto::driver::*;
 pub use grid_proto::{
-    self as proto, Backoff, CallError, CancelReason, Capacities, CapacityTable, Config,
-    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, StatsTotal, Subroute,
-    SubrouteId,
+    self as proto, Backoff, CallError, CancelReason, Capacities, CapacityTable, DisconnectReason,
+    HandlerId, InstanceId, SendError, Settings, State, Stats, StatsTotal, Subroute, SubrouteId,
 };
 
 #[cfg(feature = "tls")]
