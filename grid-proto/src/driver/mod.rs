@@ -16,6 +16,16 @@
 //! that are [`GridMessage`]s such as serde types or [`NoPayload`]). Every
 //! handler can see its call's [`HandlerContext`]: the caller, the
 //! subroute, the deadline and the cancellation.
+//!
+//! Where things live, layer by layer (a file imports only from the layers
+//! below it): `options` and `error` (what a manager is built from and fails
+//! with); `registry` (the handler tables, one way in) and `register` (every
+//! `Manager::register_*`); `conn_shared` (the command mailbox and the
+//! connection's and streams' shared state); `conn` and `stream` (the
+//! handles on top of it); `manager_shared` (what the tasks share with their
+//! manager); `task` and `dispatch` (the connection task); `manager` (build,
+//! start, accept, stop). A runtime that also dials TLS hosts is a
+//! [`TlsRuntime`], whatever the runtime.
 
 mod conn;
 mod conn_shared;
