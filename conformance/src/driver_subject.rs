@@ -198,7 +198,7 @@ impl DriverSubject {
             }
         });
         if let Some(interval) = setup.ping_interval {
-            options.core.ping_interval = interval;
+            options.connection.ping_interval = interval;
         }
         let all = [hosts.local.clone(), hosts.remote.clone()];
         let handlers = Handlers::Scripted(Arc::clone(&setup.answers));

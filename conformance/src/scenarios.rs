@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::join_all;
-use grid_proto::driver::{Connection, Mss, NoPayload, StreamReceiver, TypedError};
+use grid_proto::driver::{Connection, Mss, NoPayload, SingleHandler, StreamReceiver, TypedError};
 use grid_proto::sim::{REF_MSS, REF_SUB};
 use grid_proto::{CallError, HandlerId};
 
@@ -295,9 +295,8 @@ async fn typed_mss(conn: &Connection) -> Result<(), String> {
         ("bucket".to_owned(), "b1".to_owned()),
         ("object".to_owned(), "o/1".to_owned()),
     ]);
-    let got: Mss = conn
-        .subroute(REF_MSS)
-        .call(FAIL, &req)
+    let got = SingleHandler::<Mss, Mss>::new(FAIL)
+        .call(&conn.subroute(REF_MSS), &req)
         .await
         .map_err(|e| format!("typed call failed: {e}"))?;
     let mut want = req;

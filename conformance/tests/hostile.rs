@@ -142,7 +142,7 @@ fn handshake_rejections_flood(kind: Kind) {
 fn upgrade_never_completes(kind: Kind) {
     let timeout = Duration::from_millis(300);
     let bed = Bed::start("upgrade_never_completes", kind, |o| {
-        o.handshake_timeout = timeout
+        o.connection.handshake_timeout = timeout
     });
     let addr = bed.addr;
     let request = {
@@ -425,7 +425,9 @@ fn bad_crc(kind: Kind) {
 /// 1 GiB drop the connection before more than the limit is buffered.
 fn oversize_frames(kind: Kind) {
     const MAX: usize = 64 << 10;
-    let bed = Bed::start("oversize_frames", kind, |o| o.max_message_size = MAX);
+    let bed = Bed::start("oversize_frames", kind, |o| {
+        o.connection.max_message_size = MAX
+    });
     let hostile = bed.hostile[0].clone();
     type Attack = fn(&mut Peer);
     let attacks: [(&str, Attack); 3] = [
@@ -493,7 +495,7 @@ fn connect_mux_flood(kind: Kind) {
     const LIMIT_STREAMS: usize = 100;
     const FLOOD: u64 = 2_100;
     let bed = Bed::start("connect_mux_flood", kind, |o| {
-        o.core.max_incoming_streams = LIMIT_STREAMS;
+        o.connection.max_incoming_streams = LIMIT_STREAMS;
     });
     let hostile = bed.hostile[0].clone();
     let sampler = Sampler::start(bed.conn(&hostile));
@@ -589,7 +591,7 @@ fn peer_that_never_reads(kind: Kind) {
     const MAX_QUEUED: usize = 1 << 20;
     let write_timeout = Duration::from_millis(500);
     let bed = Bed::start("peer_that_never_reads", kind, |o| {
-        o.core.max_queued_bytes = MAX_QUEUED;
+        o.connection.max_queued_bytes = MAX_QUEUED;
         o.write_timeout = write_timeout;
     });
     let hostile = bed.hostile[0].clone();

@@ -995,14 +995,14 @@ impl Exchange {
         let remote = ex.get("remote").unwrap_or("http://127.0.0.1:19001");
         let mut config = Config::new(local, remote);
         config.seed = 1;
-        config.fix_q2 = match ex.get("q2") {
+        config.settings.fix_q2 = match ex.get("q2") {
             None | Some("fixed") => true,
             Some("go") => false,
             Some(other) => return Err(format!("q2: {other}?")),
         };
         if let Some(v) = ex.get("ping-interval") {
-            config.ping_interval = parse_duration(v)?;
-            config.pong_timeout = config.ping_interval * 2;
+            config.settings.ping_interval = parse_duration(v)?;
+            config.settings.pong_timeout = config.settings.ping_interval * 2;
         }
         let now = Instant::now();
         let wall = parse_time(START)?;

@@ -20,7 +20,7 @@
 //! assert_eq!(HandlerId::DISK_INFO.stream_capacities(), None);
 //! ```
 
-use crate::config::Capacities;
+use crate::capacities::Capacities;
 use crate::handler::HandlerId;
 
 /// What the catalogue knows about one handler id.

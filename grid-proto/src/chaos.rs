@@ -134,12 +134,12 @@ fn check_bounds(pair: &Pair, ledger: &Ledger) {
         let s = node.conn.stats(now);
         let cfg = node.conn.config();
         assert!(
-            s.queued_bytes <= cfg.max_queued_bytes + (1 << 20),
+            s.queued_bytes <= cfg.settings.max_queued_bytes + (1 << 20),
             "queue grew to {} bytes",
             s.queued_bytes
         );
-        assert!(s.incoming_streams <= cfg.max_incoming_streams);
-        assert!(s.incoming_requests <= cfg.max_incoming_requests);
+        assert!(s.incoming_streams <= cfg.settings.max_incoming_streams);
+        assert!(s.incoming_requests <= cfg.settings.max_incoming_requests);
     }
     for (id, call) in &ledger.live {
         // Timers up to `now` have fired by the time a step returns.

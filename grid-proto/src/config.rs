@@ -5,33 +5,10 @@ use std::time::Duration;
 
 use hashbrown::HashMap;
 
+use crate::capacities::Capacities;
 use crate::handler::HandlerId;
 use crate::merge::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::subroute::SubrouteId;
-
-/// The two window sizes of a stream handler
-/// (docs/protocol.md#streams-capacities). They are not on the wire: caller
-/// and callee must agree out of band.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Capacities {
-    /// Caller → callee messages in flight; 0 means the stream has no input.
-    pub in_capacity: u32,
-    /// Callee → caller messages in flight (0 is treated as 1).
-    pub out_capacity: u32,
-}
-
-impl Capacities {
-    /// Go's defaults for typed stream handlers: one each way.
-    pub const DEFAULT: Capacities = Capacities {
-        in_capacity: 1,
-        out_capacity: 1,
-    };
-
-    /// `OutCapacity` as Go uses it (at least 1).
-    pub fn effective_out(&self) -> u32 {
-        self.out_capacity.max(1)
-    }
-}
 
 /// The callee capacities a caller assumes per handler (and subroute), so it
 /// sizes its windows like the remote handler (docs/protocol.md#streams-capacities,
@@ -120,15 +97,11 @@ impl Default for Backoff {
     }
 }
 
-/// Everything a [`crate::Connection`] needs to know up front.
+/// The timers and limits of a connection, the same for every connection
+/// of a node (a driver's manager takes one for all of them); the defaults
+/// are Go's timers and this crate's limits.
 #[derive(Debug, Clone)]
-pub struct Config {
-    /// This node's host string (e.g. `http://10.0.0.1:9000`).
-    pub local_host: String,
-    /// The remote node's host string.
-    pub remote_host: String,
-    /// Seed for all randomness (instance id, jitter): same seed, same run.
-    pub seed: u64,
+pub struct Settings {
     /// Connection ping interval (Go: 10 s).
     pub ping_interval: Duration,
     /// A connection with no pong for longer than this is lost (Go: 20 s).
@@ -161,13 +134,9 @@ pub struct Config {
     pub fix_q2: bool,
 }
 
-impl Config {
-    /// A configuration with Go's timers and this crate's default limits.
-    pub fn new(local_host: impl Into<String>, remote_host: impl Into<String>) -> Config {
-        Config {
-            local_host: local_host.into(),
-            remote_host: remote_host.into(),
-            seed: 0,
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
             ping_interval: Duration::from_secs(10),
             pong_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
@@ -179,6 +148,32 @@ impl Config {
             capacities: CapacityTable::default(),
             backoff: Backoff::default(),
             fix_q2: true,
+        }
+    }
+}
+
+/// Everything a [`crate::Connection`] needs to know up front: which pair of
+/// hosts it joins, the seed of its randomness, and its [`Settings`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's host string (e.g. `http://10.0.0.1:9000`).
+    pub local_host: String,
+    /// The remote node's host string.
+    pub remote_host: String,
+    /// Seed for all randomness (instance id, jitter): same seed, same run.
+    pub seed: u64,
+    /// Timers and limits.
+    pub settings: Settings,
+}
+
+impl Config {
+    /// A configuration with seed 0 and the default [`Settings`].
+    pub fn new(local_host: impl Into<String>, remote_host: impl Into<String>) -> Config {
+        Config {
+            local_host: local_host.into(),
+            remote_host: remote_host.into(),
+            seed: 0,
+            settings: Settings::default(),
         }
     }
 }

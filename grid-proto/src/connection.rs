@@ -172,7 +172,7 @@ impl Connection {
         } else {
             Flags::NONE
         };
-        let redial = Redial::new(config.backoff, config.seed);
+        let redial = Redial::new(config.settings.backoff, config.seed);
         let mut conn = Connection {
             config,
             dialer,
@@ -324,8 +324,10 @@ impl Connection {
             token: token.to_owned(),
         };
         self.send_alone(&handshake::connect_message(&req));
-        self.timers
-            .set(ConnTimer::Handshake, now + self.config.handshake_timeout);
+        self.timers.set(
+            ConnTimer::Handshake,
+            now + self.config.settings.handshake_timeout,
+        );
     }
 
     /// Dialer: the dial attempt failed before a transport was up (no
@@ -391,7 +393,7 @@ impl Connection {
         self.last_pong = now;
         self.timers.stop(ConnTimer::Handshake);
         self.timers
-            .set(ConnTimer::Ping, now + self.config.ping_interval);
+            .set(ConnTimer::Ping, now + self.config.settings.ping_interval);
         self.events.push_back(Event::Connected {
             remote_id,
             peer_restarted,
@@ -489,7 +491,7 @@ impl Connection {
             .counters
             .bytes_received
             .saturating_add(frame.len() as u64);
-        let decoder = match FrameDecoder::new(frame, self.config.max_message_size) {
+        let decoder = match FrameDecoder::new(frame, self.config.settings.max_message_size) {
             Ok(d) => d,
             Err(e) => return self.end_session(now, DisconnectReason::Decode(e)),
         };
@@ -611,11 +613,11 @@ impl Connection {
         if self.state != State::Connected {
             return;
         }
-        if now.saturating_duration_since(self.last_pong) > self.config.pong_timeout {
+        if now.saturating_duration_since(self.last_pong) > self.config.settings.pong_timeout {
             return self.end_session(now, DisconnectReason::PongTimeout);
         }
         let mut ping = Message::new(Op::Ping, 0);
-        ping.deadline_ms = duration_ms(self.config.ping_interval);
+        ping.deadline_ms = duration_ms(self.config.settings.ping_interval);
         ping.payload = PingPayload {
             t: self.wall_clock(now),
         }
@@ -624,7 +626,7 @@ impl Connection {
         // (docs/protocol.md#quirk-q9-crc-exceptions).
         self.send(&ping);
         self.timers
-            .set(ConnTimer::Ping, now + self.config.ping_interval);
+            .set(ConnTimer::Ping, now + self.config.settings.ping_interval);
     }
 
     // ---- outputs ----
@@ -649,7 +651,7 @@ impl Connection {
     /// once [`poll_transmit`](Self::poll_transmit) has taken enough; a peer
     /// that never reads is the driver's write timeout to catch.
     pub fn wants_read(&self) -> bool {
-        self.outbox.queued_bytes <= self.config.max_queued_bytes
+        self.outbox.queued_bytes <= self.config.settings.max_queued_bytes
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
@@ -733,13 +735,13 @@ impl Connection {
     pub(crate) fn check_room(&self, payload_len: usize) -> Result<(), CallError> {
         // Envelope + subroute + CRC + merge header stay well under 128 bytes.
         let size = payload_len.saturating_add(128);
-        if size > self.config.max_message_size {
+        if size > self.config.settings.max_message_size {
             return Err(CallError::TooLarge {
                 size,
-                max: self.config.max_message_size,
+                max: self.config.settings.max_message_size,
             });
         }
-        if self.outbox.queued_bytes.saturating_add(size) > self.config.max_queued_bytes {
+        if self.outbox.queued_bytes.saturating_add(size) > self.config.settings.max_queued_bytes {
             return Err(CallError::QueueFull);
         }
         Ok(())

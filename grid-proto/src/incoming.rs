@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::config::Capacities;
+use crate::capacities::Capacities;
 use crate::connection::Connection;
 use crate::error::{CancelReason, SendError};
 use crate::event::{Event, IncomingId};
@@ -408,7 +408,7 @@ impl Connection {
             self.counters.ignored_messages = self.counters.ignored_messages.saturating_add(1);
             return;
         }
-        if self.incoming_requests.len() >= self.config.max_incoming_requests {
+        if self.incoming_requests.len() >= self.config.settings.max_incoming_requests {
             return self.send_connect_error(&msg, "too many incoming requests");
         }
         let deadline =
@@ -444,7 +444,7 @@ impl Connection {
             self.counters.ignored_messages = self.counters.ignored_messages.saturating_add(1);
             return;
         }
-        if self.incoming_streams.len() >= self.config.max_incoming_streams {
+        if self.incoming_streams.len() >= self.config.settings.max_incoming_streams {
             return self.send_connect_error(&msg, "too many incoming streams");
         }
         let deadline =

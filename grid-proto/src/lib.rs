@@ -83,6 +83,7 @@
 //! # Ok::<(), grid_proto::DecodeError>(())
 //! ```
 
+mod capacities;
 mod catalogue;
 #[cfg(feature = "sim")]
 pub mod chaos;
@@ -115,8 +116,9 @@ mod time;
 mod timer;
 pub mod upgrade;
 
+pub use capacities::Capacities;
 pub use catalogue::{CATALOGUE, HandlerInfo};
-pub use config::{Backoff, Capacities, CapacityTable, Config};
+pub use config::{Backoff, CapacityTable, Config, Settings};
 pub use connection::Connection;
 pub use dial::{crc_enabled, should_dial};
 pub use error::{CallError, CancelReason, DecodeError, DisconnectReason, SendError};

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::config::Capacities;
+use crate::capacities::Capacities;
 use crate::connection::{Connection, duration_ms};
 use crate::error::{CallError, SendError};
 use crate::event::{CallId, Event};
@@ -200,8 +200,8 @@ impl Connection {
         let (deadline_ms, local_deadline) = match deadline {
             Some(d) => (wire_deadline(now, d)?, d),
             None => (
-                duration_ms(self.config.default_request_timeout),
-                now + self.config.default_request_timeout,
+                duration_ms(self.config.settings.default_request_timeout),
+                now + self.config.settings.default_request_timeout,
             ),
         };
         let id = self.allocate_mux_id();
@@ -239,7 +239,12 @@ impl Connection {
         } = open;
         self.check_call(handler)?;
         let caps = capacities
-            .or_else(|| self.config.capacities.get(handler, subroute.as_ref()))
+            .or_else(|| {
+                self.config
+                    .settings
+                    .capacities
+                    .get(handler, subroute.as_ref())
+            })
             .ok_or(CallError::UnknownHandler { handler: handler.0 })?;
         self.check_room(payload.as_ref().map_or(0, Bytes::len))?;
         let deadline_ms = match deadline {
@@ -454,7 +459,7 @@ impl Connection {
     /// The answer to an unknown caller-side mux
     /// (docs/protocol.md#quirk-q2-unknown-mux-reply).
     fn reply_unknown_call(&mut self, mux_id: u64) {
-        let op = if self.config.fix_q2 {
+        let op = if self.config.settings.fix_q2 {
             Op::DisconnectServerMux
         } else {
             Op::DisconnectClientMux
@@ -711,7 +716,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::config::Capacities;
+    use crate::capacities::Capacities;
     use crate::event::IncomingId;
     use crate::sim::Pair;
 

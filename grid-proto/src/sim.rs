@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use hashbrown::HashMap;
 
-use crate::config::{Capacities, CapacityTable, Config};
+use crate::capacities::Capacities;
+use crate::config::{CapacityTable, Config};
 use crate::connection::Connection;
 use crate::error::DisconnectReason;
 use crate::event::{Event, IncomingId};
@@ -168,10 +169,10 @@ impl Pair {
     pub fn new(seed: u64) -> Pair {
         let mut c = Config::new(CLIENT_HOST, SERVER_HOST);
         c.seed = seed;
-        RefPeer::declare_capacities(&mut c.capacities);
+        RefPeer::declare_capacities(&mut c.settings.capacities);
         let mut s = Config::new(SERVER_HOST, CLIENT_HOST);
         s.seed = seed.wrapping_add(1);
-        RefPeer::declare_capacities(&mut s.capacities);
+        RefPeer::declare_capacities(&mut s.settings.capacities);
         Pair::with_configs(c, s)
     }
 

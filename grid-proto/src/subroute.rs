@@ -78,7 +78,8 @@ impl Subroute {
         }
     }
 
-    /// The route string as shared, if the subroute was named by one.
+    /// The route string as shared, if the subroute was named by one (the
+    /// driver hands it to its traces without copying).
     #[cfg(feature = "driver")]
     pub(crate) fn shared_name(&self) -> Option<&Arc<str>> {
         match self {

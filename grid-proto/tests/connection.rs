@@ -32,8 +32,8 @@ fn configured(
     let mut s = Config::new(SERVER_HOST, CLIENT_HOST);
     s.seed = seed + 1;
     // The test handlers' stream capacities, as `Pair::new` declares them.
-    RefPeer::declare_capacities(&mut c.capacities);
-    RefPeer::declare_capacities(&mut s.capacities);
+    RefPeer::declare_capacities(&mut c.settings.capacities);
+    RefPeer::declare_capacities(&mut s.settings.capacities);
     server(&mut s);
     let mut pair = Pair::with_configs(c, s);
     settle(&mut pair);
@@ -210,7 +210,7 @@ fn frames_of_a_lost_session_meet_the_unknown_mux_rules() {
 
 #[test]
 fn too_many_incoming_streams_are_refused() {
-    let mut pair = configured(3, |_| {}, |s| s.max_incoming_streams = 2);
+    let mut pair = configured(3, |_| {}, |s| s.settings.max_incoming_streams = 2);
     let now = pair.now;
     let ids: Vec<CallId> = (0..3)
         .map(|_| {
@@ -251,7 +251,7 @@ fn too_many_incoming_streams_are_refused() {
 
 #[test]
 fn too_many_incoming_requests_are_refused() {
-    let mut pair = configured(4, |_| {}, |s| s.max_incoming_requests = 1);
+    let mut pair = configured(4, |_| {}, |s| s.settings.max_incoming_requests = 1);
     let now = pair.now;
     let first = pair
         .client
@@ -276,7 +276,7 @@ fn too_many_incoming_requests_are_refused() {
 
 #[test]
 fn queue_limit_refuses_new_work_until_the_queue_drains() {
-    let mut pair = configured(5, |c| c.max_queued_bytes = 2_000, |_| {});
+    let mut pair = configured(5, |c| c.settings.max_queued_bytes = 2_000, |_| {});
     let (id, _) = {
         let now = pair.now;
         let id = pair
@@ -323,7 +323,7 @@ fn queue_limit_refuses_new_work_until_the_queue_drains() {
 
 #[test]
 fn oversize_message_is_refused_locally() {
-    let mut pair = configured(6, |c| c.max_message_size = 1024, |_| {});
+    let mut pair = configured(6, |c| c.settings.max_message_size = 1024, |_| {});
     let now = pair.now;
     let big = Bytes::from(vec![1u8; 2000]);
     let err = pair
@@ -359,7 +359,7 @@ fn oversize_message_is_refused_locally() {
 
 #[test]
 fn oversize_frame_from_the_peer_closes_the_connection() {
-    let mut pair = configured(7, |_| {}, |s| s.max_message_size = 1024);
+    let mut pair = configured(7, |_| {}, |s| s.settings.max_message_size = 1024);
     let now = pair.now;
     let id = pair
         .client
@@ -399,7 +399,7 @@ fn oversize_frame_from_the_peer_closes_the_connection() {
 #[test]
 fn unknown_caller_mux_gets_disconnect_server_mux_with_the_q2_fix() {
     for fix_q2 in [true, false] {
-        let mut pair = configured(8, |c| c.fix_q2 = fix_q2, |_| {});
+        let mut pair = configured(8, |c| c.settings.fix_q2 = fix_q2, |_| {});
         let answer = if fix_q2 {
             Op::DisconnectServerMux
         } else {

@@ -201,7 +201,7 @@ fn handshake_without_answer_times_out_and_is_retried() {
     pair.drive();
     assert_eq!(pair.client.conn.state(), State::Connecting);
 
-    let timeout = pair.client.conn.config().handshake_timeout;
+    let timeout = pair.client.conn.config().settings.handshake_timeout;
     pair.advance(timeout - pair.elapsed() - NS);
     assert_eq!(pair.client.conn.state(), State::Connecting);
     assert!(log.times(is_disconnected).is_empty());
@@ -407,7 +407,7 @@ fn shut_down_acceptor_is_a_lost_transport_for_the_dialer() {
         ]
     );
     // The dialer keeps trying; a shut-down connection answers no handshake.
-    let timeout = pair.client.conn.config().handshake_timeout;
+    let timeout = pair.client.conn.config().settings.handshake_timeout;
     pair.advance(timeout);
     assert_eq!(
         log.times(|e| *e

@@ -52,11 +52,11 @@ fn patient(seed: u64, client: bool, server: bool) -> Pair {
     let mut s = Config::new(SERVER_HOST, CLIENT_HOST);
     s.seed = seed + 1;
     // The test handlers' stream capacities, as `Pair::new` declares them.
-    RefPeer::declare_capacities(&mut c.capacities);
-    RefPeer::declare_capacities(&mut s.capacities);
+    RefPeer::declare_capacities(&mut c.settings.capacities);
+    RefPeer::declare_capacities(&mut s.settings.capacities);
     for (config, patient) in [(&mut c, client), (&mut s, server)] {
         if patient {
-            config.pong_timeout = secs(3600);
+            config.settings.pong_timeout = secs(3600);
         }
     }
     let mut pair = Pair::with_configs(c, s);

@@ -1,41 +1,19 @@
 //! Three grid nodes on loopback, all on smol, calling each other.
 //!
-//! Run with `cargo run -p grid-smol --example smol-cluster`. Every node serves
-//! a few handlers of its own (echo, an error, a subroute, two streams and
-//! `whoami`); every node
-//! sends single requests and opens streams to every other node, over the one
-//! connection each pair shares (the dial rule picks which node of a pair
-//! dials). Then the cluster shuts down and prints each connection's stats.
-//! `grid-tokio`'s example is the same program on tokio.
+//! Run with `cargo run -p grid-smol --example smol-cluster`. Every node
+//! serves a few handlers of its own and calls every other node over the one
+//! connection each pair shares; then the cluster shuts down and prints each
+//! connection's stats. The program itself is runtime-neutral
+//! (`grid_proto::driver::example`); this file is what smol adds to it, and
+//! `grid-tokio`'s example the same on tokio.
 
-use std::time::Duration;
+use grid_smol::{Manager, Options, Smol, example};
 
-use bytes::Bytes;
-use grid_smol::{
-    CallError, Capacities, Connection, HandlerId, Manager, Options, RegisterError, RemoteError,
-    Smol, StreamCall,
-};
-
-// Handler ids are MinIO's (1..=79); an application on its own grid picks
-// any. These are MinIO's two test ids and one more.
-/// Answers with the serving node's host string.
-const WHOAMI: HandlerId = HandlerId(40);
-/// Single: echo. Stream: each message comes back behind the initial payload.
-const ECHO: HandlerId = HandlerId::TEST;
-/// Single: fails with the payload as error text. Stream: `u32be N ++ data`
-/// gives N numbered messages.
-const FAIL_OR_COUNT: HandlerId = HandlerId::TEST2;
-/// A subroute: the same handler id on a named route (MinIO uses a drive's
-/// path).
-const DISK: &str = "disk-1";
-
-type Error = Box<dyn std::error::Error>;
-
-fn main() -> Result<(), Error> {
+fn main() -> Result<(), example::Error> {
     async_io::block_on(run())
 }
 
-async fn run() -> Result<(), Error> {
+async fn run() -> Result<(), example::Error> {
     // Listen first on ephemeral ports, so every node knows every host string.
     let mut listeners = Vec::new();
     for _ in 0..3 {
@@ -49,146 +27,10 @@ async fn run() -> Result<(), Error> {
     let mut nodes = Vec::new();
     for (listener, host) in listeners.into_iter().zip(&hosts) {
         let manager = Manager::new(Smol, host, &hosts, Options::default())?;
-        register_handlers(&manager, host)?;
+        example::register_handlers(&manager)?;
         grid_smol::spawn(grid_smol::serve(manager.clone(), listener)).detach();
         manager.start();
         nodes.push(manager);
     }
-
-    for node in &nodes {
-        for peer in hosts.iter().filter(|h| *h != node.local_host()) {
-            let conn = node.connection(peer).ok_or("unknown host")?;
-            conn.wait_for_connect(Duration::from_secs(5)).await?;
-            exchange(&conn).await?;
-        }
-    }
-
-    for node in &nodes {
-        node.shutdown(Some(Duration::from_secs(1))).await;
-    }
-    for node in &nodes {
-        for (peer, stats) in node.stats() {
-            let Some(s) = stats else { continue };
-            println!(
-                "{} -> {peer}: {:?}, {} messages / {} frames / {} bytes sent, \
-                 {} messages / {} frames / {} bytes received",
-                node.local_host(),
-                s.state,
-                s.messages_sent,
-                s.frames_sent,
-                s.bytes_sent,
-                s.messages_received,
-                s.frames_received,
-                s.bytes_received,
-            );
-        }
-    }
-    Ok(())
-}
-
-fn register_handlers(manager: &Manager, host: &str) -> Result<(), RegisterError> {
-    let me = Bytes::from(host.to_owned());
-    manager.register_single(WHOAMI, move |_| {
-        let me = me.clone();
-        async move { Ok::<_, RemoteError>(me) }
-    })?;
-    manager.register_single(ECHO, |payload| async move { Ok(payload) })?;
-    manager.register_single(FAIL_OR_COUNT, |payload| async move {
-        Err(RemoteError(String::from_utf8_lossy(&payload).into_owned()))
-    })?;
-    manager.register_single_subroute(ECHO, DISK, |payload| async move {
-        Ok(Bytes::from(format!(
-            "{DISK} has {}",
-            String::from_utf8_lossy(&payload)
-        )))
-    })?;
-    manager.register_stream(ECHO, Capacities::DEFAULT, echo_stream)?;
-    // No input (InCapacity 0): the caller only receives.
-    let one_way = Capacities {
-        in_capacity: 0,
-        out_capacity: 1,
-    };
-    manager.register_stream(FAIL_OR_COUNT, one_way, count_stream)
-}
-
-/// Stream `ECHO`: answers every message with the initial payload ++ it.
-async fn echo_stream(call: StreamCall) -> Result<(), RemoteError> {
-    let prefix = call.payload.unwrap_or_default();
-    let mut output = call.output;
-    let Some(mut input) = call.input else {
-        return Ok(());
-    };
-    while let Some(message) = input.recv().await {
-        let message = message.map_err(|e| RemoteError(e.to_string()))?;
-        let reply = [&prefix[..], &message[..]].concat();
-        output
-            .send(reply.into())
-            .await
-            .map_err(|e| RemoteError(e.to_string()))?;
-    }
-    Ok(())
-}
-
-/// Stream `FAIL_OR_COUNT`: payload `u32be N ++ data` → N messages
-/// `u32be(i) ++ data`, then the end of the stream.
-async fn count_stream(call: StreamCall) -> Result<(), RemoteError> {
-    let payload = call.payload.unwrap_or_default();
-    let Some((n, data)) = payload.split_first_chunk::<4>() else {
-        return Err(RemoteError("payload too short".into()));
-    };
-    let mut output = call.output;
-    for i in 0..u32::from_be_bytes(*n) {
-        let message = [&i.to_be_bytes()[..], data].concat();
-        output
-            .send(message.into())
-            .await
-            .map_err(|e| RemoteError(e.to_string()))?;
-    }
-    Ok(())
-}
-
-/// Calls from one node to another: single requests (one failing, one on a
-/// subroute) and two streams.
-async fn exchange(conn: &Connection) -> Result<(), Error> {
-    let route = format!("{} -> {}", conn.local_host(), conn.remote_host());
-
-    let who = conn.request(WHOAMI, Bytes::new()).await?;
-    println!("{route}: whoami = {}", String::from_utf8_lossy(&who));
-    let echo = conn.request(ECHO, Bytes::from("hello")).await?;
-    println!("{route}: echo = {}", String::from_utf8_lossy(&echo));
-    match conn
-        .request(FAIL_OR_COUNT, Bytes::from("no such bucket"))
-        .await
-    {
-        Err(CallError::Remote(text)) => println!("{route}: remote error = {text}"),
-        other => return Err(format!("expected a remote error, got {other:?}").into()),
-    }
-    let disk = conn.subroute(DISK);
-    let answer = disk.request(ECHO, Bytes::from("hello")).await?;
-    println!("{route}: {DISK} = {}", String::from_utf8_lossy(&answer));
-
-    // Both ways: every message comes back behind the initial payload.
-    let (mut tx, mut rx) = conn.open_stream(ECHO, Some(Bytes::from("re:"))).await?;
-    let mut replies = Vec::new();
-    for m in ["a", "b", "c"] {
-        tx.send(Bytes::from(m)).await?;
-        let reply = rx.recv().await.ok_or("the stream ended early")??;
-        replies.push(String::from_utf8_lossy(&reply).into_owned());
-    }
-    tx.close();
-    println!("{route}: stream echo = {replies:?}");
-
-    // One way: the handler sends N numbered messages, then ends the stream.
-    let mut request = 5u32.to_be_bytes().to_vec();
-    request.extend_from_slice(b"!");
-    let (_tx, mut rx) = conn
-        .open_stream(FAIL_OR_COUNT, Some(request.into()))
-        .await?;
-    let mut count = 0;
-    while let Some(message) = rx.recv().await {
-        message?;
-        count += 1;
-    }
-    println!("{route}: stream count = {count} messages");
-    Ok(())
+    example::run(&nodes).await
 }

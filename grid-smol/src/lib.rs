@@ -46,9 +46,8 @@ use tungstenite::protocol::WebSocketConfig;
 // and the core types it speaks in. `Manager` below shadows the generic one.
 pub use grid_proto::driver::*;
 pub use grid_proto::{
-    self as proto, Backoff, CallError, CancelReason, Capacities, CapacityTable, Config,
-    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, StatsTotal, Subroute,
-    SubrouteId,
+    self as proto, Backoff, CallError, CancelReason, Capacities, CapacityTable, DisconnectReason,
+    HandlerId, InstanceId, SendError, Settings, State, Stats, StatsTotal, Subroute, SubrouteId,
 };
 
 mod executor;
@@ -150,7 +149,7 @@ pub async fn serve<R: Runtime<Socket = BoxSocket>>(
 /// Upgrades an accepted byte stream (plain TCP, or TLS you terminated) to
 /// a grid WebSocket, checking the route, token and clock headers first, and
 /// hands it to the manager. An upgrade not done within
-/// [`Options::handshake_timeout`] fails with [`AcceptError::Timeout`] (and
+/// `Options::connection.handshake_timeout` fails with [`AcceptError::Timeout`] (and
 /// the stream is closed).
 pub async fn accept_stream<R, S>(
     manager: &grid_proto::driver::Manager<R>,
@@ -165,7 +164,7 @@ where
         manager.upgrade_check(),
         Some(manager.websocket_config()),
     );
-    let ws = within(manager.options().handshake_timeout, upgrade)
+    let ws = within(manager.options().connection.handshake_timeout, upgrade)
         .await
         .ok_or(AcceptError::Timeout)?
         .map_err(|e| AcceptError::Transport(e.to_string()))?;

@@ -1,14 +1,14 @@
 //! `wss://` / `https://` grids over rustls (feature `tls`).
 //!
-//! Dialing uses [`SmolTls`], a smol runtime that carries the rustls client
-//! configuration; accepting uses [`serve_tls`] with a rustls server
-//! configuration. As in Go, no ALPN is offered (docs/protocol.md#transport-upgrade: the
-//! exchange is HTTP/1.1), and when both host strings are TLS URLs messages
-//! carry no CRC (§2.5; the core decides this from the host strings).
+//! Dialing uses [`SmolTls`], the smol runtime with a rustls client
+//! configuration (a [`TlsRuntime`] over [`RustlsDialer`]); accepting uses
+//! [`serve_tls`] with a rustls server configuration. As in Go, no ALPN is
+//! offered (docs/protocol.md#transport-upgrade: the exchange is HTTP/1.1),
+//! and when both host strings are TLS URLs messages carry no CRC (§2.5; the
+//! core decides this from the host strings).
 
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_net::{TcpListener, TcpStream};
 use async_tungstenite::tungstenite;
@@ -18,67 +18,42 @@ use tungstenite::protocol::WebSocketConfig;
 
 pub use futures_rustls::rustls;
 
-use crate::{BoxFuture, BoxSocket, Runtime, Sleep};
+use crate::{BoxFuture, BoxSocket, Runtime, Smol, TlsDialer, TlsRuntime};
 
-/// The smol runtime dialing `wss://` with a rustls client configuration.
-/// Plain `ws://` hosts are dialed without TLS.
+/// Dials `wss://` hosts over rustls on smol.
 #[derive(Clone)]
-pub struct SmolTls {
+pub struct RustlsDialer {
     client: Arc<rustls::ClientConfig>,
 }
 
-impl std::fmt::Debug for SmolTls {
+impl std::fmt::Debug for RustlsDialer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmolTls").finish_non_exhaustive()
+        f.debug_struct("RustlsDialer").finish_non_exhaustive()
     }
 }
 
-impl SmolTls {
+impl From<rustls::ClientConfig> for RustlsDialer {
     /// From a rustls client configuration (its trust roots and client
     /// certificate, if any). ALPN is cleared: Go offers none.
-    pub fn new(client: rustls::ClientConfig) -> SmolTls {
+    fn from(client: rustls::ClientConfig) -> RustlsDialer {
         let mut client = client;
         client.alpn_protocols.clear();
-        SmolTls {
+        RustlsDialer {
             client: Arc::new(client),
         }
     }
 }
 
-/// A grid manager on smol that dials TLS hosts.
-pub type TlsManager = grid_proto::driver::Manager<SmolTls>;
-
 fn url_error(e: tungstenite::error::UrlError) -> tungstenite::Error {
     tungstenite::Error::Url(e)
 }
 
-impl Runtime for SmolTls {
-    type Socket = BoxSocket;
-    type Sleep = Sleep;
-
-    fn now(&self) -> Instant {
-        crate::Smol.now()
-    }
-
-    fn spawn<F>(&self, task: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        crate::Smol.spawn(task);
-    }
-
-    fn sleep_until(&self, at: Instant) -> Self::Sleep {
-        crate::Smol.sleep_until(at)
-    }
-
-    fn dial(
+impl TlsDialer for RustlsDialer {
+    fn dial_tls(
         &self,
         request: Request,
         config: WebSocketConfig,
     ) -> BoxFuture<Result<BoxSocket, tungstenite::Error>> {
-        if request.uri().scheme_str() != Some("wss") {
-            return crate::Smol.dial(request, config);
-        }
         let connector = TlsConnector::from(Arc::clone(&self.client));
         Box::pin(async move {
             let uri = request.uri();
@@ -102,6 +77,14 @@ impl Runtime for SmolTls {
     }
 }
 
+/// The smol runtime dialing `wss://` with a rustls client configuration
+/// (`SmolTls::new(client_config)`); plain `ws://` hosts are dialed
+/// without TLS.
+pub type SmolTls = TlsRuntime<Smol, RustlsDialer>;
+
+/// A grid manager on smol that dials TLS hosts.
+pub type TlsManager = grid_proto::driver::Manager<SmolTls>;
+
 /// Accepts TLS grid connections on `listener` until it fails: each TLS
 /// handshake, upgrade and grid handshake runs on its own task.
 pub async fn serve_tls<R: Runtime<Socket = BoxSocket>>(
@@ -116,7 +99,7 @@ pub async fn serve_tls<R: Runtime<Socket = BoxSocket>>(
         let manager = manager.clone();
         let acceptor = acceptor.clone();
         crate::spawn(async move {
-            let limit = manager.options().handshake_timeout;
+            let limit = manager.options().connection.handshake_timeout;
             let tls = match crate::within(limit, acceptor.accept(tcp)).await {
                 Some(Ok(tls)) => tls,
                 Some(Err(e)) => {

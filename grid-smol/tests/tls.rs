@@ -115,10 +115,8 @@ fn a_stalled_tls_handshake_is_dropped() {
         let l = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let h = format!("https://{addr}");
-        let options = Options {
-            handshake_timeout: Duration::from_millis(300),
-            ..Options::default()
-        };
+        let mut options = Options::default();
+        options.connection.handshake_timeout = Duration::from_millis(300);
         let m = TlsManager::new(SmolTls::new(client), &h, &[&h], options).unwrap();
         grid_smol::spawn(serve_tls(m.clone(), l, Arc::new(server))).detach();
         // A blocking client on its own thread; the read's own timeout

@@ -40,9 +40,8 @@ use tungstenite::protocol::WebSocketConfig;
 // and the core types it speaks in. `Manager` below shadows the generic one.
 pub use grid_proto::driver::*;
 pub use grid_proto::{
-    self as proto, Backoff, CallError, CancelReason, Capacities, CapacityTable, Config,
-    DisconnectReason, HandlerId, InstanceId, SendError, State, Stats, StatsTotal, Subroute,
-    SubrouteId,
+    self as proto, Backoff, CallError, CancelReason, Capacities, CapacityTable, DisconnectReason,
+    HandlerId, InstanceId, SendError, Settings, State, Stats, StatsTotal, Subroute, SubrouteId,
 };
 
 #[cfg(feature = "tls")]
@@ -115,7 +114,7 @@ pub async fn serve<R: Runtime<Socket = BoxSocket>>(
 /// Upgrades an accepted byte stream (plain TCP, or TLS you terminated) to
 /// a grid WebSocket, checking the route, token and clock headers first, and
 /// hands it to the manager. An upgrade not done within
-/// [`Options::handshake_timeout`] fails with [`AcceptError::Timeout`] (and
+/// `Options::connection.handshake_timeout` fails with [`AcceptError::Timeout`] (and
 /// the stream is closed).
 pub async fn accept_stream<R, S>(
     manager: &grid_proto::driver::Manager<R>,
@@ -130,7 +129,7 @@ where
         manager.upgrade_check(),
         Some(manager.websocket_config()),
     );
-    let ws = tokio::time::timeout(manager.options().handshake_timeout, upgrade)
+    let ws = tokio::time::timeout(manager.options().connection.handshake_timeout, upgrade)
         .await
         .map_err(|_| AcceptError::Timeout)?
         .map_err(|e| AcceptError::Transport(e.to_string()))?;

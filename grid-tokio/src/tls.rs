@@ -1,14 +1,14 @@
 //! `wss://` / `https://` grids over rustls (feature `tls`).
 //!
-//! Dialing uses [`TokioTls`], a tokio runtime that carries the rustls client
-//! configuration; accepting uses [`serve_tls`] with a rustls server
-//! configuration. As in Go, no ALPN is offered (docs/protocol.md#transport-upgrade: the
-//! exchange is HTTP/1.1), and when both host strings are TLS URLs messages
-//! carry no CRC (§2.5; the core decides this from the host strings).
+//! Dialing uses [`TokioTls`], the tokio runtime with a rustls client
+//! configuration (a [`TlsRuntime`] over [`RustlsDialer`]); accepting uses
+//! [`serve_tls`] with a rustls server configuration. As in Go, no ALPN is
+//! offered (docs/protocol.md#transport-upgrade: the exchange is HTTP/1.1),
+//! and when both host strings are TLS URLs messages carry no CRC (§2.5; the
+//! core decides this from the host strings).
 
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -19,56 +19,34 @@ use tungstenite::protocol::WebSocketConfig;
 
 pub use tokio_rustls::rustls;
 
-use crate::{BoxFuture, BoxSocket, Runtime};
+use crate::{BoxFuture, BoxSocket, Runtime, TlsDialer, TlsRuntime, Tokio};
 
-/// The tokio runtime dialing `wss://` with a rustls client configuration.
-/// Plain `ws://` hosts are dialed without TLS.
+/// Dials `wss://` hosts over rustls on tokio.
 #[derive(Clone)]
-pub struct TokioTls {
+pub struct RustlsDialer {
     client: Arc<rustls::ClientConfig>,
 }
 
-impl std::fmt::Debug for TokioTls {
+impl std::fmt::Debug for RustlsDialer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokioTls").finish_non_exhaustive()
+        f.debug_struct("RustlsDialer").finish_non_exhaustive()
     }
 }
 
-impl TokioTls {
+impl From<rustls::ClientConfig> for RustlsDialer {
     /// From a rustls client configuration (its trust roots and client
     /// certificate, if any). ALPN is cleared: Go offers none.
-    pub fn new(client: rustls::ClientConfig) -> TokioTls {
+    fn from(client: rustls::ClientConfig) -> RustlsDialer {
         let mut client = client;
         client.alpn_protocols.clear();
-        TokioTls {
+        RustlsDialer {
             client: Arc::new(client),
         }
     }
 }
 
-/// A grid manager on tokio that dials TLS hosts.
-pub type TlsManager = grid_proto::driver::Manager<TokioTls>;
-
-impl Runtime for TokioTls {
-    type Socket = BoxSocket;
-    type Sleep = tokio::time::Sleep;
-
-    fn now(&self) -> Instant {
-        crate::Tokio.now()
-    }
-
-    fn spawn<F>(&self, task: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        crate::Tokio.spawn(task);
-    }
-
-    fn sleep_until(&self, at: Instant) -> Self::Sleep {
-        crate::Tokio.sleep_until(at)
-    }
-
-    fn dial(
+impl TlsDialer for RustlsDialer {
+    fn dial_tls(
         &self,
         request: Request,
         config: WebSocketConfig,
@@ -87,6 +65,14 @@ impl Runtime for TokioTls {
     }
 }
 
+/// The tokio runtime dialing `wss://` with a rustls client configuration
+/// (`TokioTls::new(client_config)`); plain `ws://` hosts are dialed
+/// without TLS.
+pub type TokioTls = TlsRuntime<Tokio, RustlsDialer>;
+
+/// A grid manager on tokio that dials TLS hosts.
+pub type TlsManager = grid_proto::driver::Manager<TokioTls>;
+
 /// Accepts TLS grid connections on `listener` until it fails: each TLS
 /// handshake, upgrade and grid handshake runs on its own task.
 pub async fn serve_tls<R: Runtime<Socket = BoxSocket>>(
@@ -101,7 +87,7 @@ pub async fn serve_tls<R: Runtime<Socket = BoxSocket>>(
         let manager = manager.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let limit = manager.options().handshake_timeout;
+            let limit = manager.options().connection.handshake_timeout;
             let tls = match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {

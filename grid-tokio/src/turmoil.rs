@@ -200,7 +200,7 @@ impl Runtime for Turmoil {
 
 /// Accepts grid connections on a simulated `listener` until it fails; each
 /// connection is upgraded (route, token and clock checks, bounded by
-/// [`Options::handshake_timeout`](crate::Options::handshake_timeout)) and
+/// [`Options::connection`](crate::Options::connection)`.handshake_timeout`) and
 /// handed to the manager on its own task. The simulated twin of
 /// [`crate::serve`].
 pub async fn serve<R: Runtime<Socket = BoxSocket>>(

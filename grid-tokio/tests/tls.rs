@@ -114,10 +114,8 @@ async fn a_stalled_tls_handshake_is_dropped() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let h = format!("https://{addr}");
-    let options = Options {
-        handshake_timeout: Duration::from_millis(300),
-        ..Options::default()
-    };
+    let mut options = Options::default();
+    options.connection.handshake_timeout = Duration::from_millis(300);
     let m = TlsManager::new(TokioTls::new(configs().1), &h, &[&h], options).unwrap();
     tokio::spawn(serve_tls(m.clone(), l, Arc::new(server)));
     let took = tokio::task::spawn_blocking(move || {

@@ -397,10 +397,10 @@ fn timer_options(p: &Parsed, options: &mut Options) -> Result<(), String> {
             .transpose()
     };
     if let Some(d) = seconds("--ping-interval")? {
-        options.core.ping_interval = d;
+        options.connection.ping_interval = d;
     }
     if let Some(d) = seconds("--pong-timeout")? {
-        options.core.pong_timeout = d;
+        options.connection.pong_timeout = d;
     }
     Ok(())
 }

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use conformance::register_reference_handlers;
 use grid_proto::driver::{
-    Connection, Manager, Options, Refusals, RegisterError, RemoteError, Runtime, StreamCall,
+    Connection, Manager, Options, Refusals, RegisterError, RemoteError, Runtime, SingleHandler,
+    StreamCall,
 };
-use grid_proto::{Backoff, Capacities, HandlerId, State, Stats, SubrouteId, should_dial};
+use grid_proto::{Backoff, Capacities, HandlerId, Settings, State, Stats, SubrouteId, should_dial};
 use smol::channel::{Receiver, Sender};
 
 /// How long anything that should happen may take.
@@ -388,11 +389,9 @@ impl Handlers {
                 Custom::Single(id, f) => m.register_single(id, move |p| f(p)),
                 Custom::Stream(id, caps, f) => m.register_stream(id, caps, move |c| f(c)),
                 Custom::Typed(id, f) => {
-                    m.register_typed(
-                        id,
-                        None,
-                        move |n: u32| async move { Ok::<_, RemoteError>(f(n)) },
-                    )
+                    SingleHandler::<u32, u32>::new(id).register(m, move |_, n: u32| async move {
+                        Ok::<_, RemoteError>(f(n))
+                    })
                 }
                 Custom::SingleRaw(id, sub, f) => m.register_single_raw(id, sub, move |p| f(p)),
                 Custom::StreamRaw(id, sub, caps, f) => {
@@ -417,12 +416,15 @@ pub(crate) fn test_options() -> Options {
                 Err(format!("unexpected token {t:?}"))
             }
         }),
-        backoff: Backoff {
-            retry: Duration::from_millis(40),
-            initial: Duration::from_millis(40),
-            max: Duration::from_millis(200),
-            multiplier: 2.0,
-            jitter: 0.25,
+        connection: Settings {
+            backoff: Backoff {
+                retry: Duration::from_millis(40),
+                initial: Duration::from_millis(40),
+                max: Duration::from_millis(200),
+                multiplier: 2.0,
+                jitter: 0.25,
+            },
+            ..Settings::default()
         },
         ..Options::default()
     }

@@ -406,7 +406,7 @@ impl TrappedNode {
     {
         let mut options = test_options();
         // A pause before the restart long enough to look at the dead task.
-        options.backoff.retry = std::time::Duration::from_millis(500);
+        options.connection.backoff.retry = std::time::Duration::from_millis(500);
         let m = Manager::new(rt, &host_of(&listener), hosts, options).expect("a manager");
         register_reference_handlers(&m).expect("reference handlers");
         let server = <Trap<R> as crate::harness::Driver>::serve(m.clone(), listener);

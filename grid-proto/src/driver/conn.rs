@@ -3,227 +3,22 @@
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 
-use crate::config::Capacities;
-use crate::driver::mailbox::Mailbox;
-use crate::driver::runtime::BoxFuture;
-use crate::driver::stream::{StreamKey, StreamReceiver, StreamSender, StreamShared};
+use crate::capacities::Capacities;
+use crate::driver::conn_shared::{Command, ConnShared, Deadline};
+use crate::driver::stream::{StreamReceiver, StreamSender};
 use crate::error::CallError;
 use crate::handler::HandlerId;
 use crate::redial::DialFailure;
 use crate::state::State;
 use crate::stats::Stats;
 use crate::subroute::{Subroute, SubrouteId};
-
-/// When a call gives up.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Deadline {
-    /// At this instant.
-    At(Instant),
-    /// This long after the connection task takes the call, so the callee
-    /// is sent exactly this (`DeadlineMS`, in whole milliseconds) however
-    /// long the call waited in the mailbox.
-    After(Duration),
-}
-
-impl Deadline {
-    /// The instant, for a call the task takes at `now`.
-    pub(crate) fn at(self, now: Instant) -> Instant {
-        match self {
-            Deadline::At(at) => at,
-            Deadline::After(d) => now + d,
-        }
-    }
-}
-
-/// What handles and handler tasks ask of a connection task.
-pub(crate) enum Command {
-    Request {
-        ticket: u64,
-        handler: HandlerId,
-        subroute: Option<SubrouteId>,
-        /// The subroute's name, when the handle knows it (for the trace).
-        route: Option<Arc<str>>,
-        payload: Bytes,
-        deadline: Option<Deadline>,
-        reply: oneshot::Sender<Result<Option<Bytes>, CallError>>,
-    },
-    CancelRequest {
-        ticket: u64,
-    },
-    OpenStream {
-        handler: HandlerId,
-        subroute: Option<SubrouteId>,
-        /// The subroute's name, when the handle knows it (for the trace).
-        route: Option<Arc<str>>,
-        payload: Option<Bytes>,
-        deadline: Option<Deadline>,
-        capacities: Option<Capacities>,
-        reply: oneshot::Sender<Result<Arc<StreamShared>, CallError>>,
-    },
-    /// A stream's shared state changed (messages queued or consumed, EOF,
-    /// halves dropped, handler finished).
-    Poke(StreamKey),
-    /// A single-request handler finished (`Ok(None)`: an absent payload).
-    Respond {
-        id: u64,
-        result: Result<Option<Bytes>, String>,
-    },
-    /// A stream handler returned.
-    HandlerDone {
-        id: u64,
-        result: Result<(), String>,
-    },
-    /// Stop: fail everything and end the task.
-    Shutdown,
-}
-
-impl fmt::Debug for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Command::Request {
-                ticket, handler, ..
-            } => write!(f, "Request({ticket}, {handler:?})"),
-            Command::CancelRequest { ticket } => write!(f, "CancelRequest({ticket})"),
-            Command::OpenStream { handler, .. } => write!(f, "OpenStream({handler:?})"),
-            Command::Poke(k) => write!(f, "Poke({k:?})"),
-            Command::Respond { id, .. } => write!(f, "Respond({id})"),
-            Command::HandlerDone { id, .. } => write!(f, "HandlerDone({id})"),
-            Command::Shutdown => f.write_str("Shutdown"),
-        }
-    }
-}
-
-/// A sleep provider, so handles need not be generic over the runtime.
-pub(crate) type SleepFn = Arc<dyn Fn(Instant) -> BoxFuture<()> + Send + Sync>;
-/// The runtime's clock.
-pub(crate) type ClockFn = Arc<dyn Fn() -> Instant + Send + Sync>;
-
-/// State shared by a connection task and its handles.
-pub(crate) struct ConnShared {
-    pub(crate) local: Arc<str>,
-    pub(crate) remote: Arc<str>,
-    pub(crate) mailbox: Mailbox<Command>,
-    state: AtomicU8,
-    waiters: Mutex<Vec<Waker>>,
-    next_ticket: AtomicU64,
-    stats: Mutex<Option<Stats>>,
-    /// Why the latest attempt to connect failed (dialer), until connected.
-    dial_failure: Mutex<Option<DialFailure>>,
-    /// Graceful shutdown: no new calls.
-    pub(crate) closing: AtomicBool,
-    /// Calls are in flight either way (kept current by the task).
-    busy: AtomicBool,
-    pub(crate) sleep: SleepFn,
-    pub(crate) clock: ClockFn,
-}
-
-impl fmt::Debug for ConnShared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnShared")
-            .field("local", &self.local)
-            .field("remote", &self.remote)
-            .field("state", &self.state())
-            .finish()
-    }
-}
-
-fn state_to_u8(s: State) -> u8 {
-    match s {
-        State::Unconnected => 0,
-        State::Connecting => 1,
-        State::Connected => 2,
-        State::ConnectionError => 3,
-        State::Shutdown => 4,
-    }
-}
-
-fn state_from_u8(v: u8) -> State {
-    match v {
-        0 => State::Unconnected,
-        1 => State::Connecting,
-        2 => State::Connected,
-        3 => State::ConnectionError,
-        _ => State::Shutdown,
-    }
-}
-
-impl ConnShared {
-    pub(crate) fn new(
-        local: Arc<str>,
-        remote: Arc<str>,
-        sleep: SleepFn,
-        clock: ClockFn,
-    ) -> ConnShared {
-        ConnShared {
-            local,
-            remote,
-            mailbox: Mailbox::new(),
-            state: AtomicU8::new(0),
-            waiters: Mutex::new(Vec::new()),
-            next_ticket: AtomicU64::new(1),
-            stats: Mutex::new(None),
-            dial_failure: Mutex::new(None),
-            closing: AtomicBool::new(false),
-            busy: AtomicBool::new(false),
-            sleep,
-            clock,
-        }
-    }
-
-    pub(crate) fn state(&self) -> State {
-        state_from_u8(self.state.load(Ordering::Acquire))
-    }
-
-    pub(crate) fn set_state(&self, s: State) {
-        self.state.store(state_to_u8(s), Ordering::Release);
-        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
-        for w in waiters {
-            w.wake();
-        }
-    }
-
-    pub(crate) fn set_busy(&self, busy: bool) {
-        self.busy.store(busy, Ordering::Release);
-    }
-
-    pub(crate) fn set_dial_failure(&self, failure: Option<DialFailure>) {
-        *self.dial_failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
-    }
-
-    /// Corrects the state in the last published stats (when the task that
-    /// publishes them is gone).
-    pub(crate) fn set_stats_state(&self, state: State) {
-        if let Some(stats) = self
-            .stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            stats.state = state;
-        }
-    }
-
-    pub(crate) fn publish_stats(&self, stats: Stats) {
-        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
-    }
-
-    fn refuse(&self) -> Option<CallError> {
-        match self.state() {
-            State::Connected if !self.closing.load(Ordering::Acquire) => None,
-            State::Shutdown => Some(CallError::Shutdown),
-            State::Connected => Some(CallError::Shutdown),
-            _ => Some(CallError::NotConnected),
-        }
-    }
-}
 
 /// A handle on the connection to one remote host (cheap to clone). Calls
 /// fail at once with [`CallError::NotConnected`] while the connection is
@@ -292,11 +87,7 @@ impl Connection {
     /// The last published statistics of the connection (refreshed by its
     /// task about ten times a second while it is busy).
     pub fn stats(&self) -> Option<Stats> {
-        self.shared
-            .stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.stats()
     }
 
     /// Why this node's latest attempt to connect failed, as soon as it
@@ -305,11 +96,7 @@ impl Connection {
     /// ([`DialFailure::is_rejection`]: our token, host or clock was not
     /// accepted) will not fix itself.
     pub fn last_dial_failure(&self) -> Option<DialFailure> {
-        self.shared
-            .dial_failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.dial_failure()
     }
 
     /// This handle scoped to a subroute (Go's `Subroute`): a route string
@@ -335,13 +122,13 @@ impl Connection {
 
     /// Graceful shutdown, step one: refuse new calls.
     pub(crate) fn begin_close(&self) {
-        self.shared.closing.store(true, Ordering::Release);
+        self.shared.begin_close();
     }
 
     /// Whether calls are in flight either way, as of the task's last turn
     /// (the stats snapshot may lag).
     pub(crate) fn busy(&self) -> bool {
-        self.shared.busy.load(Ordering::Acquire)
+        self.shared.is_busy()
     }
 
     /// Ends the connection task.
@@ -363,11 +150,7 @@ impl Connection {
                 State::Shutdown => return Poll::Ready(Err(CallError::Shutdown)),
                 _ => {}
             }
-            self.shared
-                .waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(cx.waker().clone());
+            self.shared.wake_on_state_change(cx.waker());
             // Re-check: the state may have changed before the waker was stored.
             if self.shared.state() == State::Connected {
                 return Poll::Ready(Ok(()));
@@ -564,7 +347,7 @@ impl Future for RequestFuture {
             else {
                 unreachable!("matched Init above")
             };
-            let ticket = this.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
+            let ticket = this.shared.next_ticket();
             let (tx, rx) = oneshot::channel();
             let cmd = Command::Request {
                 ticket,

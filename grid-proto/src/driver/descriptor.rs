@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::config::Capacities;
+use crate::capacities::Capacities;
 use crate::driver::conn::{Connection, StreamOptions};
 use crate::driver::context::HandlerContext;
 use crate::driver::manager::Manager;

@@ -12,13 +12,13 @@ use bytes::Bytes;
 use futures_util::future::FutureExt;
 use tracing::{debug, error, info, warn};
 
-use crate::driver::conn::Command;
+use crate::driver::conn_shared::{Command, StreamKey, StreamShared};
 use crate::driver::context::{CancelSignal, HandlerContext, until_cancelled};
 use crate::driver::isolate;
 use crate::driver::registry::{Route, StreamCall};
 use crate::driver::runtime::Runtime;
 use crate::driver::send_error::StreamSendError;
-use crate::driver::stream::{StreamKey, StreamReceiver, StreamSender, StreamShared};
+use crate::driver::stream::{StreamReceiver, StreamSender};
 use crate::driver::task::ConnTask;
 use crate::driver::trace::{CallKind, Outcome};
 use crate::error::{CallError, CancelReason, DisconnectReason, SendError};

@@ -13,8 +13,9 @@ use tungstenite::http::header::{
 };
 use tungstenite::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
-use crate::driver::manager::{Manager, UpgradeError};
+use crate::driver::manager::Manager;
 use crate::driver::runtime::Runtime;
+use crate::upgrade::UpgradeError;
 
 /// Why an HTTP request routed to the grid is not upgraded.
 #[derive(Debug, Clone, PartialEq, Eq)]

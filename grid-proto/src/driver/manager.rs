@@ -13,37 +13,31 @@ use futures_util::future::{Either, select};
 use futures_util::{SinkExt, StreamExt};
 use hashbrown::HashMap;
 use tungstenite::Message as WsMessage;
-use tungstenite::client::IntoClientRequest;
-use tungstenite::handshake::client::Request;
 use tungstenite::handshake::server::{
     Callback, ErrorResponse, Request as UpgradeRequest, Response as UpgradeResponse,
 };
 use tungstenite::http::{HeaderValue, StatusCode};
 use tungstenite::protocol::WebSocketConfig;
 
-use crate::config::{Backoff, Capacities, CapacityTable, Config};
+use crate::config::Config;
 use crate::connection::Connection as Core;
 use crate::dial::should_dial;
-use crate::driver::conn::{ConnShared, Connection};
-use crate::driver::context::HandlerContext;
-use crate::driver::isolate;
+use crate::driver::conn::Connection;
+use crate::driver::conn_shared::ConnShared;
+use crate::driver::error::{AcceptError, ConfigError};
 use crate::driver::mailbox::Mailbox;
-#[cfg(feature = "recorder")]
-use crate::driver::recorder::Recorder;
+use crate::driver::manager_shared::ManagerShared;
+use crate::driver::options::Options;
 use crate::driver::refusals::{RefusalLog, Refusals};
-use crate::driver::registry::{RegisterError, Registry, RemoteError, StreamCall};
+use crate::driver::registry::Registry;
 use crate::driver::runtime::Runtime;
 use crate::driver::task::{ConnTask, Incoming};
-use crate::driver::trace::TraceFn;
-use crate::handler::HandlerId;
 use crate::handshake::{HandshakeError, IncomingHandshake};
 use crate::payload::InstanceId;
 use crate::state::State;
 use crate::stats::{Stats, StatsTotal};
-use crate::subroute::Subroute;
 use crate::time::Timestamp;
-use crate::upgrade;
-pub use crate::upgrade::{DEFAULT_ROUTE, LOCK_ROUTE, MAX_HTTP_CLOCK_SKEW, UpgradeError, ws_url};
+use crate::upgrade::{self, UpgradeError, ws_url};
 
 /// The check of an incoming upgrade request, as a tungstenite server
 /// callback (see [`Manager::upgrade_check`]).
@@ -74,186 +68,6 @@ impl<R: Runtime> Callback for UpgradeCheck<'_, R> {
                 Err(refusal)
             }
         }
-    }
-}
-
-/// How much tungstenite reads (and zero-fills) per read call.
-const READ_BUFFER_SIZE: usize = 16 * 1024;
-
-/// Produces the token for an outgoing connection to the given host.
-pub type AuthFn = Arc<dyn Fn(&str) -> String + Send + Sync>;
-/// Validates the token of an incoming connection.
-pub type ValidateFn = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-
-/// Manager settings; [`Options::default`] has Go's values.
-#[derive(Clone)]
-pub struct Options {
-    /// The HTTP path of the grid (default [`DEFAULT_ROUTE`]).
-    pub route: String,
-    /// Token for outgoing connections (default: empty).
-    pub auth_token: AuthFn,
-    /// Check of incoming tokens (default: accept any).
-    pub validate_token: ValidateFn,
-    /// Dial + upgrade timeout (Go: 2 s).
-    pub dial_timeout: Duration,
-    /// A write blocked this long drops the connection (Go: about 4 s).
-    pub write_timeout: Duration,
-    /// How long an acceptor waits for the HTTP upgrade and then for
-    /// `Connect`, and a dialer for the answer.
-    pub handshake_timeout: Duration,
-    /// Largest message accepted.
-    pub max_message_size: usize,
-    /// Limits and timers of each connection's core (hosts are filled in).
-    pub core: Config,
-    /// Reconnect spacing.
-    pub backoff: Backoff,
-    /// Check `X-Minio-Time` on incoming upgrades (MinIO's 15 min rule).
-    pub check_upgrade_time: bool,
-    /// Seed of the managers' randomness (instance id, jitter); `None`: from
-    /// the clock.
-    pub seed: Option<u64>,
-    /// Record every connection in the transcript format of the
-    /// conformance suite (default: off; see [`Recorder`]).
-    #[cfg(feature = "recorder")]
-    pub recorder: Option<Recorder>,
-    /// Called with a record of every call, made or served, when it ends
-    /// (Go's `TraceTo`; default: off, and then tracing costs nothing). A
-    /// call refused by its handle before it reached the connection (not
-    /// connected, shutting down) leaves no record, as in Go.
-    pub trace: Option<TraceFn>,
-}
-
-impl fmt::Debug for Options {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("Options");
-        d.field("route", &self.route)
-            .field("dial_timeout", &self.dial_timeout)
-            .field("write_timeout", &self.write_timeout)
-            .field("handshake_timeout", &self.handshake_timeout)
-            .field("max_message_size", &self.max_message_size)
-            .field("trace", &self.trace.is_some());
-        #[cfg(feature = "recorder")]
-        d.field("recorder", &self.recorder.is_some());
-        d.finish_non_exhaustive()
-    }
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        let core = Config::new("", "");
-        Options {
-            route: DEFAULT_ROUTE.to_owned(),
-            auth_token: Arc::new(|_| String::new()),
-            validate_token: Arc::new(|_| Ok(())),
-            dial_timeout: Duration::from_secs(2),
-            write_timeout: Duration::from_secs(4),
-            handshake_timeout: core.handshake_timeout,
-            max_message_size: core.max_message_size,
-            backoff: core.backoff,
-            core,
-            check_upgrade_time: true,
-            seed: None,
-            #[cfg(feature = "recorder")]
-            recorder: None,
-            trace: None,
-        }
-    }
-}
-
-/// Why a manager could not be built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The local host is not in the host list, or appears twice.
-    LocalHost(String),
-    /// A host appears twice.
-    DuplicateHost(String),
-    /// A host string is not an `http://`, `https://`, `ws://` or `wss://` URL.
-    BadHost(String),
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::LocalHost(h) => write!(
-                f,
-                "local host {h} must appear exactly once in the host list"
-            ),
-            ConfigError::DuplicateHost(h) => write!(f, "host {h} appears twice"),
-            ConfigError::BadHost(h) => write!(f, "host {h} is not an http(s):// or ws(s):// URL"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Why an incoming connection was not taken.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum AcceptError {
-    /// The handshake was refused (the peer was told why).
-    Handshake(HandshakeError),
-    /// The peer did not finish the upgrade, or send `Connect`, in time
-    /// ([`Options::handshake_timeout`] each).
-    Timeout,
-    /// The transport failed or closed during the handshake.
-    Transport(String),
-    /// The manager is shut down.
-    Shutdown,
-}
-
-impl fmt::Display for AcceptError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AcceptError::Handshake(e) => write!(f, "handshake refused: {e}"),
-            AcceptError::Timeout => f.write_str("handshake timed out"),
-            AcceptError::Transport(e) => write!(f, "transport: {e}"),
-            AcceptError::Shutdown => f.write_str("manager shut down"),
-        }
-    }
-}
-
-impl std::error::Error for AcceptError {}
-
-/// What connection tasks share with their manager (not runtime-specific).
-pub(crate) struct ManagerShared {
-    pub(crate) local: Arc<str>,
-    pub(crate) options: Options,
-    pub(crate) registry: Registry,
-    pub(crate) refusals: RefusalLog,
-}
-
-impl ManagerShared {
-    /// The upgrade request to `remote`: its URL with the route, the bearer
-    /// token and `X-Minio-Time`, as Go sends them.
-    pub(crate) fn dial_request(
-        &self,
-        remote: &str,
-        token: &str,
-        wall: SystemTime,
-    ) -> Result<Request, String> {
-        let url =
-            ws_url(remote, &self.options.route).ok_or_else(|| format!("bad host {remote}"))?;
-        let mut req = url.into_client_request().map_err(|e| e.to_string())?;
-        let wall = Timestamp::from_system_time(wall);
-        for (name, value) in upgrade::dial_headers(token, wall) {
-            let value = HeaderValue::from_str(&value).map_err(|e| e.to_string())?;
-            req.headers_mut().insert(name, value);
-        }
-        Ok(req)
-    }
-
-    pub(crate) fn ws_config(&self) -> WebSocketConfig {
-        let max = self.options.max_message_size;
-        // tungstenite zero-fills up to `read_buffer_size` before every read
-        // attempt; its 128 KiB default made that memset the top cost of small
-        // messages. 16 KiB keeps it small and still reads many messages at once.
-        WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER_SIZE)
-            .max_message_size(Some(max))
-            .max_frame_size(Some(max))
-            .write_buffer_size(128 * 1024)
-            .max_write_buffer_size(usize::MAX)
     }
 }
 
@@ -340,7 +154,7 @@ impl<R: Runtime> Manager<R> {
         let local: Arc<str> = Arc::from(local);
         let shared = Arc::new(ManagerShared {
             local: Arc::clone(&local),
-            registry: Registry::new(options.core.capacities.clone()),
+            registry: Registry::new(options.connection.capacities.clone()),
             refusals: RefusalLog::default(),
             options,
         });
@@ -354,13 +168,12 @@ impl<R: Runtime> Manager<R> {
             .enumerate()
         {
             let remote: Arc<str> = Arc::from(h);
-            let mut cfg = shared.options.core.clone();
-            cfg.local_host = local.to_string();
-            cfg.remote_host = remote.to_string();
-            cfg.seed = seed.wrapping_add(i as u64 + 1);
-            cfg.max_message_size = shared.options.max_message_size;
-            cfg.handshake_timeout = shared.options.handshake_timeout;
-            cfg.backoff = shared.options.backoff;
+            let cfg = Config {
+                local_host: local.to_string(),
+                remote_host: remote.to_string(),
+                seed: seed.wrapping_add(i as u64 + 1),
+                settings: shared.options.connection.clone(),
+            };
             let core = Core::new(cfg, instance_id, now, wall);
             let rt_sleep = rt.clone();
             let rt_clock = rt.clone();
@@ -422,125 +235,11 @@ impl<R: Runtime> Manager<R> {
         &self.inner.shared.registry
     }
 
-    /// Registers a single-request handler. Its response always travels as
-    /// a present payload (an empty one with `FlagPayloadIsZero`), as Go
-    /// answers. For a typed handler see
-    /// [`SingleHandler`](crate::driver::SingleHandler); to see the caller,
-    /// the deadline or the cancellation,
-    /// [`register_single_with_context`](Self::register_single_with_context).
-    pub fn register_single<F, Fut>(&self, handler: HandlerId, f: F) -> Result<(), RegisterError>
-    where
-        F: Fn(Bytes) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
-    {
-        self.registry().add_single(handler, None, move |_, p| f(p))
-    }
-
-    /// Registers a single-request handler on a subroute: a drive path such
-    /// as `"/data1"` (Go also answers it on the handler's zero alias), or a
-    /// [`SubrouteId`](crate::SubrouteId) as it travels.
-    pub fn register_single_subroute<F, Fut>(
-        &self,
-        handler: HandlerId,
-        subroute: impl Into<Subroute>,
-        f: F,
-    ) -> Result<(), RegisterError>
-    where
-        F: Fn(Bytes) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
-    {
-        self.registry()
-            .add_single(handler, Some(subroute.into()), move |_, p| f(p))
-    }
-
-    /// Registers a single-request handler (on a subroute, if given) that
-    /// also gets the call's [`HandlerContext`]: the caller's host, the
-    /// subroute, the deadline and the cancellation.
-    ///
-    /// ```
-    /// # fn demo<R: grid_proto::driver::Runtime>(manager: &grid_proto::driver::Manager<R>) {
-    /// use bytes::Bytes;
-    /// use grid_proto::HandlerId;
-    ///
-    /// manager
-    ///     .register_single_with_context(HandlerId::TEST, None, |ctx, _payload| async move {
-    ///         Ok(Bytes::from(format!("hello {}", ctx.caller())))
-    ///     })
-    ///     .unwrap();
-    /// # }
-    /// ```
-    pub fn register_single_with_context<F, Fut>(
-        &self,
-        handler: HandlerId,
-        subroute: Option<Subroute>,
-        f: F,
-    ) -> Result<(), RegisterError>
-    where
-        F: Fn(HandlerContext, Bytes) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
-    {
-        self.registry().add_single(handler, subroute, f)
-    }
-
-    /// Registers a stream handler with its capacities (also used for this
-    /// node's own calls to that handler, as in Go). The handler's
-    /// [`StreamCall::context`] tells who called and when the call is
-    /// cancelled. For a typed handler see
-    /// [`StreamHandler`](crate::driver::StreamHandler).
-    pub fn register_stream<F, Fut>(
-        &self,
-        handler: HandlerId,
-        capacities: Capacities,
-        f: F,
-    ) -> Result<(), RegisterError>
-    where
-        F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
-    {
-        self.registry().add_stream(handler, None, capacities, f)
-    }
-
-    /// Registers a stream handler on a subroute (a route string, or a
-    /// [`SubrouteId`](crate::SubrouteId) as it travels).
-    pub fn register_stream_subroute<F, Fut>(
-        &self,
-        handler: HandlerId,
-        subroute: impl Into<Subroute>,
-        capacities: Capacities,
-        f: F,
-    ) -> Result<(), RegisterError>
-    where
-        F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
-    {
-        self.registry()
-            .add_stream(handler, Some(subroute.into()), capacities, f)
-    }
-
-    /// Declares the capacities of a remote stream handler this node calls
-    /// but does not serve (docs/protocol.md#streams-capacities), on a
-    /// subroute or on all of them.
-    pub fn set_capacities(
-        &self,
-        handler: HandlerId,
-        subroute: Option<Subroute>,
-        capacities: Capacities,
-    ) {
-        self.registry()
-            .set_capacities(handler, subroute.as_ref(), capacities);
-    }
-
     /// The WebSocket settings grid needs (message size limits raised to
-    /// [`Options::max_message_size`], a large write buffer): use them when
+    /// `Options::connection.max_message_size`, a large write buffer): use them when
     /// upgrading a connection yourself.
     pub fn websocket_config(&self) -> WebSocketConfig {
         self.inner.shared.ws_config()
-    }
-
-    /// The capacity table of this manager's calls, for inspection.
-    pub fn capacities(&self, handler: HandlerId, subroute: Option<Subroute>) -> Option<Capacities> {
-        let sub = subroute.map(|s| s.id(handler));
-        self.registry().capacities(handler, sub.as_ref())
     }
 
     /// Starts the connection tasks: dialers start dialing. Calling it again
@@ -631,7 +330,9 @@ impl<R: Runtime> Manager<R> {
         let clock = opts
             .check_upgrade_time
             .then(|| Timestamp::from_system_time(self.inner.rt.wall()));
-        upgrade::check_upgrade(&checked, &opts.route, clock, |t| validate(opts, t))
+        upgrade::check_upgrade(&checked, &opts.route, clock, |t| {
+            self.inner.shared.validate_token(t)
+        })
     }
 
     /// The upgrade callback for tungstenite's `accept_hdr_async`: runs
@@ -651,7 +352,7 @@ impl<R: Runtime> Manager<R> {
         let shared = &self.inner.shared;
         let mut handshake = IncomingHandshake::new(
             rt.now(),
-            shared.options.handshake_timeout,
+            shared.options.connection.handshake_timeout,
             &shared.local,
             self.inner.instance_id,
         );
@@ -673,7 +374,7 @@ impl<R: Runtime> Manager<R> {
                         &frame,
                         wall,
                         |h| self.inner.peers.contains_key(h),
-                        |t| validate(&shared.options, t),
+                        |t| shared.validate_token(t),
                     );
                     if let Some(outcome) = handshake.poll_outcome() {
                         break (outcome, frame);
@@ -742,19 +443,6 @@ impl<R: Runtime> Manager<R> {
             rt.sleep_until(rt.now() + Duration::from_millis(1)).await;
         }
     }
-}
-
-/// Runs the application's token check; a panic in it refuses the token.
-fn validate(options: &Options, token: &str) -> Result<(), String> {
-    isolate::call(|| (options.validate_token)(token)).unwrap_or_else(|panic| {
-        tracing::error!(%panic, "the validate_token hook panicked; refusing the token");
-        Err(format!("token check panicked: {panic}"))
-    })
-}
-
-/// A capacity table with MinIO's defaults, for [`Options::core`].
-pub fn default_capacities() -> CapacityTable {
-    CapacityTable::default()
 }
 
 /// Compile-time check: `accept` can run on a multi-threaded executor.

@@ -11,7 +11,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::{Sha256, Sha384, Sha512};
 
-use crate::driver::manager::Options;
+use crate::driver::options::Options;
 
 /// Only this much of a token is looked at, as in MinIO.
 const MAX_TOKEN_LEN: usize = 64 * 1024;

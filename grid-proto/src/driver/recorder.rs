@@ -20,6 +20,10 @@
 //! };
 //! # let _ = options;
 //! ```
+//!
+//! Without the feature the module is still built, but nothing can set a
+//! recorder, so the task never opens a recording.
+#![cfg_attr(not(feature = "recorder"), allow(dead_code, unreachable_pub))]
 
 use std::fmt;
 use std::fs;
@@ -34,8 +38,6 @@ use tracing::{error, warn};
 use tungstenite::Message as WsMessage;
 
 use crate::driver::isolate;
-use crate::driver::manager::Options;
-use crate::driver::recording::{Dir, Header};
 use crate::merge::FrameDecoder;
 use crate::message::Message;
 use crate::op::Op;
@@ -94,6 +96,22 @@ impl Recorder {
     }
 }
 
+/// The fields of a recording's header line.
+pub(crate) struct Header<'a> {
+    pub(crate) local: &'a str,
+    pub(crate) remote: &'a str,
+    pub(crate) dialer: bool,
+    pub(crate) token: &'a str,
+    pub(crate) route: &'a str,
+}
+
+/// Which way a recorded frame went, from this node's side.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dir {
+    In,
+    Out,
+}
+
 impl Dir {
     fn as_str(self) -> &'static str {
         match self {
@@ -119,17 +137,6 @@ fn file_safe(host: &str) -> String {
 }
 
 impl Recording {
-    /// Starts recording a new transport if [`Options::recorder`] asks for
-    /// it.
-    pub(crate) fn start(options: &Options, header: &Header<'_>, now: Instant) -> Option<Recording> {
-        Recording::open(options.recorder.as_ref()?, header, now)
-    }
-
-    /// Whether new transports get recorded.
-    pub(crate) fn enabled(options: &Options) -> bool {
-        options.recorder.is_some()
-    }
-
     /// Starts a recording and writes its header; `None` if the recorder
     /// could not open an output.
     pub(crate) fn open(

@@ -8,10 +8,10 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use hashbrown::HashMap;
 
-use crate::config::{Capacities, CapacityTable};
+use crate::capacities::Capacities;
+use crate::config::CapacityTable;
 use crate::driver::context::HandlerContext;
-use crate::driver::manager::Manager;
-use crate::driver::runtime::{BoxFuture, Runtime};
+use crate::driver::runtime::BoxFuture;
 use crate::driver::stream::{StreamReceiver, StreamSender};
 use crate::handler::HandlerId;
 use crate::subroute::{Subroute, SubrouteId};
@@ -154,6 +154,30 @@ pub(crate) struct StreamEntry {
     pub(crate) subroute: Option<Subroute>,
 }
 
+/// A handler on its way into the registry.
+enum Handler {
+    Single(SingleFn),
+    Stream(Capacities, StreamFn),
+}
+
+/// Adds `entry` at `route` (and `alias`) unless a handler holds `route`.
+fn insert<E: Clone>(
+    table: &mut HashMap<Route, E>,
+    handler: HandlerId,
+    route: Route,
+    alias: Option<Route>,
+    entry: E,
+) -> Result<(), RegisterError> {
+    if table.contains_key(&route) {
+        return Err(RegisterError::AlreadyExists(handler));
+    }
+    if let Some(alias) = alias {
+        table.insert(alias, entry.clone());
+    }
+    table.insert(route, entry);
+    Ok(())
+}
+
 #[derive(Default)]
 struct Tables {
     singles: HashMap<Route, SingleEntry>,
@@ -209,7 +233,7 @@ impl Registry {
             let response = f(ctx, p.unwrap_or_default());
             Box::pin(async move { response.await.map(Some) })
         });
-        self.insert_single(handler, subroute, f)
+        self.add(handler, subroute, Handler::Single(f))
     }
 
     /// A single-request handler that sees and answers payloads as they
@@ -217,7 +241,7 @@ impl Registry {
     pub(crate) fn add_single_raw<F, Fut>(
         &self,
         handler: HandlerId,
-        subroute: Option<SubrouteId>,
+        subroute: Option<Subroute>,
         f: F,
     ) -> Result<(), RegisterError>
     where
@@ -225,7 +249,23 @@ impl Registry {
         Fut: Future<Output = Result<Option<Bytes>, RemoteError>> + Send + 'static,
     {
         let f: SingleFn = Arc::new(move |_, p| Box::pin(f(p)));
-        self.insert_single(handler, subroute.map(Subroute::Id), f)
+        self.add(handler, subroute, Handler::Single(f))
+    }
+
+    /// A stream handler with its capacities.
+    pub(crate) fn add_stream<F, Fut>(
+        &self,
+        handler: HandlerId,
+        subroute: Option<Subroute>,
+        capacities: Capacities,
+        f: F,
+    ) -> Result<(), RegisterError>
+    where
+        F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        let f: StreamFn = Arc::new(move |c| Box::pin(f(c)));
+        self.add(handler, subroute, Handler::Stream(capacities, f))
     }
 
     /// Where a handler registered on `subroute` is reached: its route, and
@@ -242,68 +282,48 @@ impl Registry {
         }
     }
 
-    fn insert_single(
+    /// The one way in, whatever the kind of handler: checks the id,
+    /// refuses a second handler of the same kind on the same route, and
+    /// adds the zero alias of a named subroute. A stream handler's
+    /// capacities also become those of this node's own calls to it, as in
+    /// Go.
+    fn add(
         &self,
         handler: HandlerId,
         subroute: Option<Subroute>,
-        f: SingleFn,
+        new: Handler,
     ) -> Result<(), RegisterError> {
         Self::check(handler)?;
         let (route, alias) = Self::routes(handler, subroute.as_ref());
-        let entry = Entry {
-            handler: f,
-            subroute,
-        };
         let mut t = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        if t.singles.contains_key(&route) {
-            return Err(RegisterError::AlreadyExists(handler));
-        }
-        if let Some(alias) = alias {
-            t.singles.insert(alias, entry.clone());
-        }
-        t.singles.insert(route, entry);
-        Ok(())
-    }
-
-    pub(crate) fn add_stream<F, Fut>(
-        &self,
-        handler: HandlerId,
-        subroute: Option<Subroute>,
-        capacities: Capacities,
-        f: F,
-    ) -> Result<(), RegisterError>
-    where
-        F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
-    {
-        Self::check(handler)?;
-        let (route, alias) = Self::routes(handler, subroute.as_ref());
-        let entry = StreamEntry {
-            capacities,
-            handler: Arc::new(move |c| Box::pin(f(c))),
-            subroute,
-        };
-        let mut t = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        if t.streams.contains_key(&route) {
-            return Err(RegisterError::AlreadyExists(handler));
-        }
-        if let Some(alias) = alias {
-            // Go's zero alias: reachable on the wire, and the key a caller uses
-            // to find the capacities of a subroute handler.
-            t.streams.insert(alias, entry.clone());
-        }
-        t.streams.insert(route, entry);
-        drop(t);
-        // Calls to this handler from here use the local registration's
-        // capacities, as Go does.
-        let mut caps = self.capacities.write().unwrap_or_else(|e| e.into_inner());
-        for route in std::iter::once(route).chain(alias) {
-            match route {
-                Route::Sub(id) => caps.set_subroute(id, capacities),
-                Route::Id(h) => caps.set(h, capacities),
+        match new {
+            Handler::Single(f) => {
+                let entry = Entry {
+                    handler: f,
+                    subroute,
+                };
+                insert(&mut t.singles, handler, route, alias, entry)
+            }
+            Handler::Stream(capacities, f) => {
+                let entry = StreamEntry {
+                    capacities,
+                    handler: f,
+                    subroute,
+                };
+                // The zero alias is also the key a caller uses to find the
+                // capacities of a subroute handler.
+                insert(&mut t.streams, handler, route, alias, entry)?;
+                drop(t);
+                let mut caps = self.capacities.write().unwrap_or_else(|e| e.into_inner());
+                for route in std::iter::once(route).chain(alias) {
+                    match route {
+                        Route::Sub(id) => caps.set_subroute(id, capacities),
+                        Route::Id(h) => caps.set(h, capacities),
+                    }
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     pub(crate) fn single(&self, route: Route) -> Option<SingleEntry> {
@@ -338,46 +358,5 @@ impl Registry {
             Some(s) => caps.set_subroute(s.id(handler), capacities),
             None => caps.set(handler, capacities),
         }
-    }
-}
-
-/// Handlers registered from what travels on the wire, for applications
-/// that must answer exactly as some other node did (a replay of a capture,
-/// a proxy): any handler id, a subroute given by its 32-byte id (captures
-/// carry only that hash), absent and empty payloads kept apart.
-impl<R: Runtime> Manager<R> {
-    /// Registers a single-request handler that gets the request payload as
-    /// it came (`None`: absent; Go sends every empty request so) and answers
-    /// `Ok(None)` for an absent response, `Ok(Some(empty))` for a present,
-    /// empty one (`FlagPayloadIsZero`), or a remote error.
-    pub fn register_single_raw<F, Fut>(
-        &self,
-        handler: HandlerId,
-        subroute: Option<SubrouteId>,
-        f: F,
-    ) -> Result<(), RegisterError>
-    where
-        F: Fn(Option<Bytes>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Option<Bytes>, RemoteError>> + Send + 'static,
-    {
-        self.registry().add_single_raw(handler, subroute, f)
-    }
-
-    /// Registers a stream handler on a subroute given by its wire id (or on
-    /// none). Its capacities also apply to this node's own calls to that
-    /// handler and subroute, as with [`Manager::register_stream`].
-    pub fn register_stream_raw<F, Fut>(
-        &self,
-        handler: HandlerId,
-        subroute: Option<SubrouteId>,
-        capacities: Capacities,
-        f: F,
-    ) -> Result<(), RegisterError>
-    where
-        F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
-    {
-        self.registry()
-            .add_stream(handler, subroute.map(Subroute::Id), capacities, f)
     }
 }

@@ -9,135 +9,17 @@
 //! takes delivered messages and reports how many it consumed (the task turns
 //! that into credit for the peer).
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
 
-use crate::driver::conn::{Command, ConnShared};
+use crate::driver::conn_shared::{StreamKey, StreamShared};
 use crate::driver::send_error::StreamSendError;
-use crate::error::{CallError, CancelReason};
-
-/// Which table of the connection a stream lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum StreamKey {
-    /// A stream this side called (a [`crate::CallId`]).
-    Call(u64),
-    /// A stream this side serves (an [`crate::IncomingId`]).
-    Incoming(u64),
-}
-
-#[derive(Debug)]
-pub(crate) struct StreamShared {
-    pub(crate) key: StreamKey,
-    conn: Arc<ConnShared>,
-    state: Mutex<StreamState>,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct StreamState {
-    // application -> task
-    /// Messages waiting for credit.
-    pub(crate) outq: VecDeque<Bytes>,
-    /// How many messages the sender may queue (the window, at least 1);
-    /// 0 when this direction does not exist.
-    pub(crate) out_cap: usize,
-    /// The sender asked to end its direction (caller EOF).
-    pub(crate) close_requested: bool,
-    /// The handler returned (incoming streams): its result, sent after `outq`.
-    pub(crate) finish: Option<Result<(), String>>,
-    /// Messages the receiver consumed that the task has not credited yet.
-    pub(crate) consumed: u32,
-    /// Both halves are gone.
-    pub(crate) abandoned: bool,
-    /// A poke is queued for the task already.
-    poked: bool,
-    send_waker: Option<Waker>,
-    /// Why sending is impossible now (stream ended / direction closed).
-    pub(crate) send_error: Option<StreamSendError>,
-
-    // task -> application
-    pub(crate) inbox: VecDeque<Bytes>,
-    /// The receive direction ended: `Ok` at EOF, or the stream's error.
-    pub(crate) end: Option<Result<(), CallError>>,
-    recv_waker: Option<Waker>,
-    halves: u8,
-}
-
-impl StreamShared {
-    pub(crate) fn new(key: StreamKey, conn: Arc<ConnShared>, out_cap: usize) -> Arc<StreamShared> {
-        Arc::new(StreamShared {
-            key,
-            conn,
-            state: Mutex::new(StreamState {
-                out_cap,
-                halves: 2,
-                send_error: (out_cap == 0).then_some(StreamSendError::NoInput),
-                ..StreamState::default()
-            }),
-        })
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, StreamState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Asks the task to look at this stream (at most one pending poke).
-    fn poke(&self, st: &mut StreamState) {
-        if !st.poked {
-            st.poked = true;
-            // If the task is gone the stream is over anyway.
-            let _ = self.conn.mailbox.push(Command::Poke(self.key));
-        }
-    }
-}
-
-impl StreamState {
-    /// The task took the poke.
-    pub(crate) fn clear_poke(&mut self) {
-        self.poked = false;
-    }
-
-    pub(crate) fn wake_sender(&mut self) {
-        if let Some(w) = self.send_waker.take() {
-            w.wake();
-        }
-    }
-
-    pub(crate) fn wake_receiver(&mut self) {
-        if let Some(w) = self.recv_waker.take() {
-            w.wake();
-        }
-    }
-
-    /// Ends the stream for both halves (task side).
-    pub(crate) fn end(&mut self, result: Result<(), CallError>) {
-        if self.send_error.is_none() {
-            self.send_error = Some(match &result {
-                Ok(()) => StreamSendError::Ended,
-                Err(e) => StreamSendError::Failed(e.clone()),
-            });
-        }
-        if self.end.is_none() {
-            self.end = Some(result);
-        }
-        self.outq.clear();
-        self.wake_receiver();
-        self.wake_sender();
-    }
-
-    /// Ends a served stream that was cancelled from outside its handler.
-    pub(crate) fn cancel(&mut self, reason: CancelReason) {
-        if self.send_error.is_none() {
-            self.send_error = Some(StreamSendError::Cancelled(reason));
-        }
-        self.end(Err(CallError::Disconnected));
-    }
-}
+use crate::error::CallError;
 
 /// The sending half of a stream. Also a [`Sink`] of messages: `poll_ready`
 /// waits for room, `poll_flush` until every queued message is on the
@@ -186,7 +68,7 @@ impl StreamSender {
             return Poll::Ready(Err(e.clone()));
         }
         if st.outq.len() >= st.out_cap {
-            st.send_waker = Some(cx.waker().clone());
+            st.park_sender(cx.waker());
             return Poll::Pending;
         }
         Poll::Ready(Ok(()))
@@ -227,10 +109,7 @@ impl StreamSender {
         if matches!(self.shared.key, StreamKey::Call(_)) && st.out_cap > 0 {
             st.close_requested = true;
         }
-        st.halves = st.halves.saturating_sub(1);
-        if st.halves == 0 {
-            st.abandoned = true;
-        }
+        st.release_half();
         self.shared.poke(&mut st);
     }
 }
@@ -261,7 +140,7 @@ impl Sink<Bytes> for StreamSender {
             return Poll::Ready(Err(e.clone()));
         }
         // The task wakes the sender whenever it moves queued messages.
-        st.send_waker = Some(cx.waker().clone());
+        st.park_sender(cx.waker());
         Poll::Pending
     }
 
@@ -320,7 +199,7 @@ impl StreamReceiver {
             if self.done || st.inbox.len() >= n || st.end.is_some() {
                 return Poll::Ready(st.inbox.len());
             }
-            st.recv_waker = Some(cx.waker().clone());
+            st.park_receiver(cx.waker());
             Poll::Pending
         })
         .await
@@ -354,7 +233,7 @@ impl Stream for StreamReceiver {
                 Poll::Ready(Some(Err(e)))
             }
             None => {
-                st.recv_waker = Some(cx.waker().clone());
+                st.park_receiver(cx.waker());
                 Poll::Pending
             }
         }
@@ -364,10 +243,7 @@ impl Stream for StreamReceiver {
 impl Drop for StreamReceiver {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
-        st.halves = st.halves.saturating_sub(1);
-        if st.halves == 0 {
-            st.abandoned = true;
-        }
+        st.release_half();
         self.shared.poke(&mut st);
     }
 }

@@ -21,14 +21,13 @@ use tungstenite::Message as WsMessage;
 use tungstenite::handshake::client::generate_request;
 
 use crate::connection::Connection as Core;
-use crate::driver::conn::{Command, ConnShared};
+use crate::driver::conn_shared::{Command, ConnShared, StreamKey, StreamShared};
 use crate::driver::context::CancelSignal;
 use crate::driver::isolate;
 use crate::driver::mailbox::Mailbox;
-use crate::driver::manager::ManagerShared;
-use crate::driver::recording::{Dir, Header, Recording};
+use crate::driver::manager_shared::ManagerShared;
+use crate::driver::recorder::{Dir, Header, Recording};
 use crate::driver::runtime::{BoxFuture, Runtime};
-use crate::driver::stream::{StreamKey, StreamShared};
 use crate::driver::trace::{Outcome, Tracer};
 use crate::error::{CallError, CancelReason};
 use crate::payload::ConnectRequest;
@@ -178,7 +177,8 @@ impl<R: Runtime> ConnTask<R> {
                 return;
             };
             error!(remote = %shared.remote, %panic, "connection task panicked; its calls failed, restarting it");
-            rt.sleep_until(rt.now() + mgr.options.backoff.retry).await;
+            rt.sleep_until(rt.now() + mgr.options.connection.backoff.retry)
+                .await;
             if shared.mailbox.is_closed() {
                 shared.set_state(State::Shutdown);
                 return;
@@ -537,7 +537,8 @@ impl<R: Runtime> ConnTask<R> {
             token,
             route: &self.mgr.options.route,
         };
-        self.recording = Recording::start(&self.mgr.options, &header, now);
+        self.recording = (self.mgr.options.recorder())
+            .and_then(|recorder| Recording::open(recorder, &header, now));
         let upgrade = self.pending_upgrade.take().filter(|_| dialer);
         if let (Some(rec), Some(text)) = (self.recording.as_mut(), upgrade)
             && !rec.http(now, Dir::Out, &text)
@@ -564,7 +565,7 @@ impl<R: Runtime> ConnTask<R> {
             Ok(r) => r,
             Err(e) => return self.dial_failed(now, DialFailure::Local(e)),
         };
-        if Recording::enabled(&self.mgr.options) {
+        if self.mgr.options.recorder().is_some() {
             self.pending_upgrade = generate_request(request.clone())
                 .ok()
                 .map(|(bytes, _key)| String::from_utf8_lossy(&bytes).into_owned());

@@ -15,9 +15,8 @@ use hashbrown::HashMap;
 use tracing::{debug, error};
 
 use crate::connection::Connection as Core;
-use crate::driver::conn::ConnShared;
+use crate::driver::conn_shared::{ConnShared, StreamKey};
 use crate::driver::isolate;
-use crate::driver::stream::StreamKey;
 use crate::error::{CallError, CancelReason};
 use crate::handler::HandlerId;
 use crate::subroute::SubrouteId;

@@ -3,29 +3,19 @@
 //! handler descriptors that hand them out are in `descriptor.rs`
 //! ([`SingleHandler`](crate::driver::SingleHandler),
 //! [`StreamHandler`](crate::driver::StreamHandler)).
-//!
-//! The id-based typed calls below ([`Manager::register_typed`],
-//! [`Connection::call`], ...) predate the descriptors, which bind an id to
-//! its types once and should be preferred.
 
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::{Sink, Stream};
 
-use crate::config::Capacities;
-use crate::driver::conn::{Connection, StreamOptions};
-use crate::driver::manager::Manager;
 use crate::driver::message::GridMessage;
-use crate::driver::registry::{RegisterError, RemoteError};
-use crate::driver::runtime::Runtime;
 use crate::driver::send_error::StreamSendError;
 use crate::driver::stream::{StreamReceiver, StreamSender};
 use crate::error::CallError;
-use crate::handler::HandlerId;
 
 /// Why a typed call, or a typed stream message, failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,102 +54,6 @@ impl From<CallError> for TypedError {
 impl From<StreamSendError> for TypedError {
     fn from(e: StreamSendError) -> Self {
         TypedError::Send(e)
-    }
-}
-
-impl<R: Runtime> Manager<R> {
-    /// Registers a typed single-request handler by id (prefer
-    /// [`SingleHandler`](crate::driver::SingleHandler), which binds the id
-    /// to its types). A request that does not decode is answered with a
-    /// remote error carrying the decode error, as in Go.
-    pub fn register_typed<Req, Resp, F, Fut>(
-        &self,
-        handler: HandlerId,
-        subroute: Option<&str>,
-        f: F,
-    ) -> Result<(), RegisterError>
-    where
-        Req: GridMessage + Send + 'static,
-        Resp: GridMessage + Send + 'static,
-        F: Fn(Req) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Resp, RemoteError>> + Send + 'static,
-    {
-        crate::driver::descriptor::SingleHandler::<Req, Resp>::new(handler).register_on(
-            self,
-            subroute.map(Into::into),
-            move |_, req| f(req),
-        )
-    }
-
-    /// Registers a typed stream handler by id (prefer
-    /// [`StreamHandler`](crate::driver::StreamHandler)): `P` is the initial
-    /// payload, `In` the caller's messages (none when
-    /// `capacities.in_capacity` is 0), `Out` the handler's.
-    pub fn register_typed_stream<P, In, Out, F, Fut>(
-        &self,
-        handler: HandlerId,
-        subroute: Option<&str>,
-        capacities: Capacities,
-        f: F,
-    ) -> Result<(), RegisterError>
-    where
-        P: GridMessage + Send + 'static,
-        In: GridMessage + Send + 'static,
-        Out: GridMessage + Send + 'static,
-        F: Fn(P, Option<TypedReceiver<In>>, TypedSender<Out>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
-    {
-        let f = std::sync::Arc::new(f);
-        let wrapped = move |call: crate::driver::registry::StreamCall| {
-            let f = std::sync::Arc::clone(&f);
-            async move {
-                let payload = call.payload.unwrap_or_default();
-                let p = P::decode(&payload).map_err(|e| RemoteError(e.0))?;
-                let input = call.input.map(TypedReceiver::new);
-                f(p, input, TypedSender::new(call.output)).await
-            }
-        };
-        match subroute {
-            Some(s) => self.register_stream_subroute(handler, s, capacities, wrapped),
-            None => self.register_stream(handler, capacities, wrapped),
-        }
-    }
-}
-
-impl Connection {
-    /// A typed single request by id (prefer
-    /// [`SingleHandler::call`](crate::driver::SingleHandler::call)).
-    pub async fn call<Req, Resp>(
-        &self,
-        handler: HandlerId,
-        request: &Req,
-    ) -> Result<Resp, TypedError>
-    where
-        Req: GridMessage,
-        Resp: GridMessage,
-    {
-        crate::driver::descriptor::SingleHandler::<Req, Resp>::new(handler)
-            .call(self, request)
-            .await
-    }
-
-    /// Opens a typed stream by id (prefer
-    /// [`StreamHandler::call`](crate::driver::StreamHandler::call)).
-    pub async fn open_typed_stream<P, In, Out>(
-        &self,
-        handler: HandlerId,
-        payload: &P,
-        options: StreamOptions,
-    ) -> Result<(TypedSender<In>, TypedReceiver<Out>), TypedError>
-    where
-        P: GridMessage,
-        In: GridMessage,
-        Out: GridMessage,
-    {
-        let payload = payload.encode().map_err(|e| TypedError::Encode(e.0))?;
-        let payload = (!payload.is_empty()).then_some(payload);
-        let (tx, rx) = self.open_stream_with(handler, payload, options).await?;
-        Ok((TypedSender::new(tx), TypedReceiver::new(rx)))
     }
 }
 

@@ -261,10 +261,10 @@ fn options(a: &RemoteArgs) -> Options {
         }
     });
     if let Some(d) = a.ping_interval {
-        options.core.ping_interval = d;
+        options.connection.ping_interval = d;
     }
     if let Some(d) = a.pong_timeout {
-        options.core.pong_timeout = d;
+        options.connection.pong_timeout = d;
     }
     options
 }
