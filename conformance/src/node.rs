@@ -193,7 +193,7 @@ impl Node {
                 let server = match listener {
                     Some(l) => {
                         let l = async_net::TcpListener::try_from(l).map_err(|e| e.to_string())?;
-                        Some(smol::spawn(grid_smol::serve(manager.clone(), l)))
+                        Some(grid_smol::spawn(grid_smol::serve(manager.clone(), l)))
                     }
                     None => None,
                 };
@@ -251,7 +251,7 @@ impl Node {
             Inner::Tokio { rt, .. } => {
                 rt.spawn(fut);
             }
-            Inner::Smol { .. } => smol::spawn(fut).detach(),
+            Inner::Smol { .. } => grid_smol::spawn(fut).detach(),
         }
     }
 

@@ -181,7 +181,7 @@ pub(crate) async fn pair_smol(topology: Topology) -> Result<Pair, String> {
         let server = ServerProcess::spawn(Subject::Smol, Some(&h1))?;
         let there = format!("http://{}", server.addr);
         let m = new(&h1, &[h1.clone(), there.clone()])?;
-        smol::spawn(grid_smol::serve(m.clone(), l1)).detach();
+        grid_smol::spawn(grid_smol::serve(m.clone(), l1)).detach();
         return connect_to(m, server, &there).await;
     }
     let l2 = bind().await.map_err(e)?;
@@ -189,8 +189,8 @@ pub(crate) async fn pair_smol(topology: Topology) -> Result<Pair, String> {
     let hs = [h1.clone(), h2.clone()];
     let m1 = new(&h1, &hs)?;
     let m2 = new(&h2, &hs)?;
-    smol::spawn(grid_smol::serve(m1.clone(), l1)).detach();
-    smol::spawn(grid_smol::serve(m2.clone(), l2)).detach();
+    grid_smol::spawn(grid_smol::serve(m1.clone(), l1)).detach();
+    grid_smol::spawn(grid_smol::serve(m2.clone(), l2)).detach();
     connect(m1, m2, &h1, &h2).await
 }
 
@@ -222,7 +222,7 @@ pub(crate) async fn serve_smol(listener: std::net::TcpListener, peer: &str) -> R
     let m = grid_smol::Manager::new(grid_smol::Smol, &me, &hs, Options::default())
         .map_err(|e| e.to_string())?;
     register(&m)?;
-    smol::spawn(grid_smol::serve(m.clone(), l)).detach();
+    grid_smol::spawn(grid_smol::serve(m.clone(), l)).detach();
     m.start();
     server::announce(addr);
     std::future::pending::<()>().await;

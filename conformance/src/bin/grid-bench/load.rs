@@ -44,7 +44,7 @@ pub(crate) struct SmolExec;
 
 impl Exec for SmolExec {
     fn spawn(&self, f: impl Future<Output = ()> + Send + 'static) {
-        smol::spawn(f).detach();
+        grid_smol::spawn(f).detach();
     }
     fn sleep_until(&self, at: Instant) -> BoxFut<()> {
         Box::pin(async move {
