@@ -248,8 +248,9 @@ pub(crate) async fn recorder_panics(setup: Setup) {
 // ---- a connection task that dies anyway ----
 
 /// A runtime whose `spawn` panics once when armed: the connection task
-/// calls it to start a handler, so arming it makes that task panic, as a
-/// bug inside the task would.
+/// calls it to start a handler that waits (one that answers at once runs
+/// inline), so arming it makes that task panic, as a bug inside the task
+/// would.
 #[derive(Clone, Default)]
 struct Trap<R> {
     inner: R,
@@ -350,7 +351,7 @@ pub(crate) async fn task_panic(setup: Setup) {
     armed.store(true, Ordering::SeqCst);
     let r = wait(
         "the call that trips the bug",
-        to_trapped.request(ECHO, Bytes::new()),
+        to_trapped.request(NEVER, Bytes::new()),
     )
     .await;
     assert_eq!(r, Err(CallError::Disconnected));
@@ -409,6 +410,21 @@ impl TrappedNode {
         options.connection.backoff.retry = std::time::Duration::from_millis(500);
         let m = Manager::new(rt, &host_of(&listener), hosts, options).expect("a manager");
         register_reference_handlers(&m).expect("reference handlers");
+        // Waits once before it answers, so it runs on a task of its own.
+        m.register_single(NEVER, |p: Bytes| async move {
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if std::mem::replace(&mut yielded, true) {
+                    std::task::Poll::Ready(())
+                } else {
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            Ok(p)
+        })
+        .expect("a waiting handler");
         let server = <Trap<R> as crate::harness::Driver>::serve(m.clone(), listener);
         m.start();
         TrappedNode {

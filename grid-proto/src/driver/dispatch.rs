@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -343,7 +344,7 @@ impl<R: Runtime> ConnTask<R> {
                 self.trace
                     .start(key, kind, handler, None, subroute, now, size);
                 let route = Route::of(handler, subroute);
-                self.start_single_handler(id, handler, route, payload, deadline)
+                self.start_single_handler(now, id, handler, route, payload, deadline)
             }
             Event::IncomingStream {
                 id,
@@ -426,22 +427,42 @@ impl<R: Runtime> ConnTask<R> {
         }
     }
 
-    /// Spawns `work` as the handler task of incoming call `id`; `signal`
-    /// cancels it (see [`until_cancelled`]).
+    /// Runs `work` as the handler of incoming call `id`; `signal` cancels
+    /// it (see [`until_cancelled`]).
+    ///
+    /// With `inline`, `work` is first polled here, on the connection task:
+    /// a handler that answers at once (most single handlers do) answers in
+    /// this turn, its response goes out with this turn's write, and no task
+    /// is spawned, no thread woken. Only work that waits goes to a task of
+    /// its own (the executor polls it again at once, so the throwaway waker
+    /// of this first poll is never relied on). Panics are caught inside
+    /// `work` either way.
     fn spawn_handler(
         &mut self,
+        now: Instant,
         id: u64,
         handler: HandlerId,
         signal: Arc<CancelSignal>,
+        inline: bool,
         work: impl Future<Output = Command> + Send + 'static,
     ) {
-        self.handlers.insert(id, Arc::clone(&signal));
-        let shared = Arc::clone(&self.shared);
         // A span per served call, under the connection's span (the task is
         // being polled inside it).
         let span = tracing::debug_span!("incoming", mux = id, %handler);
         let work = tracing::Instrument::instrument(work, span);
-        let task = until_cancelled(signal, work).map(move |done| {
+        let mut work = Box::pin(until_cancelled(Arc::clone(&signal), work));
+        if inline {
+            let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+            if let Poll::Ready(done) = work.as_mut().poll(&mut cx) {
+                if let Some(cmd) = done {
+                    self.apply(now, cmd);
+                }
+                return;
+            }
+        }
+        self.handlers.insert(id, signal);
+        let shared = Arc::clone(&self.shared);
+        let task = work.map(move |done| {
             if let Some(cmd) = done {
                 let _ = shared.mailbox.push(cmd);
             }
@@ -468,6 +489,7 @@ impl<R: Runtime> ConnTask<R> {
 
     fn start_single_handler(
         &mut self,
+        now: Instant,
         id: IncomingId,
         handler: HandlerId,
         route: Route,
@@ -485,7 +507,7 @@ impl<R: Runtime> ConnTask<R> {
         let failed = |text: &str| format!("handleMessages: panic recovered: {text}");
         let remote = Arc::clone(&self.shared.remote);
         match isolate::call(|| (entry.handler)(ctx, payload)) {
-            Ok(fut) => self.spawn_handler(id.0, handler, signal, async move {
+            Ok(fut) => self.spawn_handler(now, id.0, handler, signal, true, async move {
                 let result = match isolate::run(fut).await {
                     Ok(r) => r.map_err(|e| e.0),
                     Err(text) => {
@@ -540,7 +562,7 @@ impl<R: Runtime> ConnTask<R> {
         let failed = |text: &str| format!("handler panic: {text}");
         let remote = Arc::clone(&self.shared.remote);
         match isolate::call(|| (entry.handler)(call)) {
-            Ok(fut) => self.spawn_handler(id.0, handler, signal, async move {
+            Ok(fut) => self.spawn_handler(now, id.0, handler, signal, false, async move {
                 let result = match isolate::run(fut).await {
                     Ok(r) => r.map_err(|e| e.0),
                     Err(text) => {

@@ -7,8 +7,12 @@
 //! The task owns the sans-IO [`crate::Connection`] and the WebSocket; the
 //! application talks to it through cheap handles ([`Connection`],
 //! [`StreamSender`], [`StreamReceiver`]) that queue commands into a mailbox
-//! drained in batches. Handlers run on their own tasks, so a slow handler
-//! never blocks the connection.
+//! drained in batches. A single handler's future is first polled on the
+//! connection task, so one that answers at once costs no task switch; a
+//! handler that waits (and every stream handler) runs on its own task, so
+//! a slow handler never holds up the connection. As anywhere in async
+//! code, do not block a thread in a handler: move blocking work to a
+//! blocking pool.
 //!
 //! Handlers come raw (`Bytes` in, `Bytes` out: [`Manager::register_single`],
 //! [`Manager::register_stream`]) or typed, through descriptors that bind an

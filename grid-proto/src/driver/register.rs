@@ -21,6 +21,11 @@ impl<R: Runtime> Manager<R> {
     /// [`SingleHandler`](crate::driver::SingleHandler); to see the caller,
     /// the deadline or the cancellation,
     /// [`register_single_with_context`](Self::register_single_with_context).
+    ///
+    /// The handler's future is first polled on the connection's task (an
+    /// answer ready at once goes out in the same write); if it waits, it
+    /// moves to a task of its own. Blocking a thread in it stalls every
+    /// call on that connection until it returns.
     pub fn register_single<F, Fut>(&self, handler: HandlerId, f: F) -> Result<(), RegisterError>
     where
         F: Fn(Bytes) -> Fut + Send + Sync + 'static,
