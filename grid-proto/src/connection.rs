@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hashbrown::HashMap;
 
 use crate::config::Config;
@@ -106,6 +106,9 @@ struct Outbox {
     ready: VecDeque<Bytes>,
     current: Option<FrameBuilder>,
     queued_bytes: usize,
+    /// Room left over by the frames sealed so far; the next frame is built
+    /// in it (see [`FrameBuilder::in_buffer`]).
+    spare: BytesMut,
 }
 
 impl Outbox {
@@ -115,7 +118,7 @@ impl Outbox {
         }
         let cur = self
             .current
-            .get_or_insert_with(|| FrameBuilder::with_capacity(FRAME_CAPACITY));
+            .get_or_insert_with(|| FrameBuilder::in_buffer(&mut self.spare, FRAME_CAPACITY));
         let before = cur.bytes();
         cur.push(msg);
         self.queued_bytes += cur.bytes() - before;
@@ -130,7 +133,8 @@ impl Outbox {
     }
 
     fn seal(&mut self) {
-        if let Some(frame) = self.current.take().and_then(FrameBuilder::finish) {
+        let spare = &mut self.spare;
+        if let Some(frame) = self.current.take().and_then(|f| f.finish_into(spare)) {
             self.ready.push_back(frame);
         }
     }
@@ -151,6 +155,7 @@ impl Outbox {
         self.ready.clear();
         self.current = None;
         self.queued_bytes = 0;
+        self.spare = BytesMut::new();
     }
 }
 

@@ -146,6 +146,32 @@ impl FrameBuilder {
         }
     }
 
+    /// An empty frame with room for `bytes` of messages, built in the
+    /// spare room of `spare` (which it takes, leaving `spare` empty). With
+    /// [`finish_into`](Self::finish_into) the room the frame did not use
+    /// goes back to `spare`; once the frames cut from it are dropped,
+    /// `spare`'s next reserve reuses the same allocation, so a busy
+    /// connection does not allocate (and the allocator does not trim and
+    /// fault in again) a buffer per frame.
+    pub fn in_buffer(spare: &mut BytesMut, bytes: usize) -> FrameBuilder {
+        spare.clear();
+        spare.reserve(MAX_HEADER_LEN + bytes);
+        let mut buf = std::mem::take(spare);
+        buf.put_bytes(0, MAX_HEADER_LEN);
+        FrameBuilder {
+            buf,
+            count: 0,
+            first_body: 0,
+        }
+    }
+
+    /// [`finish`](Self::finish), handing the unused room back to `spare`
+    /// (see [`in_buffer`](Self::in_buffer)).
+    pub fn finish_into(mut self, spare: &mut BytesMut) -> Option<Bytes> {
+        *spare = self.buf.split_off(self.buf.len());
+        self.finish()
+    }
+
     /// Messages in the frame.
     pub fn len(&self) -> usize {
         self.count
