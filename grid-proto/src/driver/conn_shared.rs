@@ -345,12 +345,12 @@ impl StreamShared {
 impl StreamState {
     /// Wakes the sender when there is room again (or the stream ended).
     pub(crate) fn park_sender(&mut self, waker: &Waker) {
-        self.send_waker = Some(waker.clone());
+        park(&mut self.send_waker, waker);
     }
 
     /// Wakes the receiver when a message arrives (or the stream ended).
     pub(crate) fn park_receiver(&mut self, waker: &Waker) {
-        self.recv_waker = Some(waker.clone());
+        park(&mut self.recv_waker, waker);
     }
 
     /// One half of the stream is gone; with both gone the stream is
@@ -401,5 +401,14 @@ impl StreamState {
             self.send_error = Some(StreamSendError::Cancelled(reason));
         }
         self.end(Err(CallError::Disconnected));
+    }
+}
+
+/// Keeps `waker` in `slot`, cloning it only if it is not already there (a
+/// busy stream parks the same task again and again).
+fn park(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(w) if w.will_wake(waker) => {}
+        _ => *slot = Some(waker.clone()),
     }
 }

@@ -52,8 +52,28 @@ impl StreamSender {
     /// `Ok` means queued: the message is sent as soon as the peer has room
     /// (a failure after that shows on the next send and on the receiver).
     pub async fn send(&mut self, payload: Bytes) -> Result<(), StreamSendError> {
-        poll_fn(|cx| self.poll_room(cx)).await?;
-        self.queue(payload)
+        // Room and queueing under one lock: the common case (room at
+        // once) takes the stream's lock once per message, not twice.
+        let mut payload = Some(payload);
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if self.closed || st.close_requested {
+                return Poll::Ready(Err(StreamSendError::Closed));
+            }
+            if let Some(e) = &st.send_error {
+                return Poll::Ready(Err(e.clone()));
+            }
+            if st.outq.len() >= st.out_cap {
+                st.park_sender(cx.waker());
+                return Poll::Pending;
+            }
+            if let Some(p) = payload.take() {
+                st.outq.push_back(p);
+                self.shared.poke(&mut st);
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
     }
 
     /// Ready once a message can be queued (or never will be).
