@@ -167,7 +167,7 @@ pub(crate) async fn pair_tokio(topology: Topology) -> Result<Pair, String> {
     connect(m1, m2, &h1, &h2).await
 }
 
-/// A grid-smol client and its server (on smol's global executor).
+/// A grid-smol client and its server (on grid-smol's executor, as its callers).
 pub(crate) async fn pair_smol(topology: Topology) -> Result<Pair, String> {
     let e = |e: std::io::Error| e.to_string();
     let bind = || async_net::TcpListener::bind("127.0.0.1:0");

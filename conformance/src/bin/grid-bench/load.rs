@@ -38,7 +38,7 @@ impl Exec for TokioExec {
     }
 }
 
-/// smol's global executor.
+/// grid-smol's executor (`grid_smol::spawn`): callers on another executor would pay a thread hop per call.
 #[derive(Clone, Copy)]
 pub(crate) struct SmolExec;
 

@@ -602,7 +602,7 @@ fn header(a: &Args, plan: &[Params], skipped: &[String]) {
     );
     println!(
         "  runtimes: grid-tokio, raw-ws and tarpc on a tokio multi-thread runtime with {THREADS} workers; \
-grid-smol on smol's global executor with SMOL_THREADS={THREADS}; in each process"
+grid-smol (callers and connections alike) on grid-smol's executor with SMOL_THREADS={THREADS}; in each process"
     );
     println!(
         "  window: {:.2} s warm-up, then {:.2} s measured; figures count operations completed in the window",
