@@ -448,11 +448,15 @@ impl<R: Runtime> ConnTask<R> {
                         self.recording = None;
                     }
                     self.unflushed_bytes += frame.len();
+                    // The WebSocket copies the frame into its own buffer;
+                    // this handle then gives the frame's buffer back.
+                    let sent = frame.clone();
                     if let Err(e) = Pin::new(&mut *socket).start_send(WsMessage::Binary(frame)) {
                         debug!(remote = %self.shared.remote, error = %e, "transport write failed");
                         self.lose_transport(now);
                         return true;
                     }
+                    self.core.recycle(sent);
                     self.needs_flush = true;
                 }
                 Poll::Ready(Err(e)) => {
