@@ -228,7 +228,11 @@ impl<R: Runtime> ConnTask<R> {
 
     /// One pass over every source. Returns whether anything happened.
     fn turn(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
-        let mut worked = false;
+        // What the peer already sent comes before the commands queued since:
+        // an application that acts after a frame was delivered (cancels a
+        // stream its peer just acknowledged, say) sees that frame handled
+        // first, as the peer saw the order.
+        let mut worked = self.read(cx, now);
 
         self.shared.mailbox.drain_into(cx, &mut self.commands);
         while let Some(cmd) = self.commands.pop_front() {
@@ -249,8 +253,6 @@ impl<R: Runtime> ConnTask<R> {
             self.dialing = None;
             self.dialed(now, result);
         }
-
-        worked |= self.read(cx, now);
 
         // A timer firing is not itself activity (else the stats timer
         // would keep re-arming itself); what it causes is.
