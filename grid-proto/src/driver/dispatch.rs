@@ -267,8 +267,10 @@ impl<R: Runtime> ConnTask<R> {
                 info!(remote = %self.shared.remote, %remote_id, peer_restarted, "connected");
                 self.logged_failure = None;
                 self.shared.set_dial_failure(None);
-                self.shared.set_state(State::Connected);
+                // Stats first: whoever waits for the state (as
+                // `wait_for_connect` does) then reads this session's numbers.
                 self.shared.publish_stats(self.core.stats(now));
+                self.shared.set_state(State::Connected);
             }
             Event::Disconnected { reason } => {
                 let established = self.shared.state() == State::Connected;
