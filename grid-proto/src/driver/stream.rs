@@ -55,29 +55,21 @@ impl StreamSender {
         // Room and queueing under one lock: the common case (room at
         // once) takes the stream's lock once per message, not twice.
         let mut payload = Some(payload);
-        poll_fn(|cx| {
-            let mut st = self.shared.lock();
-            if self.closed || st.close_requested {
-                return Poll::Ready(Err(StreamSendError::Closed));
-            }
-            if let Some(e) = &st.send_error {
-                return Poll::Ready(Err(e.clone()));
-            }
-            if st.outq.len() >= st.out_cap {
-                st.park_sender(cx.waker());
-                return Poll::Pending;
-            }
-            if let Some(p) = payload.take() {
-                st.outq.push_back(p);
-                self.shared.poke(&mut st);
-            }
-            Poll::Ready(Ok(()))
-        })
-        .await
+        poll_fn(|cx| self.poll_send(cx, &mut payload)).await
     }
 
     /// Ready once a message can be queued (or never will be).
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamSendError>> {
+        self.poll_send(cx, &mut None)
+    }
+
+    /// Ready once a message can be queued (or never will be); then queues
+    /// `payload`, if any, under the same lock.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        payload: &mut Option<Bytes>,
+    ) -> Poll<Result<(), StreamSendError>> {
         let mut st = self.shared.lock();
         // This side's own close first: whatever happened to the stream
         // since, this sender stopped sending.
@@ -90,6 +82,10 @@ impl StreamSender {
         if st.outq.len() >= st.out_cap {
             st.park_sender(cx.waker());
             return Poll::Pending;
+        }
+        if let Some(p) = payload.take() {
+            st.outq.push_back(p);
+            self.shared.poke(&mut st);
         }
         Poll::Ready(Ok(()))
     }
