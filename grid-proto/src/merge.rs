@@ -137,13 +137,7 @@ impl FrameBuilder {
 
     /// An empty frame with room for `bytes` of messages.
     pub fn with_capacity(bytes: usize) -> FrameBuilder {
-        let mut buf = BytesMut::with_capacity(MAX_HEADER_LEN + bytes);
-        buf.put_bytes(0, MAX_HEADER_LEN);
-        FrameBuilder {
-            buf,
-            count: 0,
-            first_body: 0,
-        }
+        FrameBuilder::in_buffer(&mut BytesMut::new(), bytes)
     }
 
     /// An empty frame with room for `bytes` of messages, built in the
