@@ -17,27 +17,33 @@ use grid_proto::driver::{Connection, Manager, Options, RemoteError, Runtime, Str
 use grid_proto::{Capacities, HandlerId, Stats};
 
 use crate::load::{self, BoxFut, Exec, Hang, Tally, Window};
-use crate::plan::{Params, Row, Subject, Topology, Workload};
+use crate::plan::{self, Params, Row, Subject, Topology, Workload};
 use crate::server::{self, ServerProcess};
 use crate::sys;
 
 /// The reference table's echo: single (any payload back) and stream
 /// (InCapacity 1, OutCapacity 1, each message back).
 const REF_ECHO: HandlerId = HandlerId::TEST;
-/// The pipelined echo stream handler (in 64, out 64).
+/// The pipelined echo stream handler (in and out: `--window`, 64).
 const ECHO: HandlerId = HandlerId(41);
-/// The output-only stream handler (in 0, out 64): repeats its initial
+/// The output-only stream handler (in 0, out `--window`): repeats its initial
 /// payload until the stream is cancelled.
 const SOURCE: HandlerId = HandlerId(42);
 
-const ECHO_CAPS: Capacities = Capacities {
-    in_capacity: 64,
-    out_capacity: 64,
-};
-const SOURCE_CAPS: Capacities = Capacities {
-    in_capacity: 0,
-    out_capacity: 64,
-};
+fn echo_caps() -> Capacities {
+    let w = plan::window();
+    Capacities {
+        in_capacity: w,
+        out_capacity: w,
+    }
+}
+
+fn source_caps() -> Capacities {
+    Capacities {
+        in_capacity: 0,
+        out_capacity: plan::window(),
+    }
+}
 
 /// A client node connected to a serving node, seen from the client.
 pub(crate) struct Pair {
@@ -54,7 +60,7 @@ pub(crate) struct Pair {
 fn register<R: Runtime>(m: &Manager<R>) -> Result<(), String> {
     let e = |e: grid_proto::driver::RegisterError| e.to_string();
     conformance::register_reference_handlers(m).map_err(e)?;
-    m.register_stream(ECHO, ECHO_CAPS, |call| async move {
+    m.register_stream(ECHO, echo_caps(), |call| async move {
         let mut output = call.output;
         let Some(mut input) = call.input else {
             return Err(RemoteError("echo stream without input".into()));
@@ -69,7 +75,7 @@ fn register<R: Runtime>(m: &Manager<R>) -> Result<(), String> {
         Ok(())
     })
     .map_err(e)?;
-    m.register_stream(SOURCE, SOURCE_CAPS, |call| async move {
+    m.register_stream(SOURCE, source_caps(), |call| async move {
         let message = call.payload.unwrap_or_default();
         let mut output = call.output;
         // Ends when the caller cancels the stream.
@@ -400,7 +406,7 @@ async fn stream_pipe<E: Exec>(ex: &E, p: &Params, pair: &Pair) -> Row {
     let payload = Bytes::from(vec![0x5au8; p.payload]);
     let tally = Arc::new(Tally::default());
     let opts = StreamOptions {
-        capacities: Some(ECHO_CAPS),
+        capacities: Some(echo_caps()),
         ..StreamOptions::default()
     };
     let mut halves = Vec::new();
@@ -476,7 +482,7 @@ async fn stream_out<E: Exec>(ex: &E, p: &Params, pair: &Pair) -> Row {
     let payload = Bytes::from(vec![0x3cu8; p.payload]);
     let tally = Arc::new(Tally::default());
     let opts = StreamOptions {
-        capacities: Some(SOURCE_CAPS),
+        capacities: Some(source_caps()),
         ..StreamOptions::default()
     };
     let mut receivers = Vec::new();
@@ -572,7 +578,7 @@ where
         let mine = n / openers + usize::from(i < n % openers);
         ex.spawn(async move {
             let opts = StreamOptions {
-                capacities: Some(ECHO_CAPS),
+                capacities: Some(echo_caps()),
                 ..StreamOptions::default()
             };
             let msg = Bytes::from_static(b"hello");

@@ -16,6 +16,9 @@
 //!   --duration SECONDS      measured window (default 3; --quick: 1)
 //!   --warmup SECONDS        unmeasured lead-in (default 0.5; --quick: 0.25)
 //!   --streams N             idle streams of the memory workload (default 10000)
+//!   --window N              capacities of the stream-pipe and stream-out
+//!                           handlers: messages in flight per stream each way
+//!                           (default 64)
 //!   --repeat N              run each measurement N times and report the run
 //!                           with the median figure, and the spread (default 1)
 //!   --quick                 the whole run in about a minute
@@ -76,7 +79,7 @@ const USAGE: &str =
     "usage: grid-bench [--workload single|stream|stream-pipe|stream-out|memory|all] \
 [--subject tokio|smol|raw-ws|tarpc|all] [--topology two-process|one-process|all] \
 [--concurrency N[,N...]] [--payload BYTES] [--duration SECONDS] [--warmup SECONDS] [--streams N] \
-[--repeat N] [--quick] [--machine-readable] [--in-process]
+[--window N] [--repeat N] [--quick] [--machine-readable] [--in-process]
        grid-bench --remote HOST --local HOST [--listen ADDR] [--runtime tokio|smol] \
 [--workload single|stream] [--concurrency N] [--payload BYTES] [--duration SECONDS] \
 [--deadline SECONDS] [--token T] [--ping-interval SECONDS] [--pong-timeout SECONDS] \
@@ -97,6 +100,7 @@ struct Args {
     duration: Option<f64>,
     warmup: Option<f64>,
     streams: Option<usize>,
+    window: Option<u32>,
     repeat: usize,
     quick: bool,
     machine: bool,
@@ -173,6 +177,13 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--duration" => a.duration = Some(seconds(&value()?)?),
             "--warmup" => a.warmup = Some(seconds(&value()?)?),
             "--streams" => a.streams = Some(count(&value()?)?),
+            "--window" => {
+                let v = value()?;
+                a.window = match v.parse::<u32>() {
+                    Ok(w) if w > 0 => Some(w),
+                    _ => return Err(format!("bad window {v:?}")),
+                };
+            }
             "--repeat" => a.repeat = count(&value()?)?,
             "--quick" => a.quick = true,
             "--machine-readable" => a.machine = true,
@@ -319,6 +330,9 @@ fn item_args(p: &Params) -> Vec<String> {
         "--streams".into(),
         p.streams.to_string(),
     ]
+    .into_iter()
+    .chain(plan::window_args())
+    .collect()
 }
 
 fn reproduce(p: &Params) -> String {
@@ -328,8 +342,24 @@ fn reproduce(p: &Params) -> String {
     )
 }
 
-/// Runs `p` in this process.
+/// Runs `p` in this process; a window other than the default is the
+/// first thing each row's note says.
 fn run_here(p: &Params) -> Vec<Row> {
+    let window = plan::window_note(p);
+    let mut rows = measure_here(p);
+    if !window.is_empty() {
+        for r in &mut rows {
+            r.note = if r.note.is_empty() {
+                window.clone()
+            } else {
+                format!("{window}; {}", r.note)
+            };
+        }
+    }
+    rows
+}
+
+fn measure_here(p: &Params) -> Vec<Row> {
     let t = p.topology;
     if p.subject == Subject::Smol {
         return smol::block_on(grid::run(SmolExec, p, || Box::pin(grid::pair_smol(t))));
@@ -615,11 +645,12 @@ grid-smol (callers and connections alike) on grid-smol's executor with SMOL_THRE
     println!(
         "  stream: conc = echo streams of the reference table (handler 78, capacities in 1/out 1), each task sending one message and awaiting its echo; msg/s round trips (raw-ws: as single)"
     );
+    let w = plan::window();
     println!(
-        "  stream-pipe: conc = streams (capacities in 64/out 64), messages echoed; sender and receiver are separate tasks; msg/s one way"
+        "  stream-pipe: conc = streams (capacities in {w}/out {w}), messages echoed; sender and receiver are separate tasks; msg/s one way"
     );
     println!(
-        "  stream-out: conc = streams with InCapacity 0, OutCapacity 64; the server sends as fast as credit allows; msg/s received"
+        "  stream-out: conc = streams with InCapacity 0, OutCapacity {w}; the server sends as fast as credit allows; msg/s received"
     );
     println!(
         "  memory: growth of resident anonymous memory (RssAnon: heap + stacks; VmRSS, which also counts code pages\n    touched for the first time, is in the note), both ends of the connection added up (two-process: client and server process, each in the note)"
@@ -660,6 +691,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    plan::set_window(args.window.unwrap_or(plan::DEFAULT_WINDOW));
     if let Some(subject) = args.server_of {
         return server::run(subject, args.peer.clone());
     }
@@ -866,6 +898,9 @@ mod tests {
         assert!(args("--duration").is_err());
         assert_eq!(args("").unwrap().repeat, 1);
         assert_eq!(args("--repeat 3").unwrap().repeat, 3);
+        assert_eq!(args("--window 256").unwrap().window, Some(256));
+        assert!(args("--window 0").is_err());
+        assert!(args("--window -1").is_err());
         // A child's arguments give back the same measurement.
         let (again, _) = plan(&parse_args(item_args(&p[1]).into_iter()).unwrap());
         assert_eq!(again.len(), 1);

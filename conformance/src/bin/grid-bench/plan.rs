@@ -2,6 +2,7 @@
 //! measurement reports (a [`Row`]).
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// A workload.
@@ -12,8 +13,8 @@ pub(crate) enum Workload {
     /// Echo streams (the reference table's, one message in flight each
     /// way): each sends one message and awaits its echo, in a loop.
     Stream,
-    /// One stream with a window of 64 each way, messages echoed and
-    /// pipelined; one way counted.
+    /// One stream with a window of `--window` (64) each way, messages
+    /// echoed and pipelined; one way counted.
     StreamPipe,
     /// One stream without input; the server sends as fast as credit allows.
     StreamOut,
@@ -299,5 +300,43 @@ mod tests {
             r.machine(),
             "single\ttokio\t64\t12346\t10.5\t-\ttwo-process"
         );
+    }
+}
+
+/// The bench's stream handlers' capacities unless `--window` says
+/// otherwise: the capacities MinIO gives many of its own stream handlers.
+pub(crate) const DEFAULT_WINDOW: u32 = 64;
+
+static WINDOW: OnceLock<u32> = OnceLock::new();
+
+/// The capacities of the bench's stream handlers (`stream-pipe`: in and
+/// out; `stream-out`: out): how many messages may be in flight on one
+/// stream each way. Set once per process from `--window`, which every
+/// process of a run is given ([`window_args`]).
+pub(crate) fn window() -> u32 {
+    WINDOW.get().copied().unwrap_or(DEFAULT_WINDOW)
+}
+
+/// Sets [`window`] for this process; only the first call counts.
+pub(crate) fn set_window(w: u32) {
+    let _ = WINDOW.set(w);
+}
+
+/// The options that give another process this process's [`window`].
+pub(crate) fn window_args() -> Vec<String> {
+    match window() {
+        DEFAULT_WINDOW => Vec::new(),
+        w => vec!["--window".into(), w.to_string()],
+    }
+}
+
+/// What a row of `p` should say about the window ("" at the default, and
+/// for subjects without credit flow control).
+pub(crate) fn window_note(p: &Params) -> String {
+    let grid = matches!(p.subject, Subject::Tokio | Subject::Smol);
+    let streams = matches!(p.workload, Workload::StreamPipe | Workload::StreamOut);
+    match window() {
+        w if grid && streams && w != DEFAULT_WINDOW => format!("window {w}"),
+        _ => String::new(),
     }
 }

@@ -43,6 +43,7 @@ impl ServerProcess {
         if let Some(peer) = peer {
             cmd.arg("--peer").arg(peer);
         }
+        cmd.args(crate::plan::window_args());
         let mut child = cmd
             .env("SMOL_THREADS", crate::THREADS.to_string())
             .stdin(Stdio::piped())
