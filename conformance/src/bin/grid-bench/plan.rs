@@ -271,38 +271,6 @@ impl fmt::Display for Params {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_round_trip() {
-        let r = Row {
-            workload: "single".into(),
-            subject: "tokio".into(),
-            topology: "two-process".into(),
-            concurrency: 64,
-            figure: 12345.5,
-            unit: "req/s".into(),
-            p50_us: Some(10.5),
-            p99_us: None,
-            cpu_pct: Some(199.0),
-            cpu_us_per_op: Some(3.25),
-            server_cpu_pct: Some(80.0),
-            server_cpu_us_per_op: None,
-            errors: 2,
-            note: "a\tb".into(),
-        };
-        let back = Row::decode(&r.encode()).unwrap();
-        assert_eq!(back.encode(), r.encode());
-        assert_eq!(back.note, "a b");
-        assert_eq!(
-            r.machine(),
-            "single\ttokio\t64\t12346\t10.5\t-\ttwo-process"
-        );
-    }
-}
-
 /// The bench's stream handlers' capacities unless `--window` says
 /// otherwise: the capacities MinIO gives many of its own stream handlers.
 pub(crate) const DEFAULT_WINDOW: u32 = 64;
@@ -338,5 +306,37 @@ pub(crate) fn window_note(p: &Params) -> String {
     match window() {
         w if grid && streams && w != DEFAULT_WINDOW => format!("window {w}"),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip() {
+        let r = Row {
+            workload: "single".into(),
+            subject: "tokio".into(),
+            topology: "two-process".into(),
+            concurrency: 64,
+            figure: 12345.5,
+            unit: "req/s".into(),
+            p50_us: Some(10.5),
+            p99_us: None,
+            cpu_pct: Some(199.0),
+            cpu_us_per_op: Some(3.25),
+            server_cpu_pct: Some(80.0),
+            server_cpu_us_per_op: None,
+            errors: 2,
+            note: "a\tb".into(),
+        };
+        let back = Row::decode(&r.encode()).unwrap();
+        assert_eq!(back.encode(), r.encode());
+        assert_eq!(back.note, "a b");
+        assert_eq!(
+            r.machine(),
+            "single\ttokio\t64\t12346\t10.5\t-\ttwo-process"
+        );
     }
 }
