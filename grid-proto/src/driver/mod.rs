@@ -47,6 +47,7 @@ mod message;
 mod minio_auth;
 mod options;
 mod recorder;
+mod recv_buffer;
 mod refusals;
 mod register;
 mod registry;

@@ -27,6 +27,7 @@ use crate::driver::isolate;
 use crate::driver::mailbox::Mailbox;
 use crate::driver::manager_shared::ManagerShared;
 use crate::driver::recorder::{Dir, Header, Recording};
+use crate::driver::recv_buffer::RecvBuffer;
 use crate::driver::runtime::{BoxFuture, Runtime};
 use crate::driver::trace::{Outcome, Tracer};
 use crate::error::{CallError, CancelReason};
@@ -72,6 +73,8 @@ pub(crate) struct ConnTask<R: Runtime> {
     pub(super) unflushed_bytes: usize,
     /// Bytes read in this wake-up (see `READ_BYTES_BUDGET`).
     pub(super) read_bytes: usize,
+    /// Where received frames are kept while their messages are in use.
+    pub(super) received: RecvBuffer,
     /// Output is waiting and the task should yield once before writing it.
     pub(super) yield_before_write: bool,
     /// The task yielded once: the next pass writes.
@@ -130,6 +133,7 @@ impl<R: Runtime> ConnTask<R> {
             needs_flush: false,
             unflushed_bytes: 0,
             read_bytes: 0,
+            received: RecvBuffer::default(),
             yield_before_write: false,
             yielded_before_write: false,
             write_blocked_since: None,
@@ -205,6 +209,7 @@ impl<R: Runtime> ConnTask<R> {
         // apart, and reading the clock was a visible share of a busy stream.
         let now = self.rt.now();
         self.read_bytes = 0;
+        self.received.tick(now);
         for _ in 0..TURN_BUDGET {
             let worked = self.turn(cx, now);
             if self.finished {
@@ -378,6 +383,7 @@ impl<R: Runtime> ConnTask<R> {
                 Poll::Ready(Some(Ok(WsMessage::Binary(frame)))) => {
                     worked = true;
                     self.read_bytes += frame.len();
+                    let frame = self.received.keep(frame);
                     self.core.handle_frame(now, frame);
                 }
                 // Go discards text; tungstenite answers pings itself.
