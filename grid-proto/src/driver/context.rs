@@ -72,16 +72,17 @@ struct Inner {
     handler: HandlerId,
     subroute: Option<Subroute>,
     deadline: Option<Instant>,
-    signal: Arc<CancelSignal>,
+    /// In the same allocation as the rest: one per served call.
+    signal: CancelSignal,
 }
 
 impl HandlerContext {
+    /// The context of a call not cancelled yet.
     pub(crate) fn new(
         caller: Arc<str>,
         handler: HandlerId,
         subroute: Option<Subroute>,
         deadline: Option<Instant>,
-        signal: Arc<CancelSignal>,
     ) -> HandlerContext {
         HandlerContext {
             inner: Arc::new(Inner {
@@ -89,9 +90,15 @@ impl HandlerContext {
                 handler,
                 subroute,
                 deadline,
-                signal,
+                signal: CancelSignal::default(),
             }),
         }
+    }
+
+    /// Cancels the call (the first reason stays) and wakes whoever waits
+    /// for it.
+    pub(crate) fn cancel(&self, reason: CancelReason) {
+        self.inner.signal.cancel(reason);
     }
 
     /// The calling node's host string (Go: `GetCaller`).
@@ -130,9 +137,7 @@ impl HandlerContext {
     /// Resolves when the call is cancelled (by the caller, its deadline or
     /// the connection's loss), with the reason.
     pub fn cancelled(&self) -> Cancelled {
-        Cancelled {
-            signal: Arc::clone(&self.inner.signal),
-        }
+        Cancelled { ctx: self.clone() }
     }
 }
 
@@ -151,13 +156,13 @@ impl fmt::Debug for HandlerContext {
 /// The future of [`HandlerContext::cancelled`].
 #[must_use = "futures do nothing unless awaited"]
 pub struct Cancelled {
-    signal: Arc<CancelSignal>,
+    ctx: HandlerContext,
 }
 
 impl fmt::Debug for Cancelled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cancelled")
-            .field("reason", &self.signal.reason())
+            .field("reason", &self.ctx.cancel_reason())
             .finish()
     }
 }
@@ -166,49 +171,49 @@ impl Future for Cancelled {
     type Output = CancelReason;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CancelReason> {
-        self.signal.register(cx.waker());
-        match self.signal.reason() {
+        let signal = &self.ctx.inner.signal;
+        signal.register(cx.waker());
+        match signal.reason() {
             Some(reason) => Poll::Ready(reason),
             None => Poll::Pending,
         }
     }
 }
 
-/// The cancellation of one served call, shared by its context(s) and the
-/// connection task.
+/// The cancellation of one served call, inside its context (which the
+/// connection task keeps a clone of).
 #[derive(Default)]
-pub(crate) struct CancelSignal {
+struct CancelSignal {
     state: Mutex<SignalState>,
 }
 
 #[derive(Default)]
 struct SignalState {
     reason: Option<CancelReason>,
-    /// The handler's task and every `Cancelled` future waiting (one entry
-    /// per distinct waker).
-    wakers: Vec<Waker>,
+    /// The first waiter, usually the handler's task: kept here rather than
+    /// in `more`, so a call that only ever has one costs no allocation.
+    first: Option<Waker>,
+    /// Every other `Cancelled` future waiting (one entry per distinct
+    /// waker).
+    more: Vec<Waker>,
 }
 
 impl CancelSignal {
-    pub(crate) fn new() -> Arc<CancelSignal> {
-        Arc::new(CancelSignal::default())
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, SignalState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Cancels the call (the first reason stays) and wakes whoever waits.
-    pub(crate) fn cancel(&self, reason: CancelReason) {
+    fn cancel(&self, reason: CancelReason) {
         let wakers = {
             let mut st = self.lock();
             if st.reason.is_some() {
                 return;
             }
             st.reason = Some(reason);
-            std::mem::take(&mut st.wakers)
+            (st.first.take(), std::mem::take(&mut st.more))
         };
-        for w in wakers {
+        for w in wakers.0.into_iter().chain(wakers.1) {
             w.wake();
         }
     }
@@ -219,8 +224,15 @@ impl CancelSignal {
 
     fn register(&self, waker: &Waker) {
         let mut st = self.lock();
-        if st.reason.is_none() && !st.wakers.iter().any(|w| w.will_wake(waker)) {
-            st.wakers.push(waker.clone());
+        if st.reason.is_some() {
+            return;
+        }
+        let known = |w: &Waker| w.will_wake(waker);
+        match &st.first {
+            None => st.first = Some(waker.clone()),
+            Some(w) if known(w) => {}
+            Some(_) if st.more.iter().any(known) => {}
+            Some(_) => st.more.push(waker.clone()),
         }
     }
 }
@@ -228,20 +240,25 @@ impl CancelSignal {
 /// Runs a handler's work until it finishes (`Some` of its output) or its
 /// call is cancelled (`None`): after the cancellation the work is polled
 /// once more, so it can notice, and then dropped; its output is discarded.
-pub(crate) async fn until_cancelled<F: Future>(
-    signal: Arc<CancelSignal>,
-    work: F,
-) -> Option<F::Output> {
+pub(crate) async fn until_cancelled<F: Future>(ctx: HandlerContext, work: F) -> Option<F::Output> {
     let mut work = std::pin::pin!(work);
     poll_fn(move |cx| {
-        // Register before looking, so a cancellation in between still wakes us.
-        signal.register(cx.waker());
+        let signal = &ctx.inner.signal;
         let cancelled = signal.reason().is_some();
         match work.as_mut().poll(cx) {
             Poll::Ready(out) if !cancelled => Poll::Ready(Some(out)),
             Poll::Ready(_) => Poll::Ready(None),
             Poll::Pending if cancelled => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                // Only work that waits registers (a handler that answers at
+                // once never touches the signal's lock). A cancellation that
+                // came after the look above is seen here and polls again.
+                signal.register(cx.waker());
+                if signal.reason().is_some() {
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
         }
     })
     .await
@@ -260,20 +277,19 @@ mod tests {
         }
     }
 
-    fn context(signal: &Arc<CancelSignal>) -> HandlerContext {
+    fn context() -> HandlerContext {
         HandlerContext::new(
             Arc::from("http://10.0.0.1:9000"),
             HandlerId::DISK_INFO,
             Some(Subroute::from("/data1")),
             None,
-            Arc::clone(signal),
         )
     }
 
     #[test]
     fn cancelled_resolves_with_the_first_reason() {
-        let signal = CancelSignal::new();
-        let ctx = context(&signal);
+        let ctx = context();
+        let signal = ctx.clone();
         assert_eq!(ctx.caller(), "http://10.0.0.1:9000");
         assert_eq!(ctx.subroute().and_then(Subroute::name), Some("/data1"));
         let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
@@ -295,13 +311,65 @@ mod tests {
     }
 
     #[test]
+    fn every_distinct_waiter_is_woken_once() {
+        let ctx = context();
+        let signal = ctx.clone();
+        let counters: Vec<_> = (0..3)
+            .map(|_| Arc::new(CountWakes(AtomicUsize::new(0))))
+            .collect();
+        let mut waiters: Vec<_> = (0..3).map(|_| Box::pin(ctx.cancelled())).collect();
+        // Three waiters with their own wakers (the first one twice over).
+        for (fut, count) in waiters.iter_mut().zip(&counters) {
+            let waker = Waker::from(Arc::clone(count));
+            let mut cx = Context::from_waker(&waker);
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+        }
+        let waker = Waker::from(Arc::clone(&counters[0]));
+        assert!(
+            waiters[0]
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        signal.cancel(CancelReason::Disconnected);
+        let woken: Vec<usize> = counters
+            .iter()
+            .map(|c| c.0.load(Ordering::SeqCst))
+            .collect();
+        assert_eq!(woken, [1, 1, 1]);
+    }
+
+    #[test]
+    fn work_cancelled_between_its_look_and_its_wait_is_polled_again() {
+        // The work cancels its own call while it runs, as a cancellation
+        // arriving from another thread between the check and the register
+        // would: the task must be woken to take its last poll.
+        let signal = context();
+        let inside = signal.clone();
+        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let work = until_cancelled(
+            signal.clone(),
+            std::future::poll_fn(move |_| {
+                inside.cancel(CancelReason::CallerCancelled);
+                Poll::<()>::Pending
+            }),
+        );
+        let mut work = std::pin::pin!(work);
+        assert!(work.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(work.as_mut().poll(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
     fn cancelled_work_gets_one_more_poll_then_is_dropped() {
-        let signal = CancelSignal::new();
-        let ctx = context(&signal);
+        let ctx = context();
+        let signal = ctx.clone();
         let noticed = Arc::new(AtomicBool::new(false));
         let seen = Arc::clone(&noticed);
         // A handler that stops when cancelled, and one that never looks.
-        let polite = until_cancelled(Arc::clone(&signal), async move {
+        let polite = until_cancelled(signal.clone(), async move {
             let reason = ctx.cancelled().await;
             seen.store(true, Ordering::SeqCst);
             reason
@@ -315,14 +383,14 @@ mod tests {
         assert_eq!(polite.as_mut().poll(&mut cx), Poll::Ready(None));
         assert!(noticed.load(Ordering::SeqCst));
 
-        let signal = CancelSignal::new();
-        let deaf = until_cancelled(Arc::clone(&signal), std::future::pending::<()>());
+        let signal = context();
+        let deaf = until_cancelled(signal.clone(), std::future::pending::<()>());
         let mut deaf = std::pin::pin!(deaf);
         assert!(deaf.as_mut().poll(&mut cx).is_pending());
         signal.cancel(CancelReason::Disconnected);
         assert_eq!(deaf.as_mut().poll(&mut cx), Poll::Ready(None));
 
-        let finished = until_cancelled(CancelSignal::new(), async { 7 });
+        let finished = until_cancelled(context(), async { 7 });
         let mut finished = std::pin::pin!(finished);
         assert_eq!(finished.as_mut().poll(&mut cx), Poll::Ready(Some(7)));
     }

@@ -14,7 +14,7 @@ use futures_util::future::FutureExt;
 use tracing::{debug, error, info, warn};
 
 use crate::driver::conn_shared::{Command, StreamKey, StreamShared};
-use crate::driver::context::{CancelSignal, HandlerContext, until_cancelled};
+use crate::driver::context::{HandlerContext, until_cancelled};
 use crate::driver::isolate;
 use crate::driver::registry::{Route, StreamCall};
 use crate::driver::runtime::Runtime;
@@ -444,7 +444,7 @@ impl<R: Runtime> ConnTask<R> {
         now: Instant,
         id: u64,
         handler: HandlerId,
-        signal: Arc<CancelSignal>,
+        ctx: HandlerContext,
         inline: bool,
         work: impl Future<Output = Command> + Send + 'static,
     ) {
@@ -452,7 +452,7 @@ impl<R: Runtime> ConnTask<R> {
         // being polled inside it).
         let span = tracing::debug_span!("incoming", mux = id, %handler);
         let work = tracing::Instrument::instrument(work, span);
-        let mut work = Box::pin(until_cancelled(Arc::clone(&signal), work));
+        let mut work = Box::pin(until_cancelled(ctx.clone(), work));
         if inline {
             let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
             if let Poll::Ready(done) = work.as_mut().poll(&mut cx) {
@@ -462,7 +462,7 @@ impl<R: Runtime> ConnTask<R> {
                 return;
             }
         }
-        self.handlers.insert(id, signal);
+        self.handlers.insert(id, ctx);
         let shared = Arc::clone(&self.shared);
         let task = work.map(move |done| {
             if let Some(cmd) = done {
@@ -478,15 +478,8 @@ impl<R: Runtime> ConnTask<R> {
         handler: HandlerId,
         subroute: Option<crate::Subroute>,
         deadline: Option<Instant>,
-        signal: &Arc<CancelSignal>,
     ) -> HandlerContext {
-        HandlerContext::new(
-            Arc::clone(&self.shared.remote),
-            handler,
-            subroute,
-            deadline,
-            Arc::clone(signal),
-        )
+        HandlerContext::new(Arc::clone(&self.shared.remote), handler, subroute, deadline)
     }
 
     fn start_single_handler(
@@ -503,13 +496,12 @@ impl<R: Runtime> ConnTask<R> {
             self.trace_end(StreamKey::Incoming(id.0), Outcome::NoHandler);
             return;
         };
-        let signal = CancelSignal::new();
-        let ctx = self.context(handler, entry.subroute.clone(), deadline, &signal);
+        let ctx = self.context(handler, entry.subroute.clone(), deadline);
         // Go's text for a panic in a single-request handler.
         let failed = |text: &str| format!("handleMessages: panic recovered: {text}");
         let remote = Arc::clone(&self.shared.remote);
-        match isolate::call(|| (entry.handler)(ctx, payload)) {
-            Ok(fut) => self.spawn_handler(now, id.0, handler, signal, true, async move {
+        match isolate::call(|| (entry.handler)(ctx.clone(), payload)) {
+            Ok(fut) => self.spawn_handler(now, id.0, handler, ctx, true, async move {
                 let result = match isolate::run(fut).await {
                     Ok(r) => r.map_err(|e| e.0),
                     Err(text) => {
@@ -553,18 +545,18 @@ impl<R: Runtime> ConnTask<R> {
         self.streams.insert(key, Arc::clone(&shared));
         let input = StreamReceiver::new(Arc::clone(&shared));
         let input = (entry.capacities.in_capacity > 0).then_some(input);
-        let signal = CancelSignal::new();
+        let ctx = self.context(handler, entry.subroute.clone(), deadline);
         let call = StreamCall {
             payload,
             input,
             output: StreamSender::new(Arc::clone(&shared)),
-            context: self.context(handler, entry.subroute.clone(), deadline, &signal),
+            context: ctx.clone(),
         };
         // Go's text for a panic in a stream handler.
         let failed = |text: &str| format!("handler panic: {text}");
         let remote = Arc::clone(&self.shared.remote);
         match isolate::call(|| (entry.handler)(call)) {
-            Ok(fut) => self.spawn_handler(now, id.0, handler, signal, false, async move {
+            Ok(fut) => self.spawn_handler(now, id.0, handler, ctx, false, async move {
                 let result = match isolate::run(fut).await {
                     Ok(r) => r.map_err(|e| e.0),
                     Err(text) => {

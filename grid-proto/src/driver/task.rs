@@ -22,7 +22,7 @@ use tungstenite::handshake::client::generate_request;
 
 use crate::connection::Connection as Core;
 use crate::driver::conn_shared::{Command, ConnShared, StreamKey, StreamShared};
-use crate::driver::context::CancelSignal;
+use crate::driver::context::HandlerContext;
 use crate::driver::isolate;
 use crate::driver::mailbox::Mailbox;
 use crate::driver::manager_shared::ManagerShared;
@@ -99,9 +99,9 @@ pub(crate) struct ConnTask<R: Runtime> {
     /// Ticket of a request future → its call id (for cancel-on-drop).
     pub(super) tickets: HashMap<u64, u64>,
     pub(super) streams: HashMap<StreamKey, Arc<StreamShared>>,
-    /// Running handler tasks of incoming calls, by the signal that cancels
-    /// them.
-    pub(super) handlers: HashMap<u64, Arc<CancelSignal>>,
+    /// Running handler tasks of incoming calls: their contexts, through
+    /// which they are cancelled.
+    pub(super) handlers: HashMap<u64, HandlerContext>,
     /// Records of the calls in flight, for the trace hook.
     pub(super) trace: Tracer,
     pub(super) last_stats: Option<Instant>,
