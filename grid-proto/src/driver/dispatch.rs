@@ -429,39 +429,18 @@ impl<R: Runtime> ConnTask<R> {
         }
     }
 
-    /// Runs `work` as the handler of incoming call `id`; `signal` cancels
-    /// it (see [`until_cancelled`]).
-    ///
-    /// With `inline`, `work` is first polled here, on the connection task:
-    /// a handler that answers at once (most single handlers do) answers in
-    /// this turn, its response goes out with this turn's write, and no task
-    /// is spawned, no thread woken. Only work that waits goes to a task of
-    /// its own (the executor polls it again at once, so the throwaway waker
-    /// of this first poll is never relied on). Panics are caught inside
-    /// `work` either way.
+    /// Runs `work` as the handler of incoming call `id` on a task of its
+    /// own, inside `span`; `ctx` cancels it (see [`until_cancelled`]).
+    /// Panics are caught inside `work`.
     fn spawn_handler(
         &mut self,
-        now: Instant,
         id: u64,
-        handler: HandlerId,
+        span: tracing::Span,
         ctx: HandlerContext,
-        inline: bool,
         work: impl Future<Output = Command> + Send + 'static,
     ) {
-        // A span per served call, under the connection's span (the task is
-        // being polled inside it).
-        let span = tracing::debug_span!("incoming", mux = id, %handler);
         let work = tracing::Instrument::instrument(work, span);
-        let mut work = Box::pin(until_cancelled(ctx.clone(), work));
-        if inline {
-            let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-            if let Poll::Ready(done) = work.as_mut().poll(&mut cx) {
-                if let Some(cmd) = done {
-                    self.apply(now, cmd);
-                }
-                return;
-            }
-        }
+        let work = until_cancelled(ctx.clone(), work);
         self.handlers.insert(id, ctx);
         let shared = Arc::clone(&self.shared);
         let task = work.map(move |done| {
@@ -500,24 +479,45 @@ impl<R: Runtime> ConnTask<R> {
         // Go's text for a panic in a single-request handler.
         let failed = |text: &str| format!("handleMessages: panic recovered: {text}");
         let remote = Arc::clone(&self.shared.remote);
-        match isolate::call(|| (entry.handler)(ctx.clone(), payload)) {
-            Ok(fut) => self.spawn_handler(now, id.0, handler, ctx, true, async move {
-                let result = match isolate::run(fut).await {
-                    Ok(r) => r.map_err(|e| e.0),
-                    Err(text) => {
-                        log_panic(&remote, handler, &text);
-                        Err(failed(&text))
-                    }
-                };
-                Command::Respond { id: id.0, result }
-            }),
+        let span = tracing::debug_span!("incoming", mux = id.0, %handler);
+        let mut fut = match isolate::call(|| (entry.handler)(ctx.clone(), payload)) {
+            Ok(fut) => fut,
             Err(text) => {
                 log_panic(&remote, handler, &text);
                 let text = failed(&text);
                 self.trace_end(StreamKey::Incoming(id.0), Outcome::Handler(&text));
                 self.core.incoming(id).respond(Err(text));
+                return;
             }
-        }
+        };
+        // The first poll happens here, on the connection task: a handler
+        // that answers at once (most single handlers do) answers in this
+        // turn, its response goes out with this turn's write, and no task
+        // is allocated, spawned or woken for it. Only a handler that waits
+        // goes to a task of its own, which polls it again at once (so the
+        // throwaway waker of this poll is never relied on).
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let result = match span.in_scope(|| isolate::call(|| fut.as_mut().poll(&mut cx))) {
+            Ok(Poll::Pending) => {
+                self.spawn_handler(id.0, span, ctx, async move {
+                    let result = match isolate::run(fut).await {
+                        Ok(r) => r.map_err(|e| e.0),
+                        Err(text) => {
+                            log_panic(&remote, handler, &text);
+                            Err(failed(&text))
+                        }
+                    };
+                    Command::Respond { id: id.0, result }
+                });
+                return;
+            }
+            Ok(Poll::Ready(r)) => r.map_err(|e| e.0),
+            Err(text) => {
+                log_panic(&remote, handler, &text);
+                Err(failed(&text))
+            }
+        };
+        self.apply(now, Command::Respond { id: id.0, result });
     }
 
     fn start_stream_handler(
@@ -556,16 +556,19 @@ impl<R: Runtime> ConnTask<R> {
         let failed = |text: &str| format!("handler panic: {text}");
         let remote = Arc::clone(&self.shared.remote);
         match isolate::call(|| (entry.handler)(call)) {
-            Ok(fut) => self.spawn_handler(now, id.0, handler, ctx, false, async move {
-                let result = match isolate::run(fut).await {
-                    Ok(r) => r.map_err(|e| e.0),
-                    Err(text) => {
-                        log_panic(&remote, handler, &text);
-                        Err(failed(&text))
-                    }
-                };
-                Command::HandlerDone { id: id.0, result }
-            }),
+            Ok(fut) => {
+                let span = tracing::debug_span!("incoming", mux = id.0, %handler);
+                self.spawn_handler(id.0, span, ctx, async move {
+                    let result = match isolate::run(fut).await {
+                        Ok(r) => r.map_err(|e| e.0),
+                        Err(text) => {
+                            log_panic(&remote, handler, &text);
+                            Err(failed(&text))
+                        }
+                    };
+                    Command::HandlerDone { id: id.0, result }
+                });
+            }
             Err(text) => {
                 log_panic(&remote, handler, &text);
                 shared.lock().finish = Some(Err(failed(&text)));
