@@ -476,18 +476,19 @@ impl<R: Runtime> ConnTask<R> {
             return;
         };
         let ctx = self.context(handler, entry.subroute.clone(), deadline);
-        // Go's text for a panic in a single-request handler.
-        let failed = |text: &str| format!("handleMessages: panic recovered: {text}");
+        // A panic is logged once and answered with Go's text for a panic
+        // in a single-request handler.
         let remote = Arc::clone(&self.shared.remote);
+        let panicked = move |text: String| {
+            log_panic(&remote, handler, &text);
+            format!("handleMessages: panic recovered: {text}")
+        };
         let span = tracing::debug_span!("incoming", mux = id.0, %handler);
         let mut fut = match isolate::call(|| (entry.handler)(ctx.clone(), payload)) {
             Ok(fut) => fut,
             Err(text) => {
-                log_panic(&remote, handler, &text);
-                let text = failed(&text);
-                self.trace_end(StreamKey::Incoming(id.0), Outcome::Handler(&text));
-                self.core.incoming(id).respond(Err(text));
-                return;
+                let result = Err(panicked(text));
+                return self.apply(now, Command::Respond { id: id.0, result });
             }
         };
         // The first poll happens here, on the connection task: a handler
@@ -499,23 +500,18 @@ impl<R: Runtime> ConnTask<R> {
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         let result = match span.in_scope(|| isolate::call(|| fut.as_mut().poll(&mut cx))) {
             Ok(Poll::Pending) => {
+                let panicked = panicked.clone();
                 self.spawn_handler(id.0, span, ctx, async move {
                     let result = match isolate::run(fut).await {
                         Ok(r) => r.map_err(|e| e.0),
-                        Err(text) => {
-                            log_panic(&remote, handler, &text);
-                            Err(failed(&text))
-                        }
+                        Err(text) => Err(panicked(text)),
                     };
                     Command::Respond { id: id.0, result }
                 });
                 return;
             }
             Ok(Poll::Ready(r)) => r.map_err(|e| e.0),
-            Err(text) => {
-                log_panic(&remote, handler, &text);
-                Err(failed(&text))
-            }
+            Err(text) => Err(panicked(text)),
         };
         self.apply(now, Command::Respond { id: id.0, result });
     }
