@@ -272,7 +272,7 @@ impl fmt::Display for Params {
 }
 
 /// The bench's stream handlers' capacities unless `--window` says
-/// otherwise: the capacities MinIO gives many of its own stream handlers.
+/// otherwise.
 pub(crate) const DEFAULT_WINDOW: u32 = 64;
 
 static WINDOW: OnceLock<u32> = OnceLock::new();
