@@ -476,14 +476,12 @@ impl<R: Runtime> ConnTask<R> {
             return;
         };
         let ctx = self.context(handler, entry.subroute.clone(), deadline);
-        // A panic is logged once and answered with Go's text for a panic
-        // in a single-request handler.
-        let remote = Arc::clone(&self.shared.remote);
-        let panicked = move |text: String| {
-            log_panic(&remote, handler, &text);
-            format!("handleMessages: panic recovered: {text}")
-        };
-        let span = tracing::debug_span!("incoming", mux = id.0, %handler);
+        let panicked = on_panic(
+            Arc::clone(&self.shared.remote),
+            handler,
+            "handleMessages: panic recovered: ",
+        );
+        let span = incoming_span(id, handler);
         let mut fut = match isolate::call(|| (entry.handler)(ctx.clone(), payload)) {
             Ok(fut) => fut,
             Err(text) => {
@@ -548,27 +546,18 @@ impl<R: Runtime> ConnTask<R> {
             output: StreamSender::new(Arc::clone(&shared)),
             context: ctx.clone(),
         };
-        // Go's text for a panic in a stream handler.
-        let failed = |text: &str| format!("handler panic: {text}");
-        let remote = Arc::clone(&self.shared.remote);
+        let panicked = on_panic(Arc::clone(&self.shared.remote), handler, "handler panic: ");
         match isolate::call(|| (entry.handler)(call)) {
             Ok(fut) => {
-                let span = tracing::debug_span!("incoming", mux = id.0, %handler);
-                self.spawn_handler(id.0, span, ctx, async move {
+                self.spawn_handler(id.0, incoming_span(id, handler), ctx, async move {
                     let result = match isolate::run(fut).await {
                         Ok(r) => r.map_err(|e| e.0),
-                        Err(text) => {
-                            log_panic(&remote, handler, &text);
-                            Err(failed(&text))
-                        }
+                        Err(text) => Err(panicked(text)),
                     };
                     Command::HandlerDone { id: id.0, result }
                 });
             }
-            Err(text) => {
-                log_panic(&remote, handler, &text);
-                shared.lock().finish = Some(Err(failed(&text)));
-            }
+            Err(text) => shared.lock().finish = Some(Err(panicked(text))),
         }
         // The core may already hold input for it (EOF-on-connect), or the
         // handler already failed.
@@ -584,8 +573,22 @@ fn ended_by_shutdown(key: StreamKey) -> Outcome<'static> {
     }
 }
 
-/// A handler panicked: said once, with the handler's name, where the
-/// connection's operator looks (the caller gets the text as its error).
-fn log_panic(remote: &str, handler: HandlerId, text: &str) {
-    error!(%remote, %handler, panic = %text, "handler panicked; the call failed, the connection goes on");
+/// What a served call answers when its handler panics: the panic is said
+/// once, with the handler's name, where the connection's operator looks,
+/// and the caller gets Go's text (`prefix` and the panic's message).
+fn on_panic(
+    remote: Arc<str>,
+    handler: HandlerId,
+    prefix: &'static str,
+) -> impl Fn(String) -> String + Clone + Send + 'static {
+    move |text| {
+        error!(%remote, %handler, panic = %text, "handler panicked; the call failed, the connection goes on");
+        format!("{prefix}{text}")
+    }
+}
+
+/// The span of one served call, under the connection's (the handler's
+/// first poll and its task run inside it).
+fn incoming_span(id: IncomingId, handler: HandlerId) -> tracing::Span {
+    tracing::debug_span!("incoming", mux = id.0, %handler)
 }
