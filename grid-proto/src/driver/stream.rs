@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
 
-use crate::driver::conn_shared::{StreamKey, StreamShared};
+use crate::driver::conn_shared::{StreamKey, StreamShared, StreamState};
 use crate::driver::send_error::StreamSendError;
 use crate::error::CallError;
 
@@ -71,13 +71,8 @@ impl StreamSender {
         payload: &mut Option<Bytes>,
     ) -> Poll<Result<(), StreamSendError>> {
         let mut st = self.shared.lock();
-        // This side's own close first: whatever happened to the stream
-        // since, this sender stopped sending.
-        if self.closed || st.close_requested {
-            return Poll::Ready(Err(StreamSendError::Closed));
-        }
-        if let Some(e) = &st.send_error {
-            return Poll::Ready(Err(e.clone()));
+        if let Err(e) = self.can_send(&st) {
+            return Poll::Ready(Err(e));
         }
         if st.outq.len() >= st.out_cap {
             st.park_sender(cx.waker());
@@ -93,15 +88,23 @@ impl StreamSender {
     /// Queues a message (room was checked; only this half fills the queue).
     fn queue(&mut self, payload: Bytes) -> Result<(), StreamSendError> {
         let mut st = self.shared.lock();
-        if self.closed || st.close_requested {
-            return Err(StreamSendError::Closed);
-        }
-        if let Some(e) = &st.send_error {
-            return Err(e.clone());
-        }
+        self.can_send(&st)?;
         st.outq.push_back(payload);
         self.shared.poke(&mut st);
         Ok(())
+    }
+
+    /// Whether this sender may still send, room aside. This side's own
+    /// close comes first: whatever happened to the stream since, this
+    /// sender stopped sending.
+    fn can_send(&self, st: &StreamState) -> Result<(), StreamSendError> {
+        if self.closed || st.close_requested {
+            return Err(StreamSendError::Closed);
+        }
+        match &st.send_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
     }
 
     /// Whether a message could be queued right now without waiting.
